@@ -1,0 +1,165 @@
+"""The one small interface every provider adapter implements.
+
+An adapter gets its frozen settings and an `aiohttp.ClientSession` (injected; it never builds one, reads
+the environment or touches Redis) and offers up to three things:
+
+- `send(message) -> Receipt`, raising the error tree of `gateways.errors`;
+- `status(ref) -> Report`, when the provider has a status lookup (`has_status`);
+- `parse_callback(request) -> Callback`, when the provider pushes reports or inbound SMS.
+
+`send_many` exists for providers that take several messages in one request; the default sends them one by
+one, so an adapter only overrides it when its API really batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import ClassVar, Generic, TypeVar
+
+import aiohttp
+import msgspec
+
+from smsfleet.contracts import ErrorInfo, State
+from smsfleet.kinds import KindSettings
+
+from .errors import GatewayError
+
+__all__ = [
+    "Callback",
+    "CallbackRequest",
+    "Gateway",
+    "Inbound",
+    "Outgoing",
+    "Receipt",
+    "Report",
+    "StatusRef",
+]
+
+S = TypeVar("S", bound=KindSettings)
+
+
+class Outgoing(msgspec.Struct, frozen=True, kw_only=True):
+    """One SMS as an adapter sees it: already validated, `to` in E.164."""
+
+    job_id: str
+    to: str
+    text: str
+    originator: str | None = None
+    valid_until: datetime | None = None
+    parts: int = 1
+
+
+class Receipt(msgspec.Struct, frozen=True, kw_only=True):
+    """The provider took the message. `provider_ids` holds one id per part where the provider does that."""
+
+    provider_message_id: str | None
+    provider_ids: tuple[str, ...] = ()
+    parts: int | None = None
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        if self.provider_ids:
+            return self.provider_ids
+        return (self.provider_message_id,) if self.provider_message_id else ()
+
+
+class StatusRef(msgspec.Struct, frozen=True, kw_only=True):
+    """What a status lookup needs: the provider's id and what we sent."""
+
+    job_id: str
+    provider_message_id: str | None
+    to: str
+
+
+class Report(msgspec.Struct, frozen=True, kw_only=True):
+    """A delivery status for one provider message id (or, where the provider echoes it, our job id)."""
+
+    provider_message_id: str | None
+    state: State | None  # None: not final yet and nothing new (queued, sent to operator)
+    job_id: str | None = None
+    at: datetime | None = None
+    error: ErrorInfo | None = None
+    raw_status: str = ""
+
+
+class Inbound(msgspec.Struct, frozen=True, kw_only=True):
+    """An SMS a subscriber sent to us."""
+
+    from_: str
+    to: str
+    text: str
+    provider_message_id: str | None = None
+    at: datetime | None = None
+
+
+class CallbackRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A provider's HTTP callback as plain data, so parsers are tested without a server."""
+
+    method: str
+    query: Mapping[str, str]
+    headers: Mapping[str, str]
+    body: bytes = b""
+
+    @property
+    def content_type(self) -> str:
+        for k, v in self.headers.items():
+            if k.lower() == "content-type":
+                return v.split(";", 1)[0].strip().lower()
+        return ""
+
+
+class Callback(msgspec.Struct, frozen=True, kw_only=True):
+    """What a callback carried, and the reply that provider expects."""
+
+    reports: Sequence[Report] = ()
+    inbound: Sequence[Inbound] = ()
+    reply_status: int = 200
+    reply_body: str = "OK"
+    reply_content_type: str = "text/plain"
+
+
+class Gateway(Generic[S]):
+    """Base class of every adapter. Subclasses set the class attributes and override what they support."""
+
+    kind: ClassVar[str]
+    settings_type: ClassVar[type[KindSettings]]
+    #: default requests per second for one sender, fleet-wide (a sender's `rate_limit` overrides it)
+    default_rate: ClassVar[float] = 20.0
+    #: the most parts one message may have at this provider
+    max_parts: ClassVar[int] = 10
+    has_status: ClassVar[bool] = False
+    #: when the first status check runs, for kinds without an `await_delivery_s` setting
+    default_await_delivery_s: ClassVar[int] = 60
+    #: what this adapter assumes because the provider's documentation was not found or is thin
+    assumptions: ClassVar[tuple[str, ...]] = ()
+    #: the provider deduplicates a repeated send of the same job id, so a resend after an ambiguous
+    #: outcome is safe
+    dedupes: ClassVar[bool] = False
+
+    def __init__(self, settings: S, http: aiohttp.ClientSession) -> None:
+        self.settings = settings
+        self.http = http
+
+    @property
+    def await_delivery_s(self) -> int:
+        return int(getattr(self.settings, "await_delivery_s", self.default_await_delivery_s))
+
+    async def send(self, message: Outgoing) -> Receipt:
+        raise NotImplementedError
+
+    async def send_many(self, messages: Sequence[Outgoing]) -> list[Receipt | GatewayError]:
+        async def one(m: Outgoing) -> Receipt | GatewayError:
+            try:
+                return await self.send(m)
+            except GatewayError as exc:
+                return exc
+
+        return list(await asyncio.gather(*(one(m) for m in messages)))
+
+    async def status(self, ref: StatusRef) -> Report:
+        raise NotImplementedError(f"{self.kind} has no status lookup")
+
+    def parse_callback(self, request: CallbackRequest) -> Callback:
+        raise NotImplementedError(f"{self.kind} does not push callbacks")

@@ -1,0 +1,364 @@
+"""Senders: one configured provider account each (DESIGN §6), and their registry in Redis.
+
+A sender document has the same shape everywhere — in Redis (secrets aside), in `--json` output, in the
+admin API and in the files `smsfleet senders create|update --file` reads:
+
+    {"id": "acme-smsc", "gateway": "smsc", "accounts": ["acme"], "settings": {...},
+     "verified_caller_ids": [], "verified_phones": [], "stop_words": ["STOP"],
+     "add_to_global_suppress": false, "rate_limit": null}
+
+Secrets (the settings marked secret in `kinds`) are encrypted with Fernet when SMSFLEET_SECRET_KEY is
+set, shown as `********` everywhere else, and kept when an update leaves them blank or masked.
+
+Change notification: every write bumps `<ns>:senders:version` and publishes the sender id on
+`<ns>:senders:changed` in the same transaction. `SenderCache` (in every running process) reloads a
+sender on that message, and compares the version every few seconds as a safety net for missed messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any
+
+import msgspec
+import redis.asyncio as aioredis
+import structlog
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from redis.exceptions import RedisError
+
+from .contracts import InvalidJob, normalize_phone
+from .kinds import KIND_SETTINGS, KindSettings, secret_fields
+from .topology import Names
+
+__all__ = [
+    "MASK",
+    "Cipher",
+    "Sender",
+    "SenderCache",
+    "SenderError",
+    "SenderRegistry",
+    "parse_sender",
+    "receiving_url",
+    "sender_doc",
+]
+
+MASK = "********"
+_ENC_PREFIX = "fernet:"
+
+log = structlog.get_logger("smsfleet.senders")
+
+SenderId = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="letters, digits, - and _ (it is part of AMQP routing keys and URLs)",
+    ),
+]
+
+
+class SenderError(ValueError):
+    """A sender document is not acceptable. `field` names the offending field (`settings.login`...)."""
+
+    def __init__(self, field: str, message: str, sender_id: str | None = None) -> None:
+        where = f"sender {sender_id!r}: " if sender_id else ""
+        super().__init__(f"{where}{field}: {message}" if field else f"{where}{message}")
+        self.field = field
+        self.message = message
+
+
+class Sender(msgspec.Struct, frozen=True, kw_only=True):
+    id: SenderId
+    gateway: str
+    accounts: Annotated[list[str], msgspec.Meta(min_length=1)]
+    settings: KindSettings
+    verified_caller_ids: list[str] = []
+    verified_phones: list[str] = []
+    stop_words: list[str] = msgspec.field(default_factory=lambda: ["STOP"])
+    add_to_global_suppress: bool = False
+    rate_limit: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    webhook_token: str = ""
+
+
+class _Doc(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A sender as written by a person: settings still untyped."""
+
+    id: SenderId
+    gateway: str
+    accounts: Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(min_length=1)]
+    settings: dict[str, Any] = {}
+    verified_caller_ids: list[str] = []
+    verified_phones: list[str] = []
+    stop_words: list[Annotated[str, msgspec.Meta(min_length=1)]] = msgspec.field(
+        default_factory=lambda: ["STOP"]
+    )
+    add_to_global_suppress: bool = False
+    rate_limit: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    webhook_token: str = ""
+    receiving_url: str | None = None  # shown in output; ignored on input so output can be fed back
+
+
+class Cipher:
+    """Fernet encryption of secrets at rest. Several comma-separated keys: the first encrypts, all decrypt."""
+
+    def __init__(self, keys: str) -> None:
+        try:
+            self._fernet = MultiFernet([Fernet(k.strip()) for k in keys.split(",") if k.strip()])
+        except ValueError:
+            raise ValueError(
+                "SMSFLEET_SECRET_KEY must be a Fernet key (32 url-safe base64-encoded bytes); make one with: "
+                "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+            ) from None
+
+    def encrypt(self, value: str) -> str:
+        return _ENC_PREFIX + self._fernet.encrypt(value.encode()).decode()
+
+    def decrypt(self, value: str) -> str:
+        try:
+            return self._fernet.decrypt(value.removeprefix(_ENC_PREFIX).encode()).decode()
+        except InvalidToken:
+            raise ValueError("a stored secret does not decrypt with SMSFLEET_SECRET_KEY") from None
+
+
+def _field_of(exc: msgspec.ValidationError, prefix: str = "") -> tuple[str, str]:
+    text = str(exc)
+    message, _, path = text.partition(" - at `$")
+    field = path.rstrip("`").lstrip(".")
+    if "matching regex" in message and field == "id":
+        message = "use 1 to 64 letters, digits, - or _ (the id is part of routing keys and URLs)"
+    if not field and message.startswith("Object missing required field `"):
+        field = message.split("`")[1]
+    if not field and "Object contains unknown field `" in message:
+        field = message.split("`")[1]
+    return (f"{prefix}{field}" if field else prefix.rstrip(".")), message
+
+
+def parse_sender(
+    doc: Mapping[str, Any], *, existing: Sender | None = None, default_region: str | None = None
+) -> Sender:
+    """Validate a sender document. Secrets left blank or masked keep their value from `existing`."""
+    sender_id = doc.get("id") if isinstance(doc.get("id"), str) else None
+    try:
+        raw = msgspec.convert(doc, _Doc)
+    except msgspec.ValidationError as exc:
+        raise SenderError(*_field_of(exc), sender_id=sender_id) from None
+    cls = KIND_SETTINGS.get(raw.gateway)
+    if cls is None:
+        raise SenderError(
+            "gateway", f"unknown gateway {raw.gateway!r}; known: {', '.join(KIND_SETTINGS)}", raw.id
+        )
+    values = {k: v for k, v in raw.settings.items() if v is not None and v != ""}
+    if existing is not None and existing.gateway == raw.gateway:
+        for name in secret_fields(cls):
+            if values.get(name) in (None, MASK):
+                old = getattr(existing.settings, name)
+                if old is not None:
+                    values[name] = old
+    if any(v == MASK for v in values.values()):
+        raise SenderError("settings", f"{MASK} stands for a hidden secret; give the real value", raw.id)
+    try:
+        settings = msgspec.convert(values, cls, strict=False)  # flags and forms give strings
+    except msgspec.ValidationError as exc:
+        raise SenderError(*_field_of(exc, "settings."), sender_id=raw.id) from None
+    try:
+        phones = [normalize_phone(p, default_region) for p in raw.verified_phones]
+    except InvalidJob as exc:
+        raise SenderError("verified_phones", exc.message, raw.id) from None
+    token = raw.webhook_token or (existing.webhook_token if existing else "") or secrets.token_urlsafe(24)
+    return Sender(
+        id=raw.id,
+        gateway=raw.gateway,
+        accounts=list(dict.fromkeys(raw.accounts)),
+        settings=settings,
+        verified_caller_ids=raw.verified_caller_ids,
+        verified_phones=phones,
+        stop_words=raw.stop_words,
+        add_to_global_suppress=raw.add_to_global_suppress,
+        rate_limit=raw.rate_limit,
+        webhook_token=token,
+    )
+
+
+def receiving_url(sender: Sender, public_url: str) -> str | None:
+    """The SMS Receiving URL to give the provider (DESIGN §8), or None when the kind pushes nothing."""
+    cls = type(sender.settings)
+    if not cls.callbacks:
+        return None
+    base = f"{public_url.rstrip('/')}/smslistener/listen_type/sms_{sender.gateway}"
+    return base if sender.gateway == "rapporto" else f"{base}?sender={sender.id}&token={sender.webhook_token}"
+
+
+def sender_doc(
+    sender: Sender, *, public_url: str | None = None, secrets_as: str = "mask", cipher: Cipher | None = None
+) -> dict[str, Any]:
+    """The sender document. `secrets_as`: `mask` for any output, `store` for Redis (encrypted with a key)."""
+    doc: dict[str, Any] = msgspec.to_builtins(sender)
+    settings = doc["settings"]
+    for name in secret_fields(type(sender.settings)):
+        value = settings.get(name)
+        if value is None:
+            continue
+        if secrets_as == "mask":
+            settings[name] = MASK
+        elif cipher is not None:
+            settings[name] = cipher.encrypt(value)
+    if secrets_as == "mask":
+        del doc["webhook_token"]
+        if public_url is not None:
+            doc["receiving_url"] = receiving_url(sender, public_url)
+    return doc
+
+
+def _decode_stored(data: bytes | str, cipher: Cipher | None) -> Sender:
+    doc = msgspec.json.decode(data)
+    cls = KIND_SETTINGS[doc["gateway"]]
+    for name in secret_fields(cls):
+        value = doc["settings"].get(name)
+        if isinstance(value, str) and value.startswith(_ENC_PREFIX):
+            if cipher is None:
+                raise ValueError(
+                    f"sender {doc['id']!r} has encrypted secrets but SMSFLEET_SECRET_KEY is not set"
+                )
+            doc["settings"][name] = cipher.decrypt(value)
+    settings = msgspec.convert(doc.pop("settings"), cls)
+    return msgspec.structs.replace(msgspec.convert({**doc, "settings": {}}, Sender), settings=settings)
+
+
+class SenderRegistry:
+    """CRUD of senders in the Redis hash `<ns>:senders`, with change notification."""
+
+    def __init__(self, redis: aioredis.Redis, names: Names, cipher: Cipher | None = None) -> None:
+        self.redis = redis
+        self.names = names
+        self.cipher = cipher
+
+    def _encode(self, sender: Sender) -> bytes:
+        return msgspec.json.encode(sender_doc(sender, secrets_as="store", cipher=self.cipher))
+
+    async def _write(self, sender: Sender, *, create: bool) -> None:
+        key = self.names.senders_key
+        if create and not await self.redis.hsetnx(key, sender.id, self._encode(sender)):
+            raise SenderError("id", f"a sender with id {sender.id!r} already exists")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if not create:
+                pipe.hset(key, sender.id, self._encode(sender))
+            pipe.incr(self.names.senders_version_key)
+            pipe.publish(self.names.senders_channel, sender.id)
+            await pipe.execute()
+
+    async def create(self, sender: Sender) -> Sender:
+        await self._write(sender, create=True)
+        log.info("sender.created", sender=sender.id, gateway=sender.gateway)
+        return sender
+
+    async def put(self, sender: Sender) -> Sender:
+        """Create or replace."""
+        await self._write(sender, create=False)
+        log.info("sender.saved", sender=sender.id, gateway=sender.gateway)
+        return sender
+
+    async def update(
+        self, sender_id: str, patch: Mapping[str, Any], default_region: str | None = None
+    ) -> Sender:
+        """Apply `patch` (any subset of the document; `settings` merged key by key) to an existing sender."""
+        existing = await self.get(sender_id)
+        if existing is None:
+            raise SenderError("id", f"no sender with id {sender_id!r}")
+        if patch.get("id", sender_id) != sender_id:
+            raise SenderError("id", "the id of a sender cannot change; create a new sender instead")
+        doc = sender_doc(existing, secrets_as="keep")
+        gateway_changed = patch.get("gateway", existing.gateway) != existing.gateway
+        settings = {} if gateway_changed else doc["settings"]
+        settings.update(patch.get("settings") or {})
+        doc.update({k: v for k, v in patch.items() if k not in ("settings", "receiving_url")})
+        doc["settings"] = settings
+        sender = parse_sender(doc, existing=existing, default_region=default_region)
+        await self._write(sender, create=False)
+        log.info("sender.updated", sender=sender.id, gateway=sender.gateway)
+        return sender
+
+    async def get(self, sender_id: str) -> Sender | None:
+        data = await self.redis.hget(self.names.senders_key, sender_id)
+        return None if data is None else _decode_stored(data, self.cipher)
+
+    async def list(self) -> list[Sender]:
+        data = await self.redis.hgetall(self.names.senders_key)
+        return sorted((_decode_stored(v, self.cipher) for v in data.values()), key=lambda s: s.id)
+
+    async def delete(self, sender_id: str) -> bool:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.names.senders_key, sender_id)
+            pipe.incr(self.names.senders_version_key)
+            pipe.publish(self.names.senders_channel, sender_id)
+            deleted, _, _ = await pipe.execute()
+        if deleted:
+            log.info("sender.deleted", sender=sender_id)
+        return bool(deleted)
+
+    async def version(self) -> int:
+        return int(await self.redis.get(self.names.senders_version_key) or 0)
+
+
+class SenderCache:
+    """An in-memory copy of the registry that follows changes while the process runs.
+
+    `get` is a dict lookup. A background task listens on the change channel and reloads the named
+    sender; every `poll_s` seconds it compares the version counter and reloads everything when a change
+    was missed (a dropped pub/sub connection loses messages).
+    """
+
+    def __init__(self, registry: SenderRegistry, poll_s: float = 5.0) -> None:
+        self.registry = registry
+        self.poll_s = poll_s
+        self._senders: dict[str, Sender] = {}
+        self._version = -1
+        self._task: asyncio.Task[None] | None = None
+        self.changed = asyncio.Event()
+
+    def get(self, sender_id: str) -> Sender | None:
+        return self._senders.get(sender_id)
+
+    def all(self) -> Iterable[Sender]:
+        return self._senders.values()
+
+    async def reload(self) -> None:
+        version = await self.registry.version()
+        self._senders = {s.id: s for s in await self.registry.list()}
+        self._version = version
+        self.changed.set()
+
+    async def refresh(self, sender_id: str) -> None:
+        sender = await self.registry.get(sender_id)
+        if sender is None:
+            self._senders.pop(sender_id, None)
+        else:
+            self._senders[sender_id] = sender
+        self.changed.set()
+
+    async def start(self) -> None:
+        await self.reload()
+        self._task = asyncio.create_task(self._follow(), name="sender-cache")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                async with self.registry.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self.registry.names.senders_channel)
+                    await self.reload()  # anything changed while (re)subscribing
+                    while True:
+                        msg = await pubsub.get_message(timeout=self.poll_s)
+                        if msg is not None:
+                            await self.refresh(msg["data"].decode())
+                        elif await self.registry.version() != self._version:
+                            await self.reload()
+            except (RedisError, OSError) as exc:
+                log.warning("sender_cache.disconnected", error=str(exc))
+                await asyncio.sleep(1.0)

@@ -1,0 +1,78 @@
+"""Process configuration, read once from the environment at the edge (CLI, process start) and passed down."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+
+__all__ = ["ConfigError", "Settings", "redact_url"]
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use. The message names the variable."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    amqp_url: str = "amqp://guest:guest@localhost:5672/"
+    redis_url: str = "redis://localhost:6379/0"
+    namespace: str = "smsfleet"
+    public_url: str = "http://localhost:8080"
+    secret_key: str | None = msgspec.field(default=None)
+    log_format: str = "console"
+    log_level: str | None = None  # None: info for services, warning for one-shot commands
+    default_region: str | None = None
+    play_mobile_rate: float = 49.0
+
+    def __repr__(self) -> str:  # never show the secret key or URL passwords
+        return (
+            f"Settings(amqp_url={redact_url(self.amqp_url)!r}, redis_url={redact_url(self.redis_url)!r}, "
+            f"namespace={self.namespace!r}, secret_key={'set' if self.secret_key else 'unset'})"
+        )
+
+    __str__ = __repr__
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        d = cls()
+
+        def get(name: str, default: str | None = None) -> str | None:
+            value = env.get(name, "").strip()
+            return value or default
+
+        log_format = get("SMSFLEET_LOG_FORMAT", "console")
+        if log_format not in ("json", "console"):
+            raise ConfigError(f"SMSFLEET_LOG_FORMAT must be json or console, not {log_format!r}")
+        namespace = get("SMSFLEET_NAMESPACE", "smsfleet") or "smsfleet"
+        if not namespace.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"SMSFLEET_NAMESPACE may hold letters, digits, - and _ only, not {namespace!r}")
+        rate = get("PLAY_MOBILE_LIMIT_REQUESTS_PER_SEC", "49") or "49"
+        try:
+            play_mobile_rate = float(rate)
+        except ValueError:
+            raise ConfigError(f"PLAY_MOBILE_LIMIT_REQUESTS_PER_SEC must be a number, not {rate!r}") from None
+        if play_mobile_rate <= 0:
+            raise ConfigError("PLAY_MOBILE_LIMIT_REQUESTS_PER_SEC must be above 0")
+        return cls(
+            amqp_url=get("SMSFLEET_AMQP_URL") or d.amqp_url,
+            redis_url=get("SMSFLEET_REDIS_URL") or d.redis_url,
+            namespace=namespace,
+            public_url=(get("SMSFLEET_PUBLIC_URL") or d.public_url).rstrip("/"),
+            secret_key=get("SMSFLEET_SECRET_KEY"),
+            log_format=log_format,
+            log_level=(get("SMSFLEET_LOG_LEVEL") or "").lower() or None,
+            default_region=(get("SMSFLEET_DEFAULT_REGION") or "").upper() or None,
+            play_mobile_rate=play_mobile_rate,
+        )
+
+
+def redact_url(url: str) -> str:
+    """`amqp://user:secret@host/` -> `amqp://user:***@host/`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

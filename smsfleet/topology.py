@@ -1,0 +1,231 @@
+"""Every exchange, queue and Redis key name, built from the namespace, and the broker declarations.
+
+    <ns>.send      topic    routing key <gateway>.<sender_id>   -> queue <ns>.send.<gateway> (one per kind)
+    <ns>.internal  topic    report.<gateway> / recheck.<gateway> -> queue <ns>.status
+                            inbound.<gateway>                    -> queue <ns>.inbound
+    <ns>.events    topic    status.<state>, inbound.<sender>, suppression.added   (engines bind their own)
+    <ns>.dead      fanout                                        -> queue <ns>.dead (never consumed)
+    <ns>.delay     headers  x-smsfleet-target + x-smsfleet-tier  -> queue <ns>.delay.<target>.<tier>
+                            each tier queue has a queue-level TTL and dead-letters, with no dead-letter
+                            routing key, back to its target exchange: the message's own routing key
+                            brings it back to the queue it came from.
+
+All queues are quorum queues. Work queues have an explicit delivery limit and dead-letter at least once
+(`overflow reject-publish`) into `<ns>.dead`, so a message that keeps crashing its handler is parked, not
+lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractChannel, ExchangeType
+
+from .kinds import KINDS
+
+__all__ = [
+    "DELAY_TIERS",
+    "DELIVERY_LIMIT",
+    "HEADER_ATTEMPT",
+    "HEADER_NOT_BEFORE",
+    "HEADER_REASON",
+    "HEADER_TARGET",
+    "HEADER_TIER",
+    "Names",
+    "TopologyConflict",
+    "declare",
+]
+
+#: redeliveries before a message that keeps failing its handler is dead-lettered
+DELIVERY_LIMIT = 5
+#: delay tiers, seconds: a wait is made of the largest tiers that fit, never overshooting
+DELAY_TIERS = (1, 5, 15, 60, 300, 900, 3600)
+DELAY_TARGETS = ("send", "internal")
+
+HEADER_ATTEMPT = "x-smsfleet-attempt"
+HEADER_NOT_BEFORE = "x-smsfleet-not-before"  # epoch ms: a delayed message is not handled before this
+HEADER_TIER = "x-smsfleet-tier"
+HEADER_TARGET = "x-smsfleet-target"
+HEADER_REASON = "x-smsfleet-reason"
+HEADER_REASON_CODE = "x-smsfleet-reason-code"
+
+
+class TopologyConflict(RuntimeError):
+    """The broker already has an object of this name declared with other arguments."""
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    """Names of everything on the broker and in Redis for one namespace."""
+
+    ns: str = "smsfleet"
+
+    # exchanges
+    @property
+    def send_exchange(self) -> str:
+        return f"{self.ns}.send"
+
+    @property
+    def internal_exchange(self) -> str:
+        return f"{self.ns}.internal"
+
+    @property
+    def events_exchange(self) -> str:
+        return f"{self.ns}.events"
+
+    @property
+    def dead_exchange(self) -> str:
+        return f"{self.ns}.dead"
+
+    @property
+    def delay_exchange(self) -> str:
+        return f"{self.ns}.delay"
+
+    # queues
+    def send_queue(self, gateway: str) -> str:
+        return f"{self.ns}.send.{gateway}"
+
+    @property
+    def status_queue(self) -> str:
+        return f"{self.ns}.status"
+
+    @property
+    def inbound_queue(self) -> str:
+        return f"{self.ns}.inbound"
+
+    @property
+    def dead_queue(self) -> str:
+        return f"{self.ns}.dead"
+
+    def delay_queue(self, target: str, tier: int) -> str:
+        return f"{self.ns}.delay.{target}.{tier}s"
+
+    # routing keys
+    @staticmethod
+    def send_key(gateway: str, sender_id: str) -> str:
+        return f"{gateway}.{sender_id}"
+
+    # Redis keys
+    @property
+    def senders_key(self) -> str:
+        return f"{self.ns}:senders"
+
+    @property
+    def senders_version_key(self) -> str:
+        return f"{self.ns}:senders:version"
+
+    @property
+    def senders_channel(self) -> str:
+        return f"{self.ns}:senders:changed"
+
+    def suppress_account_key(self, account: str) -> str:
+        return f"{self.ns}:suppress:account:{account}"
+
+    @property
+    def suppress_global_key(self) -> str:
+        return f"{self.ns}:suppress:global"
+
+    def redis_key(self, *parts: str) -> str:
+        """An internal key: `<ns>:<part>:<part>...` (documented in the README with its TTL)."""
+        return ":".join((self.ns, *parts))
+
+
+def _work_queue_args(names: Names) -> dict[str, Any]:
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": DELIVERY_LIMIT,
+        "x-dead-letter-exchange": names.dead_exchange,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+async def declare(channel: AbstractChannel, names: Names) -> None:
+    """Declare everything. Idempotent; raises TopologyConflict when the broker disagrees on arguments.
+
+    A conflict closes the channel (that is how AMQP reports it), so the caller needs a fresh channel after.
+    """
+    try:
+        await _declare(channel, names)
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        raise TopologyConflict(
+            f"the broker already has {_reply_text(exc)}; delete that object or use another "
+            f"SMSFLEET_NAMESPACE (now {names.ns!r})"
+        ) from None
+
+
+def _reply_text(exc: aiormq.exceptions.ChannelPreconditionFailed) -> str:
+    text = str(exc.args[0].reply_text if exc.args and hasattr(exc.args[0], "reply_text") else exc)
+    return text.removeprefix("PRECONDITION_FAILED - ")
+
+
+async def _declare(channel: AbstractChannel, names: Names) -> None:
+    send = await channel.declare_exchange(names.send_exchange, ExchangeType.TOPIC, durable=True)
+    internal = await channel.declare_exchange(names.internal_exchange, ExchangeType.TOPIC, durable=True)
+    await channel.declare_exchange(names.events_exchange, ExchangeType.TOPIC, durable=True)
+    dead = await channel.declare_exchange(names.dead_exchange, ExchangeType.FANOUT, durable=True)
+    delay = await channel.declare_exchange(names.delay_exchange, ExchangeType.HEADERS, durable=True)
+
+    dead_queue = await channel.declare_queue(
+        names.dead_queue, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await dead_queue.bind(dead)
+
+    args = _work_queue_args(names)
+    for kind in KINDS:
+        queue = await channel.declare_queue(names.send_queue(kind), durable=True, arguments=args)
+        await queue.bind(send, routing_key=f"{kind}.*")
+    status = await channel.declare_queue(names.status_queue, durable=True, arguments=args)
+    await status.bind(internal, routing_key="report.*")
+    await status.bind(internal, routing_key="recheck.*")
+    inbound = await channel.declare_queue(names.inbound_queue, durable=True, arguments=args)
+    await inbound.bind(internal, routing_key="inbound.*")
+
+    targets = {"send": names.send_exchange, "internal": names.internal_exchange}
+    for target, exchange in targets.items():
+        for tier in DELAY_TIERS:
+            queue = await channel.declare_queue(
+                names.delay_queue(target, tier),
+                durable=True,
+                arguments={
+                    "x-queue-type": "quorum",
+                    "x-message-ttl": tier * 1000,
+                    "x-dead-letter-exchange": exchange,
+                    "x-dead-letter-strategy": "at-least-once",
+                    "x-overflow": "reject-publish",
+                },
+            )
+            await queue.bind(
+                delay,
+                arguments={"x-match": "all", HEADER_TARGET: target, HEADER_TIER: str(tier)},
+            )
+
+
+async def delete(channel: AbstractChannel, names: Names) -> None:
+    """Remove a namespace's exchanges and queues (tests, tear-down of a demo namespace)."""
+    queues = [names.send_queue(k) for k in KINDS]
+    queues += [names.status_queue, names.inbound_queue, names.dead_queue]
+    queues += [names.delay_queue(t, tier) for t in DELAY_TARGETS for tier in DELAY_TIERS]
+    for queue in queues:
+        await channel.queue_delete(queue)
+    for exchange in (
+        names.send_exchange,
+        names.internal_exchange,
+        names.events_exchange,
+        names.dead_exchange,
+        names.delay_exchange,
+    ):
+        await channel.exchange_delete(exchange)
+
+
+def message(body: bytes, **kwargs: Any) -> aio_pika.Message:
+    """A persistent JSON message, the only kind smsfleet publishes."""
+    return aio_pika.Message(
+        body,
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        **kwargs,
+    )

@@ -1,0 +1,206 @@
+"""Fleet-wide per-sender rate limits: one GCRA bucket per sender in Redis, on the Redis server clock.
+
+Every worker process on every machine shares one bucket per sender (provider account). The state is a
+single number, the sender's TAT ("theoretical arrival time", integer microseconds on the Redis clock),
+and a Lua script reads ``redis.call('TIME')``, decides and advances the TAT in one atomic step. A
+granted acquisition is a *reservation*: the script has already moved the TAT past it, so the caller just
+sleeps the returned number of seconds and sends. Local clocks never enter the decision, so machines
+with skewed clocks still share one schedule.
+
+Algorithm (GCRA). With emission interval ``T`` and tolerance ``tau = (burst - 1) * T``, a request at
+server time ``now`` gets the send time ``allow = max(TAT, now) - tau`` (never before ``now``, never
+before a provider pause), and the TAT becomes ``max(TAT, now, allow) + T``.
+
+Window bound. Every grant advances the TAT by ``T`` and sends no earlier than ``TAT - tau``, so any
+``n`` sends span at least ``(n - burst) * T`` seconds. The emission interval is not ``1 / rate`` but
+``T = (1 + margin) / rate`` (rounded *up* to the microsecond), so ``rate + burst`` sends span at least
+``rate * T = 1 + margin`` seconds: any 1-s window, even a closed one, holds at most
+``rate + burst - 1`` sends, i.e. at most ``rate`` with the default ``burst=1``, and this still holds
+when the send times the provider observes are shifted against each other by up to ``margin`` seconds
+(event-loop wake-up, the network, the provider's own timestamping). Exact for integral rates; a
+fractional rate allows at most ``ceil(rate) + burst - 1``. The price is throughput: a saturated
+sender gets ``1 / (1 + margin)`` of its limit, 98 % with the default ``margin=0.02`` (20 ms).
+
+Keys, under the prefix given to the constructor (e.g. ``f"{namespace}:rate"``):
+
+* ``<prefix>:<sender_id>`` - the TAT in microseconds. Its TTL is the time until that TAT plus 1 s:
+  once the TAT is in the past the bucket is full and an absent key means exactly the same thing, so
+  idle senders leave nothing behind and no state is lost when the key expires.
+* ``<prefix>:<sender_id>:pause`` - the end of a provider-imposed pause (microseconds), expiring 1 s
+  after that end. Set by :meth:`RateLimiter.pause`; no send is granted before it, burst or not.
+
+Failure mode: nothing here catches Redis errors. If Redis is unreachable or slow,
+``redis.exceptions.ConnectionError`` / ``redis.exceptions.TimeoutError`` propagate unchanged, and the
+worker must stop taking jobs until Redis is back - it never sends unthrottled. A reservation whose
+reply was lost (timeout after the script ran) only wastes one slot; that errs on the safe side, and so
+does a :meth:`RateLimiter.wait` cancelled during its sleep.
+
+Needs Redis >= 5 (scripts replicate their effects, so writing after ``TIME`` is allowed). The two keys
+of a sender share no hash tag, so this is written for a single Redis (or a primary with replicas),
+not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import redis.asyncio as aioredis
+
+__all__ = ["DEFAULT_MARGIN", "RateLimitWait", "RateLimiter"]
+
+DEFAULT_MARGIN = 0.02
+"""Seconds of send-time jitter the window bound tolerates; also the throughput cost (1 / 1.02 = 98 %)."""
+
+_US = 1_000_000
+_PAUSE_SUFFIX = ":pause"
+
+# KEYS[1] TAT key, KEYS[2] pause key; ARGV[1] emission interval us, ARGV[2] tau us, ARGV[3] max wait us.
+# Returns {granted (1/0), wait us}. Every number is an integer below 2^53, so Lua's doubles are exact;
+# '%.0f' writes them back without the 14-digit rounding of tostring().
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tau = tonumber(ARGV[2])
+local max_wait = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or 0) or 0
+if tat < now then tat = now end
+local allow = tat - tau
+local resume = tonumber(redis.call('GET', KEYS[2]) or 0) or 0
+if allow < resume then allow = resume end
+if allow < now then allow = now end
+local wait = allow - now
+if wait > max_wait then return {0, wait} end
+if tat < allow then tat = allow end
+tat = tat + interval
+redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+return {1, wait}
+"""
+
+# KEYS[1] TAT key, KEYS[2] pause key; ARGV[1] pause length us. A pause only ever grows; it also pushes
+# the TAT to its end. Returns the remaining pause in us.
+_PAUSE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local resume = now + tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[2]) or 0) or 0
+if current > resume then
+  resume = current
+else
+  redis.call('SET', KEYS[2], string.format('%.0f', resume), 'PX', math.ceil((resume - now) / 1000) + 1000)
+end
+local tat = tonumber(redis.call('GET', KEYS[1]) or 0) or 0
+if tat < resume then
+  redis.call('SET', KEYS[1], string.format('%.0f', resume), 'PX', math.ceil((resume - now) / 1000) + 1000)
+end
+return resume - now
+"""
+
+
+class RateLimitWait(Exception):
+    """The next slot for the sender is further away than ``max_wait``; nothing was reserved.
+
+    ``retry_after`` is the wait, in seconds, that the request would have had: the time until the
+    sender's next free slot. Delay the job (e.g. through a delay queue) by about that much rather than
+    holding it. Other processes may take that slot meanwhile, so the retry may be told to wait again.
+    """
+
+    def __init__(self, retry_after: float, sender_id: str = "") -> None:
+        super().__init__(retry_after, sender_id)
+        self.retry_after = retry_after
+        self.sender_id = sender_id
+
+    def __str__(self) -> str:
+        who = f"sender {self.sender_id!r}" if self.sender_id else "sender"
+        return f"{who} is rate limited: next slot in {self.retry_after:.3f} s"
+
+
+class RateLimiter:
+    """Fleet-wide GCRA rate limits, one bucket per sender, kept in Redis (see the module docstring).
+
+    ``burst`` is the number of requests a rested sender may send back to back (1: strictly spaced);
+    any 1-s window holds at most ``rate + burst - 1`` sends. ``margin`` is the send-time jitter in
+    seconds that bound tolerates, paid for with a throughput of ``1 / (1 + margin)`` of the rate.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        prefix: str,
+        *,
+        burst: int = 1,
+        margin: float = DEFAULT_MARGIN,
+    ) -> None:
+        if not prefix:
+            raise ValueError("prefix must not be empty")
+        if burst < 1:
+            raise ValueError(f"burst must be at least 1, not {burst!r}")
+        if not (math.isfinite(margin) and margin >= 0):
+            raise ValueError(f"margin must be a finite number >= 0, not {margin!r}")
+        self._prefix = prefix
+        self._burst = burst
+        self._margin = margin
+        # register_script only hashes the source; each call runs EVALSHA and loads it on NOSCRIPT.
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._pause = redis.register_script(_PAUSE)
+
+    @property
+    def burst(self) -> int:
+        return self._burst
+
+    @property
+    def margin(self) -> float:
+        return self._margin
+
+    def keys(self, sender_id: str) -> tuple[str, str]:
+        """The sender's TAT key and pause key."""
+        if not sender_id or sender_id.endswith(_PAUSE_SUFFIX):
+            raise ValueError(f"invalid sender id {sender_id!r}")
+        key = f"{self._prefix}:{sender_id}"
+        return key, key + _PAUSE_SUFFIX
+
+    def interval(self, rate: float) -> float:
+        """The emission interval in seconds for ``rate`` requests per second (``(1 + margin) / rate``)."""
+        return self._interval_us(rate) / _US
+
+    def _interval_us(self, rate: float) -> int:
+        if not (math.isfinite(rate) and rate > 0):
+            raise ValueError(f"rate must be a finite number > 0, not {rate!r}")
+        return max(1, math.ceil(_US * (1 + self._margin) / rate))
+
+    async def acquire(self, sender_id: str, rate: float, *, max_wait: float) -> float:
+        """Reserve the sender's next slot and return the seconds to wait before sending (0.0: now).
+
+        The reservation is made on the server, so sleep the returned time and send; do not ask again.
+        If the wait would exceed ``max_wait`` seconds nothing is reserved and :class:`RateLimitWait`
+        is raised. Redis connection and timeout errors propagate unchanged.
+        """
+        interval = self._interval_us(rate)
+        if not (math.isfinite(max_wait) and max_wait >= 0):
+            raise ValueError(f"max_wait must be a finite number >= 0, not {max_wait!r}")
+        keys = self.keys(sender_id)
+        reply = await self._acquire(
+            keys=list(keys), args=[interval, (self._burst - 1) * interval, math.floor(max_wait * _US)]
+        )
+        granted, wait_us = (int(v) for v in reply)
+        if not granted:
+            raise RateLimitWait(wait_us / _US, sender_id)
+        return wait_us / _US
+
+    async def wait(self, sender_id: str, rate: float, *, max_wait: float) -> None:
+        """:meth:`acquire`, then sleep until the reserved slot. Cancelling the sleep wastes the slot."""
+        delay = await self.acquire(sender_id, rate, max_wait=max_wait)
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def pause(self, sender_id: str, seconds: float) -> None:
+        """The provider asked us to back off (429 / Retry-After): grant no send for ``seconds``.
+
+        Measured on the Redis clock from now, for every process. A pause only ever extends: a shorter
+        pause while a longer one runs changes nothing. Slots already handed out are not revoked - they
+        are at most ``max_wait`` ahead, so callers should keep ``max_wait`` small.
+        """
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise ValueError(f"seconds must be a finite number >= 0, not {seconds!r}")
+        await self._pause(keys=list(self.keys(sender_id)), args=[math.ceil(seconds * _US)])
