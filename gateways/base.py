@@ -138,6 +138,9 @@ class Gateway(Generic[S]):
     #: outcome is safe
     dedupes: ClassVar[bool] = False
 
+    #: seconds a provider request may take; the worker sets it from its policy
+    timeout_s: float = 10.0
+
     def __init__(self, settings: S, http: aiohttp.ClientSession) -> None:
         self.settings = settings
         self.http = http

@@ -25,6 +25,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str | None = None  # None: info for services, warning for one-shot commands
     default_region: str | None = None
     play_mobile_rate: float = 49.0
+    status_horizon_s: float = 72 * 3600.0
+
+    @property
+    def default_rates(self) -> dict[str, float]:
+        """Per-gateway default rates set by configuration rather than by the adapter."""
+        return {"playmobile": self.play_mobile_rate}
 
     def __repr__(self) -> str:  # never show the secret key or URL passwords
         return (
@@ -56,7 +62,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(f"PLAY_MOBILE_LIMIT_REQUESTS_PER_SEC must be a number, not {rate!r}") from None
         if play_mobile_rate <= 0:
             raise ConfigError("PLAY_MOBILE_LIMIT_REQUESTS_PER_SEC must be above 0")
+        horizon = get("SMSFLEET_STATUS_HORIZON_S") or str(d.status_horizon_s)
+        try:
+            status_horizon_s = float(horizon)
+        except ValueError:
+            raise ConfigError(
+                f"SMSFLEET_STATUS_HORIZON_S must be a number of seconds, not {horizon!r}"
+            ) from None
         return cls(
+            status_horizon_s=status_horizon_s,
             amqp_url=get("SMSFLEET_AMQP_URL") or d.amqp_url,
             redis_url=get("SMSFLEET_REDIS_URL") or d.redis_url,
             namespace=namespace,

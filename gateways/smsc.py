@@ -1,0 +1,210 @@
+"""SMSC.ru (and its twins smsc.kz, smsc.ua, smscentre.com): send, status lookup, pushed reports.
+
+Wire (shared/providers/providers-A.md §3): a form POST to `{base}/sys/send.php` or `{base}/sys/status.php`,
+always with `fmt=3` (JSON) and `charset=utf-8`. Auth is `login` + `psw`; the `password` setting may be the
+password or its lowercase md5 hex and is sent exactly as configured, since SMSC accepts both. We POST, never
+GET: credentials stay out of URLs (which proxies and access logs keep), and aiohttp re-sends a GET by itself
+when a kept-alive connection turns out dead, which for send.php would be a second SMS.
+
+Decisions:
+- `phones` is our E.164 with its '+'. Numbers reach us already validated and normalized; without '+' SMSC
+  may "auto-correct" a number, which for a valid one can only make it another number. With '+' it does not.
+  Status lookups send the digits, the form in which SMSC itself reports phones.
+- `id` is ours, derived from the job id (`smsc_id`), so every attempt of a job carries the same id: SMSC
+  refuses a repeated identical send with error 9 (hence `dedupes`; see `assumptions` for the caveat), and the
+  message can be looked up by (id, phone) even when the reply to the send was lost.
+- Error 9 (duplicate request) on a send means an identical request came before. We look the message up:
+  found, the earlier attempt was accepted and this is a success; not found, or the lookup fails: Ambiguous.
+- HTTP 200 whose body is neither a success nor an error: Ambiguous, since SMSC may have taken the message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+import aiohttp
+
+from smsfleet.contracts import ErrorInfo, State
+from smsfleet.kinds import SmscSettings
+
+from .base import Callback, CallbackRequest, Gateway, Outgoing, Receipt, Report, StatusRef
+from .errors import Ambiguous, GatewayError, Permanent, RateLimited, Transient
+
+__all__ = ["GATEWAY", "SmscGateway", "smsc_id"]
+
+DEFAULT_BASE_URL = "https://smsc.ru"
+
+#: send.php / status.php `error_code` -> (class, meaning) [providers-A §3.4]
+ERRORS: dict[int, tuple[type[GatewayError], str]] = {
+    1: (Permanent, "bad parameters"),
+    2: (Permanent, "wrong login or password, or IP not allowed"),
+    3: (Permanent, "insufficient funds"),
+    4: (RateLimited, "IP temporarily blocked after frequent errors"),
+    5: (Permanent, "bad date format"),
+    6: (Permanent, "message prohibited (text or sender)"),
+    7: (Permanent, "bad phone number format"),
+    8: (Permanent, "cannot deliver to this number"),
+    9: (Ambiguous, "duplicate request"),  # send() reconciles it first
+}
+
+#: status.php / callback `status` -> (state, meaning); None = not final yet [providers-A §3.5]
+STATUSES: dict[int, tuple[State | None, str]] = {
+    -3: (None, "not found"),
+    -2: (None, "stopped"),
+    -1: (None, "waiting to be sent"),
+    0: (None, "handed to the operator"),
+    1: (State.DELIVERED, "delivered"),
+    2: (State.DELIVERED, "read"),
+    3: (State.EXPIRED, "expired"),
+    4: (State.DELIVERED, "link clicked"),
+    20: (State.UNDELIVERED, "impossible to deliver"),
+    22: (State.REJECTED, "wrong number"),
+    23: (State.REJECTED, "prohibited"),
+    24: (State.REJECTED, "insufficient funds"),
+    25: (State.UNDELIVERED, "unavailable number"),
+}
+_FAILED = {State.UNDELIVERED, State.EXPIRED, State.REJECTED}
+
+
+def smsc_id(job_id: str) -> int:
+    """Our SMSC message id for a job: the first 31 bits of sha256(job id), 1..2**31-1 (SMSC's int range)."""
+    return int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:4], "big") >> 1 or 1
+
+
+def _report(provider_id: str, status: int, err: int, job_id: str | None = None, ts: Any = None) -> Report:
+    state, meaning = STATUSES.get(status, (None, f"unknown status {status}"))
+    error = None
+    if err:
+        error = ErrorInfo(f"smsc.err.{err}", f"{meaning} (err {err})")
+    elif state in _FAILED:
+        error = ErrorInfo(f"smsc.status.{status}", meaning)
+    at = datetime.fromtimestamp(ts, UTC) if isinstance(ts, int | float) and 0 < ts < 1e11 else None
+    return Report(
+        provider_message_id=provider_id,
+        state=state,
+        job_id=job_id,
+        at=at,
+        error=error,
+        raw_status=str(status),
+    )
+
+
+class SmscGateway(Gateway[SmscSettings]):
+    """SMSC.ru over its HTTP API. Delivery reports: status lookup by (id, phone), and pushed reports."""
+
+    kind = "smsc"
+    settings_type = SmscSettings
+    default_rate = 30.0
+    has_status = True
+    dedupes = True
+    assumptions = (
+        "SMSC publishes no request rate; 30 requests/s per sender is a guess",
+        "a repeated identical send (same id, phones, text) gets error 9 and is not sent again; how long SMSC "
+        "remembers a request is not documented, so send() confirms error 9 with a status lookup",
+        "pushed reports are form fields id, status, err (and phone), as a POST body or a query string; "
+        "other fields and any signature are not documented (providers-A §3.5: low-medium)",
+        "`valid` is the lifetime in whole hours, 1..24 (medium)",
+        "status.php takes the phone as digits without '+'",
+    )
+    #: seconds for one HTTP request, connect to last byte; a test may set it on an instance
+    timeout_s: float = 10.0
+
+    @property
+    def base_url(self) -> str:
+        return (self.settings.base_url or DEFAULT_BASE_URL).rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"SmscGateway(login={self.settings.login!r}, base_url={self.base_url!r})"
+
+    async def send(self, message: Outgoing) -> Receipt:
+        sid = smsc_id(message.job_id)
+        params = {"phones": message.to, "mes": message.text, "id": str(sid)}
+        if message.originator:
+            params["sender"] = message.originator
+        if message.valid_until is not None:
+            hours = math.ceil((message.valid_until - datetime.now(UTC)).total_seconds() / 3600)
+            params["valid"] = str(min(max(hours, 1), 24))
+        try:
+            data = await self._call("/sys/send.php", params)
+        except Ambiguous as exc:
+            if exc.code != "smsc.9":
+                raise
+            ref = StatusRef(job_id=message.job_id, provider_message_id=str(sid), to=message.to)
+            try:
+                found = (await self.status(ref)).raw_status != "-3"
+            except GatewayError:
+                found = False
+            if not found:
+                raise Ambiguous("smsc.9", "duplicate request, and no earlier message found") from None
+            return Receipt(provider_message_id=str(sid))
+        if "id" not in data:
+            raise Ambiguous("smsc.bad_reply", "HTTP 200 without id or error")
+        cnt = data.get("cnt")
+        return Receipt(provider_message_id=str(data["id"]), parts=cnt if isinstance(cnt, int) else None)
+
+    async def status(self, ref: StatusRef) -> Report:
+        pid = ref.provider_message_id or str(smsc_id(ref.job_id))
+        try:
+            data = await self._call("/sys/status.php", {"phone": ref.to.lstrip("+"), "id": pid})
+        except Ambiguous as exc:  # a lookup changes nothing: a lost reply is only transient
+            raise Transient(exc.code, exc.message) from None
+        status, err = data.get("status"), data.get("err", 0)
+        if not isinstance(status, int) or not isinstance(err, int):
+            raise Transient("smsc.bad_reply", "status reply without an integer status")
+        return _report(pid, status, err, ref.job_id, data.get("last_timestamp"))
+
+    def parse_callback(self, request: CallbackRequest) -> Callback:
+        fields = dict(request.query)
+        if request.body and request.content_type in ("", "application/x-www-form-urlencoded"):
+            fields.update(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
+        pid, status = fields.get("id", "").strip(), fields.get("status", "").strip()
+        if not pid or not status:
+            raise ValueError("smsc callback needs id and status")
+        try:
+            code, err = int(status), int(fields.get("err") or 0)
+        except ValueError:
+            raise ValueError("smsc callback status and err must be integers") from None
+        return Callback(reports=[_report(pid, code, err)])
+
+    async def _call(self, path: str, params: dict[str, str]) -> dict[str, Any]:
+        """POST to SMSC; the JSON object of a success, or the error tree. Messages never hold credentials."""
+        form = {"login": self.settings.login, "psw": self.settings.password, "fmt": "3", "charset": "utf-8"}
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        try:
+            async with self.http.post(self.base_url + path, data=form | params, timeout=timeout) as resp:
+                body = await resp.text(encoding="utf-8", errors="replace")
+                http_status, retry_after = resp.status, resp.headers.get("Retry-After", "")
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise Transient("connect", f"cannot connect to SMSC ({type(exc).__name__})") from None
+        except TimeoutError:
+            raise Ambiguous("timeout", f"no reply from SMSC within {self.timeout_s:g} s") from None
+        except aiohttp.ClientError as exc:
+            raise Ambiguous("reset", f"connection lost after sending ({type(exc).__name__})") from None
+        if http_status == 429:
+            wait = float(retry_after) if retry_after.strip().isdigit() else 60.0
+            raise RateLimited("http.429", "SMSC asks to slow down", retry_after=wait)
+        if http_status != 200:
+            raise Transient(f"http.{http_status}", f"SMSC answered HTTP {http_status}")
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise Ambiguous("smsc.bad_reply", "HTTP 200 without a JSON object")
+        if "error" in data or "error_code" in data:
+            raw = data.get("error_code")
+            code = raw if isinstance(raw, int) else 0
+            cls, meaning = ERRORS.get(code, (Transient, "unknown error"))
+            text = f"{meaning}: {str(data.get('error', ''))[:200]}"
+            if cls is RateLimited:
+                raise RateLimited(f"smsc.{code}", text, retry_after=60.0)
+            raise cls(f"smsc.{code}", text)
+        return data
+
+
+GATEWAY = SmscGateway

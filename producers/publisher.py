@@ -1,0 +1,424 @@
+"""Publishing send jobs with publisher confirms: the library campaign engines use (DESIGN §1, §3).
+
+The errors a publish can end in — each names its job and carries a stable `code`:
+
+    PublishError                  code              what happened
+     ├── UnknownSender            unknown_sender    `route` knows no such sender; nothing was sent
+     ├── Unroutable               unroutable        the broker returned the message (no queue is bound
+     │                                              for the gateway) or the send exchange is missing
+     └── NotConfirmed             not_confirmed     the broker nacked it (`why="nack"`, e.g. a full
+                                                    queue), no confirm came within the timeout
+                                                    (`"timeout"`, a reconnect included), or the
+                                                    connection was closed (`"closed"`). The message
+                                                    may or may not be queued.
+
+Delivery is at least once: a publish that fails with NotConfirmed may still have reached the queue, and
+a retry (yours, or ours after a reconnect) can queue the job twice. Workers deduplicate on the job id
+(DESIGN §7.4), so retrying with the same id is always safe.
+
+Reconnects: aio-pika's robust connection reconnects and reopens our channel by itself. A publish that
+meets a closed or reopening channel waits for it and tries again until its own timeout runs out; only a
+connection closed on purpose (`connection.close()`) fails at once, with NotConfirmed(why="closed").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Final, Literal, Self, TypeVar
+
+import aio_pika
+import aiormq.exceptions as amqp_errors
+import redis.asyncio as aioredis
+from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
+
+from smsfleet.contracts import SendJob, encode
+from smsfleet.senders import Cipher, SenderCache, SenderRegistry
+from smsfleet.settings import Settings
+from smsfleet.topology import Names, message
+
+__all__ = [
+    "NotConfirmed",
+    "PublishError",
+    "Publisher",
+    "Result",
+    "Route",
+    "UnknownSender",
+    "Unroutable",
+    "sender_route",
+]
+
+T = TypeVar("T")
+
+#: sender id -> the sender's gateway kind, or None when no such sender exists
+Route = Callable[[str], str | None]
+
+#: errors that mean "the channel is closed or being reopened": wait for it and try again
+_RECONNECTING = (
+    amqp_errors.ChannelInvalidStateError,
+    amqp_errors.AMQPConnectionError,
+    amqp_errors.ChannelClosed,
+    ConnectionError,
+)
+_RETRY_FIRST_S: Final = 0.05
+_RETRY_MAX_S: Final = 1.0
+
+
+class PublishError(Exception):
+    """A job was not (or not surely) queued. `code` is stable and machine-readable."""
+
+    code = "publish_error"
+
+    def __init__(self, job_id: str | None, message: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.message = message
+
+    @property
+    def reason(self) -> str:
+        """`<code>: <message>`, the form bulk summaries and logs show."""
+        return f"{self.code}: {self.message}"
+
+
+class UnknownSender(PublishError):
+    code = "unknown_sender"
+
+
+class Unroutable(PublishError):
+    code = "unroutable"
+
+
+class NotConfirmed(PublishError):
+    code = "not_confirmed"
+
+    def __init__(self, job_id: str | None, message: str, why: Literal["nack", "timeout", "closed"]) -> None:
+        super().__init__(job_id, message)
+        self.why = why
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The outcome of one job of `publish_many`: `error` is None when the broker confirmed it."""
+
+    job: SendJob
+    error: PublishError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def sender_route(cache: SenderCache) -> Route:
+    """The route of a SenderCache: follows registry changes while the process runs."""
+
+    def route(sender_id: str) -> str | None:
+        sender = cache.get(sender_id)
+        return None if sender is None else sender.gateway
+
+    return route
+
+
+class Publisher:
+    """Publishes SendJobs to `<ns>.send` with routing key `<gateway>.<sender_id>`, confirmed by the broker.
+
+    One channel with publisher confirms; every publish is mandatory (an unroutable job raises, it is
+    never dropped), persistent JSON with `message_id = job.id`, and has `timeout` seconds (from the moment
+    it gets one of the `max_in_flight` slots) to be confirmed. Any number of `publish` calls may run at
+    once; `publish_many` / `publish_stream` keep up to `max_in_flight` outstanding for you.
+
+    The jobs must already be valid (`decode_job`, or built from values you checked): the publisher
+    checks only that the sender is known, the workers check the rest.
+
+        async with Publisher(connection, names, sender_route(cache)) as publisher:
+            await publisher.publish(job)
+    """
+
+    def __init__(
+        self,
+        connection: AbstractRobustConnection,
+        names: Names,
+        route: Route,
+        *,
+        timeout: float = 10.0,
+        max_in_flight: int = 1000,
+    ) -> None:
+        if timeout <= 0 or max_in_flight < 1:
+            raise ValueError("timeout must be above 0 and max_in_flight at least 1")
+        self.connection = connection
+        self.names = names
+        self.route = route
+        self.timeout = timeout
+        self.max_in_flight = max_in_flight
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._deadlines = _Deadlines(timeout)
+        self._channel: AbstractRobustChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._start_lock = asyncio.Lock()
+        self._closed = False
+        # job id -> None, or a future that waiters on that id sleep on. aiormq matches a returned
+        # (unroutable) message to its publish by message_id, so two publishes of one job id in flight at
+        # once could make the broker's "returned" land on the wrong one and the other look confirmed.
+        self._inflight: dict[str, asyncio.Future[None] | None] = {}
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(
+        cls,
+        settings: Settings,
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109 - the Publisher's per-publish timeout, not one for connect
+        max_in_flight: int = 1000,
+    ) -> AsyncIterator[Self]:
+        """A publisher with its own broker connection, Redis client and sender cache, all closed on exit."""
+        names = Names(settings.namespace)
+        cipher = Cipher(settings.secret_key) if settings.secret_key else None
+        async with contextlib.AsyncExitStack() as stack:
+            redis = aioredis.Redis.from_url(settings.redis_url)
+            stack.push_async_callback(redis.aclose)
+            cache = SenderCache(SenderRegistry(redis, names, cipher))
+            await cache.start()
+            stack.push_async_callback(cache.stop)
+            connection = await aio_pika.connect_robust(settings.amqp_url)
+            stack.push_async_callback(connection.close)
+            publisher = cls(
+                connection, names, sender_route(cache), timeout=timeout, max_in_flight=max_in_flight
+            )
+            await publisher.start()
+            stack.push_async_callback(publisher.close)
+            yield publisher
+
+    async def start(self) -> None:
+        """Check that the send exchange exists and open the confirming channel. Idempotent."""
+        async with self._start_lock:
+            if self._closed:
+                raise NotConfirmed(None, "the publisher is closed", "closed")
+            if self._exchange is not None:
+                return
+            # a failed passive declare closes its channel, so check on a throwaway one
+            async with self.connection.channel(publisher_confirms=False) as probe:
+                try:
+                    await probe.declare_exchange(self.names.send_exchange, passive=True, timeout=self.timeout)
+                except amqp_errors.ChannelNotFoundEntity:
+                    raise Unroutable(
+                        None,
+                        f"exchange {self.names.send_exchange!r} does not exist: declare the topology first "
+                        f"(smsfleet topology declare, SMSFLEET_NAMESPACE={self.names.ns})",
+                    ) from None
+            channel = self.connection.channel(publisher_confirms=True, on_return_raises=True)
+            await channel.initialize(timeout=self.timeout)
+            self._channel = channel
+            self._exchange = await channel.get_exchange(self.names.send_exchange, ensure=False)
+
+    async def close(self) -> None:
+        """Close the channel (not the connection, which is the caller's)."""
+        self._closed = True
+        channel, self._channel, self._exchange = self._channel, None, None
+        if channel is not None and not channel.is_closed:
+            await channel.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def publish(self, job: SendJob) -> None:
+        """Publish one job and wait for the broker's confirm. Raises a PublishError when it is not queued."""
+        gateway = self.route(job.sender)
+        if gateway is None:
+            raise UnknownSender(job.id, f"unknown sender {job.sender!r}")
+        if self._exchange is None:
+            await self.start()
+        msg = message(encode(job), message_id=job.id)
+        key = Names.send_key(gateway, job.sender)
+        job_id = job.id
+        inflight = self._inflight
+        slots = self._slots
+        await slots.acquire()
+        task = asyncio.current_task()
+        assert task is not None  # a coroutine awaited by asyncio always runs in a task
+        watched = self._deadlines.watch(task)
+        try:
+            if job_id in inflight:
+                await self._wait_turn(job_id)
+            inflight[job_id] = None
+            try:
+                await self._send(msg, key, job_id)
+            finally:
+                waiter = inflight.pop(job_id)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+        except asyncio.CancelledError:
+            if self._deadlines.expired(task):
+                raise NotConfirmed(
+                    job_id, f"not confirmed by the broker within {self.timeout}s", "timeout"
+                ) from None
+            raise
+        finally:
+            watched.discard(task)
+            slots.release()
+
+    async def publish_many(self, jobs: Iterable[SendJob] | AsyncIterable[SendJob]) -> list[Result]:
+        """Publish every job, `max_in_flight` at a time; one Result per job, in input order.
+
+        A failed job does not stop the others. For very long streams use `publish_stream`, which keeps
+        nothing in memory.
+        """
+        results: list[Result | None] = []
+
+        def numbered(jobs: Iterable[SendJob]) -> Iterator[tuple[int, SendJob]]:
+            for job in jobs:
+                results.append(None)
+                yield len(results) - 1, job
+
+        async def anumbered(jobs: AsyncIterable[SendJob]) -> AsyncIterator[tuple[int, SendJob]]:
+            async for job in jobs:
+                results.append(None)
+                yield len(results) - 1, job
+
+        def done(index: int, job: SendJob, error: PublishError | None) -> None:
+            results[index] = Result(job, error)
+
+        if isinstance(jobs, AsyncIterable):
+            await self.publish_stream(anumbered(jobs), done)
+        else:
+            await self.publish_stream(numbered(jobs), done)
+        return [r for r in results if r is not None]
+
+    async def publish_stream(
+        self,
+        items: Iterable[tuple[T, SendJob]] | AsyncIterable[tuple[T, SendJob]],
+        on_result: Callable[[T, SendJob, PublishError | None], object],
+    ) -> None:
+        """Publish `(tag, job)` pairs, `max_in_flight` at a time, calling `on_result(tag, job, error)`
+        as each one is confirmed (error None) or fails. Pulls items only as slots free up, so a
+        generator over a huge file is never read ahead. An exception other than a PublishError (from
+        the iterable or from `on_result`) stops everything and is raised.
+        """
+        await self.start()
+        publish = self.publish
+        workers = self.max_in_flight
+        if isinstance(items, list | tuple):
+            workers = max(1, min(workers, len(items)))
+        if isinstance(items, AsyncIterable):
+            pairs = aiter(items)
+            lock = asyncio.Lock()
+
+            async def worker() -> None:
+                while True:
+                    async with lock:  # an async generator cannot be advanced by two tasks at once
+                        item = await anext(pairs, None)
+                    if item is None:
+                        return
+                    tag, job = item
+                    try:
+                        await publish(job)
+                    except PublishError as exc:
+                        on_result(tag, job, exc)
+                    else:
+                        on_result(tag, job, None)
+
+        else:
+            shared = iter(items)  # one iterator shared by every worker: next() never runs concurrently
+
+            async def worker() -> None:
+                for tag, job in shared:
+                    try:
+                        await publish(job)
+                    except PublishError as exc:
+                        on_result(tag, job, exc)
+                    else:
+                        on_result(tag, job, None)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(workers):
+                    group.create_task(worker())
+        except BaseExceptionGroup as group_error:
+            raise group_error.exceptions[0] from None  # the first failure; the others are its echoes
+
+    async def _wait_turn(self, job_id: str) -> None:
+        """Wait until no other publish of `job_id` is in flight (see `_inflight`)."""
+        while job_id in self._inflight:
+            waiter = self._inflight[job_id]
+            if waiter is None:
+                waiter = self._inflight[job_id] = asyncio.get_running_loop().create_future()
+            await asyncio.wait((waiter,))  # unlike `await waiter`, a cancel here leaves it to the others
+
+    async def _send(self, msg: aio_pika.Message, key: str, job_id: str) -> None:
+        pause = _RETRY_FIRST_S
+        while True:
+            exchange = self._exchange
+            if exchange is None:
+                raise NotConfirmed(job_id, "the publisher is closed", "closed")
+            try:
+                await exchange.publish(msg, key, mandatory=True)
+            except amqp_errors.PublishError as exc:  # the broker returned it: mandatory and no queue bound
+                reply = getattr(exc.frame, "reply_text", "NO_ROUTE")
+                raise Unroutable(
+                    job_id,
+                    f"{reply}: no queue is bound for routing key {key!r} on {self.names.send_exchange!r} "
+                    "(is the topology declared for this gateway?)",
+                ) from None
+            except amqp_errors.DeliveryError:  # nack (a quorum queue at its limit: overflow reject-publish)
+                raise NotConfirmed(job_id, "the broker refused it (nack)", "nack") from None
+            except amqp_errors.ChannelNotFoundEntity as exc:
+                raise Unroutable(
+                    job_id, f"{exc}: declare the topology first (smsfleet topology declare)"
+                ) from None
+            except _RECONNECTING:
+                if self.connection.is_closed or self._channel is None:
+                    raise NotConfirmed(job_id, "the connection to the broker is closed", "closed") from None
+                # the robust connection is reopening the channel: wait for it (the deadline still runs)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _RETRY_MAX_S)
+                if self._channel is not None:
+                    await self._channel.ready()
+            else:
+                return
+
+
+class _Deadlines:
+    """Cancels publishes that outlive the timeout: one timer per short slice of time, not one per publish.
+
+    `asyncio.timeout()` schedules and cancels a timer on every publish, a measurable share of a publish's
+    CPU time at thousands per second. Here a publish joins the set of the slice its deadline falls in;
+    the slice's single timer cancels whatever is still in it, and `expired()` tells the cancelled
+    publish that the cancel was ours (and removes it, as `asyncio.timeout` does), so it raises
+    NotConfirmed instead of CancelledError. A deadline fires at most one slice (<= 50 ms) late.
+    """
+
+    __slots__ = ("_cancelled", "_slices", "step", "timeout")
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.step = min(0.05, timeout / 10)
+        self._slices: dict[int, set[asyncio.Task[Any]]] = {}
+        self._cancelled: set[asyncio.Task[Any]] = set()
+
+    def watch(self, task: asyncio.Task[Any]) -> set[asyncio.Task[Any]]:
+        """Start the clock for `task`; discard it from the returned set when its publish ends."""
+        loop = task.get_loop()
+        number = math.ceil((loop.time() + self.timeout) / self.step)
+        tasks = self._slices.get(number)
+        if tasks is None:
+            tasks = self._slices[number] = set()
+            loop.call_at(number * self.step, self._expire, number)
+        tasks.add(task)
+        return tasks
+
+    def expired(self, task: asyncio.Task[Any]) -> bool:
+        """After a CancelledError: was it our deadline, and the only cancel request pending?"""
+        if task not in self._cancelled:
+            return False
+        self._cancelled.discard(task)
+        return task.uncancel() == 0
+
+    def _expire(self, number: int) -> None:
+        for task in self._slices.pop(number, ()):
+            self._cancelled.add(task)
+            task.cancel()

@@ -1,0 +1,223 @@
+"""A wire-faithful fake of SMSC.ru's HTTP API (shared/providers/providers-A.md §3), for tests and benchmarks.
+
+    async with FakeSmsc(login="acme", password="s3cret") as fake:
+        settings = SmscSettings(login="acme", password="s3cret", base_url=fake.url)
+
+Like SMSC: `/sys/send.php` and `/sys/status.php`, by GET (query) or POST (form); auth by `login` + `psw`, the
+password or its lowercase md5; `charset` utf-8, koi8-r or (the default) windows-1251, so a client that
+forgets `charset=utf-8` sees its Cyrillic garbled here as it would there; `fmt=3` JSON replies, plain text
+otherwise; errors as HTTP 200 `{"error": text, "error_code": N}`, with the request's `"id"` for codes 3, 6, 7
+and 8; one id per send request shared by its phones, and state per (id, phone). The error texts are SMSC's
+English ones as far as memory serves; only the codes are documented.
+
+Duplicates: SMSC answers error 9 ("duplicate request, wait a minute") to a repeated identical send and does
+not send it again; for how long it remembers is not documented. The fake answers error 9 to a send whose
+(id, phone) pairs all exist already, for as long as it runs: it records the request, creates no message.
+
+New messages start at `initial_status` (default 0, handed to the operator); tests move them with
+`set_status`, and an end-to-end test may pass `initial_status=1` to have everything delivered. Faults:
+`fail_next(n, code)` (send only); `reset_after_accept_next(n)` (send only: the message is accepted and
+recorded, then the connection is dropped with no reply); `http_status_next(n, status)`, `hang_next(n)`,
+`latency`, and the random `failure_rate` (HTTP 500) and `timeout_rate` (no answer) apply to any request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import random
+import re
+import time
+from typing import Any, Self
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+__all__ = ["ERROR_TEXTS", "FakeMessage", "FakeSmsc"]
+
+ERROR_TEXTS = {
+    1: "parameters error",
+    2: "authorise error",
+    3: "no money",
+    4: "IP is blocked",
+    5: "invalid date format",
+    6: "message is denied",
+    7: "invalid number format",
+    8: "can't deliver",
+    9: "duplicate request, wait a minute",
+}
+_WITH_ID = {3, 6, 7, 8}
+_CHARSETS = {"utf-8": "utf-8", "koi8-r": "koi8-r"}  # anything else: windows-1251
+
+
+@dataclasses.dataclass
+class FakeMessage:
+    id: int
+    phone: str  # digits, no '+'
+    text: str
+    sender: str | None
+    params: dict[str, str]
+    status: int = 0
+    err: int = 0
+    updated: float = dataclasses.field(default_factory=time.time)
+
+
+def _parts(text: str) -> int:
+    single, multi = (160, 153) if all(ord(c) < 128 for c in text) else (70, 67)
+    return 1 if len(text) <= single else -(-len(text) // multi)
+
+
+class FakeSmsc:
+    def __init__(
+        self,
+        login: str = "acme",
+        password: str = "s3cret",  # noqa: S107 - a fake's default account
+        *,
+        latency: float = 0.0,
+        failure_rate: float = 0.0,
+        timeout_rate: float = 0.0,
+        seed: int | None = None,
+        initial_status: int = 0,
+    ) -> None:
+        self.login, self.password = login, password
+        self.latency, self.failure_rate, self.timeout_rate = latency, failure_rate, timeout_rate
+        self.url = ""
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.messages: list[FakeMessage] = []
+        self.by_key: dict[tuple[int, str], FakeMessage] = {}
+        self.initial_status = initial_status  # e.g. 1: every message is delivered at once
+        self._rng = random.Random(seed)
+        self._fail: list[int] = []
+        self._http: list[int] = []
+        self._hang = self._reset = 0
+        self._next_id = 1_000_000
+        self._stopping = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    # knobs
+    def fail_next(self, n: int, error_code: int) -> None:
+        self._fail += [error_code] * n
+
+    def http_status_next(self, n: int, status: int) -> None:
+        self._http += [status] * n
+
+    def hang_next(self, n: int = 1) -> None:
+        self._hang += n
+
+    def reset_after_accept_next(self, n: int = 1) -> None:
+        self._reset += n
+
+    def set_status(self, id: int, phone: str, status: int, err: int = 0) -> None:
+        message = self.by_key[(int(id), phone.lstrip("+"))]
+        message.status, message.err, message.updated = status, err, time.time()
+
+    # server
+    async def __aenter__(self) -> Self:
+        app = web.Application()
+        app.router.add_route("*", "/sys/send.php", self._handle)
+        app.router.add_route("*", "/sys/status.php", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stopping.set()  # releases hanging handlers
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _wait(self, seconds: float | None) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw = request.rel_url.raw_query_string
+        if request.method == "POST":
+            raw += "&" + (await request.read()).decode("latin-1")
+        charset = _CHARSETS.get(dict(parse_qsl(raw)).get("charset", ""), "cp1251")
+        params = dict(parse_qsl(raw, keep_blank_values=True, encoding=charset, errors="replace"))
+        self.requests.append((request.path, params))
+        if self.latency:
+            await self._wait(self.latency)
+        if self._hang or self._rng.random() < self.timeout_rate:
+            self._hang = max(self._hang - 1, 0)
+            await self._wait(None)
+            return web.Response(status=503)
+        if self._http:
+            return web.Response(status=self._http.pop(0), text="injected fault")
+        if self._rng.random() < self.failure_rate:
+            return web.Response(status=500, text="Internal Server Error")
+        fmt3 = params.get("fmt") == "3"
+        psw = params.get("psw", "")
+        if params.get("login") != self.login or psw not in (
+            self.password,
+            hashlib.md5(self.password.encode()).hexdigest(),  # noqa: S324 - SMSC's scheme
+        ):
+            return _error(2, fmt3)
+        if request.path == "/sys/send.php":
+            return self._send(request, params, fmt3)
+        return self._status(params, fmt3)
+
+    def _send(self, request: web.Request, params: dict[str, str], fmt3: bool) -> web.Response:  # noqa: PLR0911 - one return per SMSC error
+        raw_id = params.get("id", "")
+        if raw_id and not (raw_id.isdigit() and 1 <= int(raw_id) <= 2**31 - 1):
+            return _error(1, fmt3)
+        sid = int(raw_id) if raw_id else self._next_id
+        if self._fail:
+            return _error(self._fail.pop(0), fmt3, sid)
+        phones = [p.strip().lstrip("+") for p in re.split("[,;]", params.get("phones", "")) if p.strip()]
+        text, valid = params.get("mes", ""), params.get("valid", "")
+        if not phones or not text or len(text) > 1000:
+            return _error(1, fmt3)
+        if valid and not ((valid.isdigit() and 1 <= int(valid) <= 24) or re.fullmatch(r"\d\d:\d\d", valid)):
+            return _error(1, fmt3)
+        if not all(p.isdigit() and 10 <= len(p) <= 15 for p in phones):
+            return _error(7, fmt3, sid)
+        if all((sid, p) in self.by_key for p in phones):
+            return _error(9, fmt3)
+        self._next_id += not raw_id
+        for phone in phones:
+            if (sid, phone) not in self.by_key:
+                message = FakeMessage(sid, phone, text, params.get("sender"), params, self.initial_status)
+                self.messages.append(message)
+                self.by_key[(sid, phone)] = message
+        if self._reset:
+            self._reset -= 1
+            if request.transport is not None:
+                request.transport.abort()  # no reply: the client sees the connection die
+        cnt = _parts(text) * len(phones)
+        return _reply({"id": sid, "cnt": cnt}, fmt3, f"OK - {cnt} SMS, ID - {sid}")
+
+    def _status(self, params: dict[str, str], fmt3: bool) -> web.Response:
+        ids, phones = params.get("id", "").split(","), params.get("phone", "").split(",")
+        if not ids[0] or not phones[0] or not all(i.strip().isdigit() for i in ids if i.strip()):
+            return _error(1, fmt3)
+        items: list[dict[str, Any]] = []
+        for i, phone in zip(ids, phones, strict=False):
+            if not i.strip():
+                continue
+            m = self.by_key.get((int(i), phone.strip().lstrip("+")))
+            item: dict[str, Any] = {"status": -3} if m is None else {"status": m.status}
+            if m is not None:
+                item["last_date"] = time.strftime("%d.%m.%Y %H:%M:%S", time.localtime(m.updated))
+                item["last_timestamp"] = int(m.updated)
+                item |= {"err": m.err} if m.err else {}
+            items.append(item | ({"id": int(i), "phone": phone.strip()} if len(ids) > 1 else {}))
+        body = items if len(ids) > 1 else items[0]  # a trailing comma asks for the list form
+        return _reply(body, fmt3, f"Status = {items[0]['status']}")
+
+
+def _reply(body: Any, fmt3: bool, text: str) -> web.Response:
+    return web.json_response(body) if fmt3 else web.Response(text=text)
+
+
+def _error(code: int, fmt3: bool, sid: int | None = None) -> web.Response:
+    body: dict[str, Any] = {"error": ERROR_TEXTS.get(code, "error"), "error_code": code}
+    if code in _WITH_ID and sid is not None:
+        body["id"] = sid
+    tail = f", ID - {sid}" if "id" in body else ""
+    return _reply(body, fmt3, f"ERROR = {code} ({body['error']}){tail}")

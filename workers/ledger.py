@@ -1,0 +1,125 @@
+"""Delivery bookkeeping in Redis: one state record per job id, claimed atomically before a provider call.
+
+    <ns>:job:<id>   hash, TTL 7 days (refreshed on every write)
+        phase     claimed | calling | retry | accepted | final
+        owner     the delivery that holds the claim (worker id + delivery tag)
+        state     the last State reported for the job
+        pid       provider message id(s), comma-separated
+        job       the job JSON (so status reports can emit full events later)
+        emitted   0 between a final state recorded by the status worker and its event confirmed
+        attempt   attempts so far
+
+A send happens only after `begin_call` moved the record from `claimed` to `calling` under the same owner
+(compare-and-set in Lua), so two deliveries of one job can never both reach the provider. A record found
+in `calling` means an earlier attempt may have reached the provider: the send is ambiguous.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import redis.asyncio as aioredis
+
+from smsfleet.contracts import State
+from smsfleet.topology import Names
+
+__all__ = ["JOB_TTL_S", "Claim", "Ledger"]
+
+JOB_TTL_S = 7 * 24 * 3600
+
+_CLAIM = """
+local phase = redis.call('HGET', KEYS[1], 'phase')
+if phase == 'calling' or phase == 'accepted' or phase == 'final' then
+  return {phase, redis.call('HGET', KEYS[1], 'state') or ''}
+end
+redis.call('HSET', KEYS[1], 'phase', 'claimed', 'owner', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return {'go', ''}
+"""
+
+_BEGIN_CALL = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+local phase = redis.call('HGET', KEYS[1], 'phase')
+if phase ~= 'claimed' and phase ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'phase', 'calling')
+return 1
+"""
+
+
+_FINISH = """
+if redis.call('HGET', KEYS[1], 'phase') == 'final' then return 0 end
+redis.call('HSET', KEYS[1], 'phase', 'final', 'state', ARGV[1], 'emitted', '0')
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+class Claim(enum.Enum):
+    GO = "go"  # ours: nothing was sent yet
+    CALLING = "calling"  # an earlier attempt may have reached the provider
+    ACCEPTED = "accepted"  # the provider took it already
+    FINAL = "final"  # the job is finished
+
+
+class Ledger:
+    def __init__(self, redis: aioredis.Redis, names: Names) -> None:
+        self.redis = redis
+        self.names = names
+        self._claim = redis.register_script(_CLAIM)
+        self._begin = redis.register_script(_BEGIN_CALL)
+        self._finish = redis.register_script(_FINISH)
+
+    def key(self, job_id: str) -> str:
+        return self.names.redis_key("job", job_id)
+
+    async def claim(self, job_id: str, owner: str) -> tuple[Claim, str]:
+        phase, state = await self._claim(keys=[self.key(job_id)], args=[owner, JOB_TTL_S])
+        return Claim(_text(phase)), _text(state)
+
+    async def begin_call(self, job_id: str, owner: str, *, takeover: bool = False) -> bool:
+        """Move the claim to `calling`. `takeover` also accepts a record left in `calling` (resend)."""
+        ok = await self._begin(keys=[self.key(job_id)], args=[owner, "calling" if takeover else "claimed"])
+        return bool(ok)
+
+    async def retry(self, job_id: str) -> None:
+        await self.redis.hset(self.key(job_id), "phase", "retry")
+
+    async def accepted(
+        self, job_id: str, provider_ids: tuple[str, ...], job: bytes, attempt: int, parts: int
+    ) -> None:
+        key = self.key(job_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                key,
+                mapping={
+                    "phase": "accepted",
+                    "state": State.ACCEPTED.value,
+                    "pid": ",".join(provider_ids),
+                    "job": job,
+                    "attempt": attempt,
+                    "parts": parts,
+                },
+            )
+            pipe.expire(key, JOB_TTL_S)
+            await pipe.execute()
+
+    async def final(self, job_id: str, state: State, job: bytes | None = None) -> None:
+        key = self.key(job_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"phase": "final", "state": state.value})
+            if job is not None:
+                pipe.hset(key, "job", job)
+            pipe.expire(key, JOB_TTL_S)
+            await pipe.execute()
+
+    async def finish(self, job_id: str, state: State) -> bool:
+        """Record a final state unless one is recorded already: a final state is never overwritten."""
+        return bool(await self._finish(keys=[self.key(job_id)], args=[state.value, JOB_TTL_S]))
+
+    async def get(self, job_id: str) -> dict[str, str]:
+        raw = await self.redis.hgetall(self.key(job_id))
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

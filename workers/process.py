@@ -1,0 +1,53 @@
+"""Run worker roles in one process until SIGTERM/SIGINT, then drain within the grace period and exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Sequence
+
+import structlog
+
+from smsfleet.settings import Settings
+
+from .runtime import Runtime
+from .send import SendPolicy, SendWorker
+from .status import StatusWorker
+
+__all__ = ["run_workers"]
+
+log = structlog.get_logger("smsfleet.workers")
+
+
+async def run_workers(
+    settings: Settings,
+    *,
+    gateways: Sequence[str],
+    status: bool,
+    policy: SendPolicy,
+    grace_s: float = 25.0,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Consume until `stop` is set (or a SIGTERM/SIGINT arrives), then drain."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    prefetch = policy.concurrency * max(1, len(gateways)) + (50 if status else 0)
+    async with Runtime.open(settings, prefetch=prefetch) as rt:
+        senders = [SendWorker(rt, kind, policy) for kind in gateways]
+        workers: list[SendWorker | StatusWorker] = [*senders]
+        if status:
+            workers.append(StatusWorker(rt))
+        for w in workers:
+            await w.start()
+        log.info("fleet.running", gateways=list(gateways), status=status)
+        await stop.wait()
+        log.info("fleet.draining", grace_s=grace_s)
+        await asyncio.gather(*(w.drain(grace_s) for w in workers))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(sig)
+    log.info("fleet.stopped")

@@ -1,0 +1,134 @@
+"""The connections a worker process shares between its consumers, opened once and closed once.
+
+One robust AMQP connection with two channels (consuming; publishing with confirms and `mandatory`), one
+Redis client, one HTTP session, the sender cache, and the stores built on them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import aiohttp
+import redis.asyncio as aioredis
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+
+from smsfleet.contracts import ErrorInfo, SendJob, State, StatusEvent, encode, now
+from smsfleet.senders import Cipher, SenderCache, SenderRegistry
+from smsfleet.settings import Settings
+from smsfleet.suppression import SuppressionStore
+from smsfleet.topology import HEADER_REASON, HEADER_REASON_CODE, Names, declare, message
+
+from .delays import Delayer
+from .ledger import Ledger
+from .ratelimit import RateLimiter
+
+__all__ = ["Runtime", "status_event"]
+
+PUBLISH_TIMEOUT_S = 10.0
+
+
+def status_event(
+    job: SendJob,
+    state: State,
+    *,
+    attempt: int = 1,
+    parts: int = 0,
+    provider_message_id: str | None = None,
+    error: ErrorInfo | None = None,
+) -> StatusEvent:
+    return StatusEvent(
+        job_id=job.id,
+        sender=job.sender,
+        account=job.account,
+        to=job.to,
+        state=state,
+        at=now(),
+        attempt=attempt,
+        parts=parts,
+        provider_message_id=provider_message_id,
+        error=error,
+        meta=job.meta,
+    )
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    names: Names
+    connection: AbstractRobustConnection
+    consume_channel: AbstractChannel
+    publish_channel: AbstractChannel
+    redis: aioredis.Redis
+    http: aiohttp.ClientSession
+    senders: SenderCache
+    ledger: Ledger
+    suppression: SuppressionStore
+    limiter: RateLimiter
+    delayer: Delayer
+    _exchanges: dict[str, AbstractExchange]
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, settings: Settings, *, prefetch: int = 100) -> AsyncIterator[Runtime]:
+        names = Names(settings.namespace)
+        async with contextlib.AsyncExitStack() as stack:
+            connection = await aio_pika.connect_robust(settings.amqp_url)
+            stack.push_async_callback(connection.close)
+            consume = await connection.channel()
+            await consume.set_qos(prefetch_count=prefetch)
+            publish = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            await declare(publish, names)
+            redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
+            stack.push_async_callback(redis.aclose)
+            http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(100, prefetch)))
+            stack.push_async_callback(http.close)
+            cipher = Cipher(settings.secret_key) if settings.secret_key else None
+            senders = SenderCache(SenderRegistry(redis, names, cipher))
+            await senders.start()
+            stack.push_async_callback(senders.stop)
+            exchanges = {
+                name: await publish.get_exchange(name, ensure=False)
+                for name in (
+                    names.events_exchange,
+                    names.dead_exchange,
+                    names.send_exchange,
+                    names.internal_exchange,
+                )
+            }
+            yield cls(
+                settings=settings,
+                names=names,
+                connection=connection,
+                consume_channel=consume,
+                publish_channel=publish,
+                redis=redis,
+                http=http,
+                senders=senders,
+                ledger=Ledger(redis, names),
+                suppression=SuppressionStore(redis, names),
+                limiter=RateLimiter(redis, names.redis_key("rate")),
+                delayer=Delayer(publish, names),
+                _exchanges=exchanges,
+            )
+
+    async def publish(self, exchange: str, body: bytes, routing_key: str, **properties: Any) -> None:
+        """Publish persistent JSON with confirms and `mandatory`; raises when not confirmed in time."""
+        await self._exchanges[exchange].publish(
+            message(body, **properties), routing_key=routing_key, mandatory=True, timeout=PUBLISH_TIMEOUT_S
+        )
+
+    async def emit(self, event: StatusEvent) -> None:
+        await self.publish(self.names.events_exchange, encode(event), event.routing_key)
+
+    async def dead_letter(self, body: bytes, code: str, reason: str, routing_key: str) -> None:
+        """Park a message in `<ns>.dead` with the reason in its headers."""
+        headers = {
+            HEADER_REASON_CODE: code,
+            HEADER_REASON: reason[:500],
+            "x-smsfleet-routing-key": routing_key,
+        }
+        await self.publish(self.names.dead_exchange, body, routing_key, headers=headers)
