@@ -105,9 +105,7 @@ def count_records(path: str | os.PathLike[str], fmt: str | None = None) -> int:
                 if not line.strip(_BLANK):
                     continue
                 if count == 0 and line.removeprefix(_BOM).lstrip(_BLANK).startswith(b"["):
-                    raise BulkFileError(
-                        f"line {number}: a JSON array is not JSON Lines; write one job object per line"
-                    )
+                    raise BulkFileError(f"line {number}: a JSON array is not JSON Lines; write one job object per line")
                 count += 1
             else:
                 try:
@@ -154,9 +152,7 @@ def read_csv(lines: Iterable[str], default_region: str | None = None) -> Iterato
 
 
 def _csv_records(reader: Reader, header: list[str], default_region: str | None) -> Iterator[Record]:
-    fields = [
-        (i, name, name in REQUIRED) for i, name in enumerate(header) if name in REQUIRED or name in OPTIONAL
-    ]
+    fields = [(i, name, name in REQUIRED) for i, name in enumerate(header) if name in REQUIRED or name in OPTIONAL]
     metas = [
         (i, name.removeprefix(META_PREFIX))
         for i, name in enumerate(header)

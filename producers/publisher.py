@@ -183,9 +183,7 @@ class Publisher:
             stack.push_async_callback(cache.stop)
             connection = await aio_pika.connect_robust(settings.amqp_url)
             stack.push_async_callback(connection.close)
-            publisher = cls(
-                connection, names, sender_route(cache), timeout=timeout, max_in_flight=max_in_flight
-            )
+            publisher = cls(connection, names, sender_route(cache), timeout=timeout, max_in_flight=max_in_flight)
             await publisher.start()
             stack.push_async_callback(publisher.close)
             yield publisher
@@ -254,9 +252,7 @@ class Publisher:
                     waiter.set_result(None)
         except asyncio.CancelledError:
             if self._deadlines.expired(task):
-                raise NotConfirmed(
-                    job_id, f"not confirmed by the broker within {self.timeout}s", "timeout"
-                ) from None
+                raise NotConfirmed(job_id, f"not confirmed by the broker within {self.timeout}s", "timeout") from None
             raise
         finally:
             watched.discard(task)
@@ -367,9 +363,7 @@ class Publisher:
             except amqp_errors.DeliveryError:  # nack (a quorum queue at its limit: overflow reject-publish)
                 raise NotConfirmed(job_id, "the broker refused it (nack)", "nack") from None
             except amqp_errors.ChannelNotFoundEntity as exc:
-                raise Unroutable(
-                    job_id, f"{exc}: declare the topology first (smsfleet topology declare)"
-                ) from None
+                raise Unroutable(job_id, f"{exc}: declare the topology first (smsfleet topology declare)") from None
             except _RECONNECTING:
                 if self.connection.is_closed or self._channel is None:
                     raise NotConfirmed(job_id, "the connection to the broker is closed", "closed") from None

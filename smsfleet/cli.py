@@ -244,9 +244,7 @@ async def cmd_senders_update(args: argparse.Namespace, settings: Settings) -> in
     return await _report_saved(args, settings, senders, "updated")
 
 
-async def _report_saved(
-    args: argparse.Namespace, settings: Settings, senders: list[Sender], verb: str
-) -> int:
+async def _report_saved(args: argparse.Namespace, settings: Settings, senders: list[Sender], verb: str) -> int:
     if args.json:
         _print_json([sender_doc(s, public_url=settings.public_url) for s in senders])
         return 0

@@ -164,9 +164,7 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         await registry.put(parse_sender(sender, existing=await registry.get("demo-sandbox")))
     stop = asyncio.Event()
     policy = SendPolicy(concurrency=args.concurrency)
-    fleet = asyncio.create_task(
-        run_workers(settings, gateways=["sandbox"], status=True, policy=policy, stop=stop)
-    )
+    fleet = asyncio.create_task(run_workers(settings, gateways=["sandbox"], status=True, policy=policy, stop=stop))
     try:
         finals, elapsed = await _demo_run(args, settings, console)
     finally:
@@ -208,9 +206,7 @@ async def _demo_run(args: argparse.Namespace, settings: Settings, console: Any) 
             to = f"+7916{i % 10_000_000:07d}"
             yield (
                 i,
-                SendJob(
-                    id=f"{run_id}-{i:06d}", sender="demo-sandbox", account="demo", to=to, text=f"Demo {i}"
-                ),
+                SendJob(id=f"{run_id}-{i:06d}", sender="demo-sandbox", account="demo", to=to, text=f"Demo {i}"),
             )
 
     async with await aio_pika.connect_robust(settings.amqp_url) as connection:
@@ -257,9 +253,7 @@ def _worker_flags(p: argparse.ArgumentParser) -> None:
 
 def _add_publish(sub: Any) -> None:
     p = sub.add_parser("publish", help="publish send jobs from a JSONL/CSV file or from flags")
-    p.add_argument(
-        "--file", help="JSONL (one job per line) or CSV (a header of job fields; meta.<key> columns)"
-    )
+    p.add_argument("--file", help="JSONL (one job per line) or CSV (a header of job fields; meta.<key> columns)")
     for flag in ("sender", "account", "to", "text", "originator", "id"):
         p.add_argument(f"--{flag}")
     p.add_argument("--json", action="store_true", help="JSON summary")

@@ -46,6 +46,14 @@ class KindSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     #: the provider pushes delivery reports or inbound SMS, so the sender gets an SMS Receiving URL
     callbacks: ClassVar[bool] = False
 
+    def __repr__(self) -> str:  # secrets never reach a log line or a traceback through repr()
+        hidden = secret_fields(type(self))
+        shown = ", ".join(
+            f"{f}={'***' if f in hidden and getattr(self, f) else repr(getattr(self, f))}"
+            for f in self.__struct_fields__
+        )
+        return f"{type(self).__name__}({shown})"
+
 
 class SmscSettings(KindSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
     kind = "smsc"
@@ -84,9 +92,7 @@ class DevinoSettings(KindSettings, frozen=True, kw_only=True, forbid_unknown_fie
     kind = "devino"
     title = "Devino.Online SMS"
     callbacks = True
-    url: Annotated[str | None, _f("SMS service sending script/URL", help="empty: the API's public URL")] = (
-        None
-    )
+    url: Annotated[str | None, _f("SMS service sending script/URL", help="empty: the API's public URL")] = None
     api_key: Annotated[str | None, _f("API key", secret=True)] = None
     login: Annotated[str | None, _f("Login")] = None
     password: Annotated[str | None, _f("Password", secret=True)] = None

@@ -81,6 +81,10 @@ class Sender(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit: Annotated[float, msgspec.Meta(gt=0)] | None = None
     webhook_token: str = ""
 
+    def __repr__(self) -> str:
+        shown = f"id={self.id!r}, gateway={self.gateway!r}, accounts={self.accounts!r}, settings={self.settings!r}"
+        return f"Sender({shown})"
+
 
 class _Doc(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A sender as written by a person: settings still untyped."""
@@ -91,9 +95,7 @@ class _Doc(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     settings: dict[str, Any] = {}
     verified_caller_ids: list[str] = []
     verified_phones: list[str] = []
-    stop_words: list[Annotated[str, msgspec.Meta(min_length=1)]] = msgspec.field(
-        default_factory=lambda: ["STOP"]
-    )
+    stop_words: list[Annotated[str, msgspec.Meta(min_length=1)]] = msgspec.field(default_factory=lambda: ["STOP"])
     add_to_global_suppress: bool = False
     rate_limit: Annotated[float, msgspec.Meta(gt=0)] | None = None
     webhook_token: str = ""
@@ -146,9 +148,7 @@ def parse_sender(
         raise SenderError(*_field_of(exc), sender_id=sender_id) from None
     cls = KIND_SETTINGS.get(raw.gateway)
     if cls is None:
-        raise SenderError(
-            "gateway", f"unknown gateway {raw.gateway!r}; known: {', '.join(KIND_SETTINGS)}", raw.id
-        )
+        raise SenderError("gateway", f"unknown gateway {raw.gateway!r}; known: {', '.join(KIND_SETTINGS)}", raw.id)
     values = {k: v for k, v in raw.settings.items() if v is not None and v != ""}
     if existing is not None and existing.gateway == raw.gateway:
         for name in secret_fields(cls):
@@ -218,9 +218,7 @@ def _decode_stored(data: bytes | str, cipher: Cipher | None) -> Sender:
         value = doc["settings"].get(name)
         if isinstance(value, str) and value.startswith(_ENC_PREFIX):
             if cipher is None:
-                raise ValueError(
-                    f"sender {doc['id']!r} has encrypted secrets but SMSFLEET_SECRET_KEY is not set"
-                )
+                raise ValueError(f"sender {doc['id']!r} has encrypted secrets but SMSFLEET_SECRET_KEY is not set")
             doc["settings"][name] = cipher.decrypt(value)
     settings = msgspec.convert(doc.pop("settings"), cls)
     return msgspec.structs.replace(msgspec.convert({**doc, "settings": {}}, Sender), settings=settings)
@@ -259,9 +257,7 @@ class SenderRegistry:
         log.info("sender.saved", sender=sender.id, gateway=sender.gateway)
         return sender
 
-    async def update(
-        self, sender_id: str, patch: Mapping[str, Any], default_region: str | None = None
-    ) -> Sender:
+    async def update(self, sender_id: str, patch: Mapping[str, Any], default_region: str | None = None) -> Sender:
         """Apply `patch` (any subset of the document; `settings` merged key by key) to an existing sender."""
         existing = await self.get(sender_id)
         if existing is None:

@@ -66,9 +66,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         try:
             status_horizon_s = float(horizon)
         except ValueError:
-            raise ConfigError(
-                f"SMSFLEET_STATUS_HORIZON_S must be a number of seconds, not {horizon!r}"
-            ) from None
+            raise ConfigError(f"SMSFLEET_STATUS_HORIZON_S must be a number of seconds, not {horizon!r}") from None
         return cls(
             status_horizon_s=status_horizon_s,
             amqp_url=get("SMSFLEET_AMQP_URL") or d.amqp_url,

@@ -42,6 +42,4 @@ class SuppressionStore:
         return int(await self.redis.srem(self._key(account), *numbers)) if numbers else 0
 
     async def members(self, account: str | None) -> list[str]:
-        return sorted(
-            m.decode() if isinstance(m, bytes) else m for m in await self.redis.smembers(self._key(account))
-        )
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in await self.redis.smembers(self._key(account)))

@@ -169,9 +169,7 @@ async def _declare(channel: AbstractChannel, names: Names) -> None:
     dead = await channel.declare_exchange(names.dead_exchange, ExchangeType.FANOUT, durable=True)
     delay = await channel.declare_exchange(names.delay_exchange, ExchangeType.HEADERS, durable=True)
 
-    dead_queue = await channel.declare_queue(
-        names.dead_queue, durable=True, arguments={"x-queue-type": "quorum"}
-    )
+    dead_queue = await channel.declare_queue(names.dead_queue, durable=True, arguments={"x-queue-type": "quorum"})
     await dead_queue.bind(dead)
 
     args = _work_queue_args(names)

@@ -88,9 +88,7 @@ def segments_within(provider_max: int) -> Check:
         parts = count(job.text).parts
         if parts <= limit:
             return None
-        return Verdict(
-            State.REJECTED, "too_many_parts", f"the text needs {parts} parts; the limit is {limit}"
-        )
+        return Verdict(State.REJECTED, "too_many_parts", f"the text needs {parts} parts; the limit is {limit}")
 
     return check
 

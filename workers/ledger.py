@@ -84,9 +84,7 @@ class Ledger:
     async def retry(self, job_id: str) -> None:
         await self.redis.hset(self.key(job_id), "phase", "retry")
 
-    async def accepted(
-        self, job_id: str, provider_ids: tuple[str, ...], job: bytes, attempt: int, parts: int
-    ) -> None:
+    async def accepted(self, job_id: str, provider_ids: tuple[str, ...], job: bytes, attempt: int, parts: int) -> None:
         key = self.key(job_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(

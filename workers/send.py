@@ -97,9 +97,7 @@ class SendWorker:
     # -- consuming ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._queue = await self.rt.consume_channel.get_queue(
-            self.rt.names.send_queue(self.kind), ensure=False
-        )
+        self._queue = await self.rt.consume_channel.get_queue(self.rt.names.send_queue(self.kind), ensure=False)
         await self._consume()
         log.info("worker.started", gateway=self.kind, concurrency=self.policy.concurrency)
 
@@ -285,15 +283,11 @@ class SendWorker:
         parts = receipt.parts or parts
         await _until_done(lambda: self.rt.ledger.accepted(job.id, receipt.ids, encode(job), attempt, parts))
         pid = receipt.provider_message_id
-        await self.rt.emit(
-            status_event(job, State.ACCEPTED, attempt=attempt, parts=parts, provider_message_id=pid)
-        )
+        await self.rt.emit(status_event(job, State.ACCEPTED, attempt=attempt, parts=parts, provider_message_id=pid))
         if gateway.has_status:
             await self._schedule_recheck(job, sender, gateway.await_delivery_s)
         await msg.ack()
-        log.info(
-            "sms.sent", job_id=job.id, sender=sender.id, provider_message_id=pid, parts=parts, attempt=attempt
-        )
+        log.info("sms.sent", job_id=job.id, sender=sender.id, provider_message_id=pid, parts=parts, attempt=attempt)
 
     # -- outcomes ----------------------------------------------------------------------------------
 
@@ -318,9 +312,7 @@ class SendWorker:
         await self.rt.emit(status_event(job, state, attempt=attempt, parts=parts, error=error))
         await msg.ack()
 
-    async def _retry(
-        self, msg: AbstractIncomingMessage, job: SendJob, attempt: int, exc: GatewayError
-    ) -> None:
+    async def _retry(self, msg: AbstractIncomingMessage, job: SendJob, attempt: int, exc: GatewayError) -> None:
         if attempt >= self.policy.max_attempts:
             error = ErrorInfo(exc.code, f"gave up after {attempt} attempts: {exc.message}")
             await self._final(msg, job, State.FAILED, attempt, 0, error)
@@ -357,9 +349,7 @@ class SendWorker:
 
     async def _refuse(self, msg: AbstractIncomingMessage, job: SendJob, code: str, reason: str) -> None:
         """A job that names something we do not have: `rejected`, and parked in the dead queue."""
-        await self.rt.emit(
-            status_event(job, State.REJECTED, attempt=attempt_of(msg), error=ErrorInfo(code, reason))
-        )
+        await self.rt.emit(status_event(job, State.REJECTED, attempt=attempt_of(msg), error=ErrorInfo(code, reason)))
         await self.rt.dead_letter(msg.body, code, reason, msg.routing_key or "")
         await msg.ack()
         log.info("job.rejected", job_id=job.id, code=code)
@@ -369,9 +359,7 @@ class SendWorker:
         record = await self.rt.ledger.get(job.id)
         state = State(record.get("state", State.ACCEPTED))
         pid = (record.get("pid") or "").split(",")[0] or None
-        await self.rt.emit(
-            status_event(job, state, attempt=int(record.get("attempt") or 1), provider_message_id=pid)
-        )
+        await self.rt.emit(status_event(job, state, attempt=int(record.get("attempt") or 1), provider_message_id=pid))
 
     async def _schedule_recheck(self, job: SendJob, sender: Sender, after_s: float) -> None:
         recheck = Recheck(job_id=job.id, sender=sender.id, gateway=self.kind, accepted_at=_now_s())

@@ -109,9 +109,7 @@ class StatusWorker:
         sender = self.rt.senders.get(check.sender)
         bound = log.bind(job_id=job.id, sender=check.sender, gateway=check.gateway, attempt=check.attempt)
         if sender is None:
-            await self._finish(
-                job, record, State.UNKNOWN, ErrorInfo("unknown_sender", "the sender was deleted")
-            )
+            await self._finish(job, record, State.UNKNOWN, ErrorInfo("unknown_sender", "the sender was deleted"))
             return
         gateway = self._gateway(sender)
         rate = sender.rate_limit or self.rt.settings.default_rates.get(sender.gateway) or gateway.default_rate
@@ -132,9 +130,7 @@ class StatusWorker:
             await self._finish(job, record, State.UNKNOWN, error)
             bound.info("recheck.horizon")
             return
-        interval = min(
-            gateway.await_delivery_s * 2**check.attempt, MAX_RECHECK_INTERVAL_S, self.horizon_s - age
-        )
+        interval = min(gateway.await_delivery_s * 2**check.attempt, MAX_RECHECK_INTERVAL_S, self.horizon_s - age)
         following = msgspec.structs.replace(check, attempt=check.attempt + 1)
         await self.rt.delayer.delay(
             encode(following),
@@ -143,20 +139,14 @@ class StatusWorker:
             seconds=max(interval, 1.0),
         )
 
-    async def _finish(
-        self, job: SendJob, record: dict[str, str], state: State, error: ErrorInfo | None
-    ) -> None:
+    async def _finish(self, job: SendJob, record: dict[str, str], state: State, error: ErrorInfo | None) -> None:
         if not await self.rt.ledger.finish(job.id, state):
             return  # finished already (a report or another recheck got there first)
         await self._emit(job, record, state, error)
 
-    async def _emit(
-        self, job: SendJob, record: dict[str, str], state: State, error: ErrorInfo | None
-    ) -> None:
+    async def _emit(self, job: SendJob, record: dict[str, str], state: State, error: ErrorInfo | None) -> None:
         pid = (record.get("pid") or "").split(",")[0] or None
         parts = int(record.get("parts") or 0)
         attempt = int(record.get("attempt") or 1)
-        await self.rt.emit(
-            status_event(job, state, attempt=attempt, parts=parts, provider_message_id=pid, error=error)
-        )
+        await self.rt.emit(status_event(job, state, attempt=attempt, parts=parts, provider_message_id=pid, error=error))
         await self.rt.ledger.redis.hset(self.rt.ledger.key(job.id), "emitted", "1")

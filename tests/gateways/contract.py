@@ -244,14 +244,10 @@ class GatewayContract(abc.ABC, Generic[F]):
             receipt = await gateway.send(message)
             if state is not None:
                 self.fake_set_state(fake, message, receipt, state)
-            ref = StatusRef(
-                job_id=message.job_id, provider_message_id=receipt.provider_message_id, to=message.to
-            )
+            ref = StatusRef(job_id=message.job_id, provider_message_id=receipt.provider_message_id, to=message.to)
             report = await gateway.status(ref)
             assert report.state is state, f"{state}: {report}"
-            assert (
-                report.provider_message_id == receipt.provider_message_id or report.job_id == message.job_id
-            )
+            assert report.provider_message_id == receipt.provider_message_id or report.job_id == message.job_id
             assert (report.error is None) == (state in (None, State.DELIVERED)), report
 
     async def test_status_lookup_failure_is_transient(self, gateway: AnyGateway, fake: F) -> None:
@@ -275,9 +271,7 @@ class GatewayContract(abc.ABC, Generic[F]):
             assert 200 <= callback.reply_status < 300
             assert [r.state for r in callback.reports] == [state]
             report = callback.reports[0]
-            assert (
-                report.provider_message_id == receipt.provider_message_id or report.job_id == message.job_id
-            )
+            assert report.provider_message_id == receipt.provider_message_id or report.job_id == message.job_id
 
     async def test_malformed_callbacks_are_refused(self, gateway: AnyGateway) -> None:
         if not gateway.settings_type.callbacks:

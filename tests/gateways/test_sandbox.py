@@ -73,9 +73,7 @@ def test_callback_one_or_many(http: aiohttp.ClientSession) -> None:
     gateway = sandbox(http)
     [one] = gateway.parse_callback(post({"id": "sbx-1", "state": "delivered"})).reports
     assert (one.provider_message_id, one.state) == ("sbx-1", State.DELIVERED)
-    many = gateway.parse_callback(
-        post([{"id": "a", "state": "expired"}, {"job_id": "j", "state": "rejected"}])
-    )
+    many = gateway.parse_callback(post([{"id": "a", "state": "expired"}, {"job_id": "j", "state": "rejected"}]))
     assert [(r.provider_message_id, r.job_id, r.state) for r in many.reports] == [
         ("a", None, State.EXPIRED),
         (None, "j", State.REJECTED),

@@ -132,9 +132,7 @@ class TestSmsc(GatewayContract[FakeSmsc]):
         assert receipt.provider_message_id == str(smsc_id("job-1"))
         assert len(fake.messages) == 1
 
-    async def test_duplicate_without_earlier_message_is_ambiguous(
-        self, gateway: SmscGateway, fake: FakeSmsc
-    ) -> None:
+    async def test_duplicate_without_earlier_message_is_ambiguous(self, gateway: SmscGateway, fake: FakeSmsc) -> None:
         fake.fail_next(1, 9)
         with pytest.raises(Ambiguous, match=r"smsc\.9"):
             await gateway.send(self.message())
@@ -181,9 +179,7 @@ class TestSmsc(GatewayContract[FakeSmsc]):
         report = await gateway.status(StatusRef(job_id="never-sent", provider_message_id=None, to=self.phone))
         assert (report.state, report.raw_status, report.at) == (None, "-3", None)
 
-    @pytest.mark.parametrize(
-        ("lifetime", "valid"), [(timedelta(minutes=1), "1"), (timedelta(minutes=90), "2")]
-    )
+    @pytest.mark.parametrize(("lifetime", "valid"), [(timedelta(minutes=1), "1"), (timedelta(minutes=90), "2")])
     async def test_valid_from_valid_until(
         self, gateway: SmscGateway, fake: FakeSmsc, lifetime: timedelta, valid: str
     ) -> None:

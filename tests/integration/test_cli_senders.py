@@ -127,9 +127,7 @@ def test_user_mistakes_get_one_line_and_status_2(
     assert "Traceback" not in err
 
 
-def test_duplicate_id_and_malformed_files(
-    env: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
+def test_duplicate_id_and_malformed_files(env: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     good = tmp_path / "senders.toml"
     good.write_text(
         '[[senders]]\nid = "a"\ngateway = "mts"\naccounts = ["acme"]\n'

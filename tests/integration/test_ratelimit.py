@@ -73,9 +73,7 @@ asyncio.run(main(url, prefix, sender, float(rate), float(start), float(end), int
 
 
 @pytest.mark.slow
-async def test_three_processes_share_one_sender_limit(
-    redis_url: str, redis: aioredis.Redis, namespace: str
-) -> None:
+async def test_three_processes_share_one_sender_limit(redis_url: str, redis: aioredis.Redis, namespace: str) -> None:
     rate, seconds, processes = 49.0, 6.0, 3
     start = time.time() + 2.0  # time for the interpreters to start; they all begin together
     end = start + seconds

@@ -51,9 +51,7 @@ async def test_duplicate_ids_are_refused(redis: aioredis.Redis, names: Names) ->
         await registry.create(parse_sender(sample_sender("smsc")))
 
 
-async def test_update_keeps_blank_or_masked_secrets_and_merges_settings(
-    redis: aioredis.Redis, names: Names
-) -> None:
+async def test_update_keeps_blank_or_masked_secrets_and_merges_settings(redis: aioredis.Redis, names: Names) -> None:
     registry = SenderRegistry(redis, names)
     await registry.create(parse_sender(sample_sender("smsc")))
     before = await registry.get("smsc-1")
