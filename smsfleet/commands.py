@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from .contracts import InvalidJob, SendJob, decode_job
+from .contracts import InvalidJob, SendJob, decode_job, normalize_phone
 from .kinds import KINDS
 from .settings import Settings
 
@@ -239,6 +239,56 @@ async def _demo_run(args: argparse.Namespace, settings: Settings, console: Any) 
         return finals, time.perf_counter() - started
 
 
+# -- suppress ------------------------------------------------------------------------------------------
+
+
+async def cmd_suppress(args: argparse.Namespace, settings: Settings) -> int:
+    from .cli import _redis  # noqa: PLC0415
+    from .suppression import SuppressionStore  # noqa: PLC0415
+    from .topology import Names  # noqa: PLC0415
+
+    user_error, _ = _errors()
+    if args.account is None and not args.glob:
+        raise user_error("give --account ACCOUNT or --global")
+    account = None if args.glob else args.account
+    numbers = _numbers(args, settings)
+    if args.action != "list" and not numbers:
+        raise user_error("give at least one number (or --file)")
+    async with _redis(settings) as redis:
+        store = SuppressionStore(redis, Names(settings.namespace))
+        if args.action == "add":
+            result: Any = {"added": await store.add(numbers, [account])}
+        elif args.action == "remove":
+            result = {"removed": await store.remove(numbers, account)}
+        elif args.action == "check":
+            result = {n: await store.is_suppressed(account, n) if account else n in await store.members(None)
+                      for n in numbers}  # fmt: skip
+        else:
+            result = await store.members(account)
+    if args.json or args.action == "list":
+        print(json.dumps(result, indent=None if args.json else 2))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value}")
+    return 0 if args.action != "check" or all(result.values()) else 1
+
+
+def _numbers(args: argparse.Namespace, settings: Settings) -> list[str]:
+    """The numbers given as arguments and in --file, in E.164."""
+    user_error, _ = _errors()
+    raw = list(getattr(args, "numbers", None) or [])
+    if getattr(args, "file", None):
+        try:
+            with open(args.file, encoding="utf-8") as file:
+                raw += [line.strip() for line in file if line.strip() and not line.startswith("#")]
+        except OSError as exc:
+            raise user_error(f"cannot read {args.file}: {exc.strerror}") from None
+    try:
+        return [normalize_phone(n, settings.default_region) for n in raw]
+    except InvalidJob as exc:
+        raise user_error(exc.message) from None
+
+
 # -- registration ----------------------------------------------------------------------------------------
 
 
@@ -288,5 +338,25 @@ def _add_status(sub: Any) -> None:
     p.set_defaults(func=cmd_status)
 
 
+def _add_suppress(sub: Any) -> None:
+    p = sub.add_parser("suppress", help="suppression lists: add, remove, check, list")
+    actions = p.add_subparsers(dest="action", required=True, parser_class=type(p))
+    actions_help = {
+        "add": "add numbers",
+        "remove": "remove numbers",
+        "check": "exit 0 when every number is suppressed",
+        "list": "the list's numbers",
+    }
+    for action, text in actions_help.items():
+        a = actions.add_parser(action, help=text)
+        if action != "list":
+            a.add_argument("numbers", nargs="*", metavar="NUMBER")
+            a.add_argument("--file", help="numbers, one per line")
+        a.add_argument("--account", help="the account's list")
+        a.add_argument("--global", dest="glob", action="store_true", help="the global list")
+        a.add_argument("--json", action="store_true")
+        a.set_defaults(func=cmd_suppress)
+
+
 def register_all() -> list[Callable[[Any], None]]:
-    return [_add_publish, _add_worker, _add_demo, _add_status]
+    return [_add_publish, _add_worker, _add_demo, _add_status, _add_suppress]
