@@ -115,14 +115,17 @@ class Runtime:
                 _exchanges=exchanges,
             )
 
-    async def publish(self, exchange: str, body: bytes, routing_key: str, **properties: Any) -> None:
-        """Publish persistent JSON with confirms and `mandatory`; raises when not confirmed in time."""
+    async def publish(
+        self, exchange: str, body: bytes, routing_key: str, *, mandatory: bool = True, **properties: Any
+    ) -> None:
+        """Publish persistent JSON with confirms (and `mandatory`); raises when not confirmed in time."""
         await self._exchanges[exchange].publish(
-            message(body, **properties), routing_key=routing_key, mandatory=True, timeout=PUBLISH_TIMEOUT_S
+            message(body, **properties), routing_key=routing_key, mandatory=mandatory, timeout=PUBLISH_TIMEOUT_S
         )
 
     async def emit(self, event: StatusEvent) -> None:
-        await self.publish(self.names.events_exchange, encode(event), event.routing_key)
+        """Publish an event. Not `mandatory`: which events are kept is up to the engines' own bindings."""
+        await self.publish(self.names.events_exchange, encode(event), event.routing_key, mandatory=False)
 
     async def dead_letter(self, body: bytes, code: str, reason: str, routing_key: str) -> None:
         """Park a message in `<ns>.dead` with the reason in its headers."""
