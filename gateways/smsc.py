@@ -21,19 +21,17 @@ Decisions:
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
-
-import aiohttp
 
 from smsfleet.contracts import ErrorInfo, State
 from smsfleet.kinds import SmscSettings
 
 from .base import Callback, CallbackRequest, Gateway, Outgoing, Receipt, Report, StatusRef
 from .errors import Ambiguous, GatewayError, Permanent, RateLimited, Transient
+from .http import request
 
 __all__ = ["GATEWAY", "SmscGateway", "smsc_id"]
 
@@ -111,8 +109,6 @@ class SmscGateway(Gateway[SmscSettings]):
         "`valid` is the lifetime in whole hours, 1..24 (medium)",
         "status.php takes the phone as digits without '+'",
     )
-    #: seconds for one HTTP request, connect to last byte; a test may set it on an instance
-    timeout_s: float = 10.0
 
     @property
     def base_url(self) -> str:
@@ -174,26 +170,12 @@ class SmscGateway(Gateway[SmscSettings]):
     async def _call(self, path: str, params: dict[str, str]) -> dict[str, Any]:
         """POST to SMSC; the JSON object of a success, or the error tree. Messages never hold credentials."""
         form = {"login": self.settings.login, "psw": self.settings.password, "fmt": "3", "charset": "utf-8"}
-        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
-        try:
-            async with self.http.post(self.base_url + path, data=form | params, timeout=timeout) as resp:
-                body = await resp.text(encoding="utf-8", errors="replace")
-                http_status, retry_after = resp.status, resp.headers.get("Retry-After", "")
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise Transient("connect", f"cannot connect to SMSC ({type(exc).__name__})") from None
-        except TimeoutError:
-            raise Ambiguous("timeout", f"no reply from SMSC within {self.timeout_s:g} s") from None
-        except aiohttp.ClientError as exc:
-            raise Ambiguous("reset", f"connection lost after sending ({type(exc).__name__})") from None
-        if http_status == 429:
-            wait = float(retry_after) if retry_after.strip().isdigit() else 60.0
-            raise RateLimited("http.429", "SMSC asks to slow down", retry_after=wait)
-        if http_status != 200:
-            raise Transient(f"http.{http_status}", f"SMSC answered HTTP {http_status}")
-        try:
-            data = json.loads(body)
-        except ValueError:
-            data = None
+        reply = await request(
+            self.http, "POST", self.base_url + path, provider="SMSC", timeout_s=self.timeout_s, data=form | params
+        )
+        if reply.status != 200:
+            raise Transient(f"http.{reply.status}", f"SMSC answered HTTP {reply.status}")
+        data = reply.json()
         if not isinstance(data, dict):
             raise Ambiguous("smsc.bad_reply", "HTTP 200 without a JSON object")
         if "error" in data or "error_code" in data:
