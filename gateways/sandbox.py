@@ -4,7 +4,8 @@
 attempts, and otherwise accepts the message as `sbx-<hash of the job id>`. `status` delivers a fixed share
 `delivered_rate` of job ids, chosen by hash, so a job always gets the same outcome however often it is asked.
 `parse_callback` takes reports posted by hand, e.g. in a demo:
-`{"id": "sbx-…", "state": "delivered"}` or a list of them (`job_id` may be given instead of or besides `id`).
+`{"id": "sbx-…", "state": "delivered"}` or a list of them (`job_id` may be given instead of or besides `id`),
+and inbound SMS as `{"from": "+7916…", "to": "…", "text": "STOP"}`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import msgspec
 from smsfleet.contracts import ErrorInfo, State
 from smsfleet.kinds import SandboxSettings
 
-from .base import Callback, CallbackRequest, Gateway, Outgoing, Receipt, Report, StatusRef
+from .base import Callback, CallbackRequest, Gateway, Inbound, Outgoing, Receipt, Report, StatusRef
 from .errors import Transient
 
 __all__ = ["GATEWAY", "SandboxGateway"]
@@ -65,10 +66,13 @@ class SandboxGateway(Gateway[SandboxSettings]):
         except msgspec.DecodeError:
             raise ValueError("sandbox callback is not JSON") from None
         items = data if isinstance(data, list) else [data]
-        reports = []
+        reports, inbound = [], []
         for item in items:
+            if isinstance(item, dict) and {"from", "text"} <= item.keys():
+                inbound.append(_inbound(item))
+                continue
             if not isinstance(item, dict) or not (item.get("id") or item.get("job_id")):
-                raise ValueError('sandbox callback needs {"id" or "job_id", "state"} objects')
+                raise ValueError('sandbox callback needs {"id" or "job_id", "state"} or {"from", "text"} objects')
             try:
                 state = State(str(item.get("state")))
             except ValueError:
@@ -82,7 +86,14 @@ class SandboxGateway(Gateway[SandboxSettings]):
                     raw_status=state.value,
                 )
             )
-        return Callback(reports=reports)
+        return Callback(reports=reports, inbound=inbound)
+
+
+def _inbound(item: dict[str, Any]) -> Inbound:
+    sender, text = item["from"], item["text"]
+    if not isinstance(sender, str) or not isinstance(text, str):
+        raise ValueError("inbound from and text must be strings")
+    return Inbound(from_=sender, to=str(item.get("to") or ""), text=text, provider_message_id=item.get("id"))
 
 
 GATEWAY = SandboxGateway

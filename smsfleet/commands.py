@@ -118,6 +118,7 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         settings,
         gateways=gateways if args.role in ("send", "all") else [],
         status=args.role in ("status", "all"),
+        suppression=args.role in ("suppression", "all"),
         policy=_policy(args),
         grace_s=args.grace,
     )
@@ -289,6 +290,17 @@ def _numbers(args: argparse.Namespace, settings: Settings) -> list[str]:
         raise user_error(exc.message) from None
 
 
+# -- webhooks ------------------------------------------------------------------------------------------
+
+
+async def cmd_webhooks(args: argparse.Namespace, settings: Settings) -> int:
+    from webhooks import serve  # noqa: PLC0415
+
+    await _check_services(settings)
+    await serve(settings, args.host, args.port)
+    return 0
+
+
 # -- registration ----------------------------------------------------------------------------------------
 
 
@@ -311,10 +323,10 @@ def _add_publish(sub: Any) -> None:
 
 
 def _add_worker(sub: Any) -> None:
-    p = sub.add_parser("worker", help="run consumers: send (per gateway), status, or all")
+    p = sub.add_parser("worker", help="run consumers: send (per gateway), status, suppression, or all")
     p.add_argument("--gateway", action="append", choices=list(KINDS), metavar="KIND",
                    help="gateway whose send queue to consume (repeat)")  # fmt: skip
-    p.add_argument("--role", choices=("send", "status", "all"), default="send")
+    p.add_argument("--role", choices=("send", "status", "suppression", "all"), default="send")
     _worker_flags(p)
     p.set_defaults(func=cmd_worker)
     p = sub.add_parser("run", help="everything in one process (development, demos)")
@@ -358,5 +370,12 @@ def _add_suppress(sub: Any) -> None:
         a.set_defaults(func=cmd_suppress)
 
 
+def _add_webhooks(sub: Any) -> None:
+    p = sub.add_parser("webhooks", help="the receiver of provider callbacks")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")  # noqa: S104
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=cmd_webhooks, service=True)
+
+
 def register_all() -> list[Callable[[Any], None]]:
-    return [_add_publish, _add_worker, _add_demo, _add_status, _add_suppress]
+    return [_add_publish, _add_worker, _add_demo, _add_status, _add_suppress, _add_webhooks]

@@ -18,7 +18,9 @@ __all__ = [
     "FINAL_STATES",
     "ErrorInfo",
     "InboundEvent",
+    "InboundMessage",
     "InvalidJob",
+    "ReportMessage",
     "SendJob",
     "State",
     "StatusEvent",
@@ -172,3 +174,34 @@ def decode_job(data: bytes | str, default_region: str | None = None) -> SendJob:
         raise InvalidJob("bad_valid_until", "valid_until needs a time zone (RFC 3339, e.g. ...Z)")
     to = normalize_phone(job.to, default_region)
     return job if to == job.to else msgspec.structs.replace(job, to=to)
+
+
+# -- internal messages: the receiver -> the status and suppression workers (queue `<ns>.status`/`.inbound`)
+
+
+class ReportMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """A delivery report as received, routed `report.<gateway>`. `state` None: not final, nothing to do."""
+
+    gateway: str
+    sender: str | None  # None where the URL names no sender (Rapporto)
+    provider_message_id: str | None
+    job_id: str | None = None
+    state: State | None = None
+    at: datetime | None = None
+    error: ErrorInfo | None = None
+    raw_status: str = ""
+    received_at: datetime
+    attempt: int = 1  # matching attempts (a report can arrive before the send reply is stored)
+
+
+class InboundMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """An inbound SMS as received, routed `inbound.<gateway>`."""
+
+    id: str
+    gateway: str
+    sender: str
+    from_: str = msgspec.field(name="from")
+    to: str
+    text: str
+    provider_message_id: str | None = None
+    at: datetime

@@ -26,6 +26,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     default_region: str | None = None
     play_mobile_rate: float = 49.0
     status_horizon_s: float = 72 * 3600.0
+    webhook_rapporto_ips: tuple[str, ...] = ()
 
     @property
     def default_rates(self) -> dict[str, float]:
@@ -67,7 +68,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             status_horizon_s = float(horizon)
         except ValueError:
             raise ConfigError(f"SMSFLEET_STATUS_HORIZON_S must be a number of seconds, not {horizon!r}") from None
+        ips = tuple(ip.strip() for ip in (get("SMSFLEET_WEBHOOK_RAPPORTO_IPS") or "").split(",") if ip.strip())
         return cls(
+            webhook_rapporto_ips=ips,
             status_horizon_s=status_horizon_s,
             amqp_url=get("SMSFLEET_AMQP_URL") or d.amqp_url,
             redis_url=get("SMSFLEET_REDIS_URL") or d.redis_url,

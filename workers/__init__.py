@@ -3,6 +3,7 @@
 Others may use `run_workers`, `SendPolicy`, `SendWorker`, `StatusWorker`, `Runtime` and `RateLimiter`.
 """
 
+from .inbound import InboundWorker
 from .process import run_workers
 from .ratelimit import RateLimiter, RateLimitWait
 from .runtime import Runtime
@@ -10,6 +11,7 @@ from .send import SendPolicy, SendWorker
 from .status import StatusWorker
 
 __all__ = [
+    "InboundWorker",
     "RateLimitWait",
     "RateLimiter",
     "Runtime",

@@ -1,5 +1,6 @@
 """Delivery bookkeeping in Redis: one state record per job id, claimed atomically before a provider call.
 
+    <ns>:pid:<gateway>:<provider id>   string -> job id, TTL 8 days: matches delivery reports to jobs
     <ns>:job:<id>   hash, TTL 7 days (refreshed on every write)
         phase     claimed | calling | retry | accepted | final
         owner     the delivery that holds the claim (worker id + delivery tag)
@@ -26,6 +27,8 @@ from smsfleet.topology import Names
 __all__ = ["JOB_TTL_S", "Claim", "Ledger"]
 
 JOB_TTL_S = 7 * 24 * 3600
+#: provider id -> job id: past the default status horizon (72 h) and the job record itself
+PID_TTL_S = 8 * 24 * 3600
 
 _CLAIM = """
 local phase = redis.call('HGET', KEYS[1], 'phase')
@@ -84,9 +87,17 @@ class Ledger:
     async def retry(self, job_id: str) -> None:
         await self.redis.hset(self.key(job_id), "phase", "retry")
 
-    async def accepted(self, job_id: str, provider_ids: tuple[str, ...], job: bytes, attempt: int, parts: int) -> None:
+    def pid_key(self, gateway: str, provider_id: str) -> str:
+        return self.names.redis_key("pid", gateway, provider_id)
+
+    async def accepted(  # noqa: PLR0917 - one record, written at once
+        self, job_id: str, gateway: str, provider_ids: tuple[str, ...], job: bytes, attempt: int, parts: int
+    ) -> None:
+        """Record the provider's acceptance, and map each provider id back to the job (for reports)."""
         key = self.key(job_id)
         async with self.redis.pipeline(transaction=True) as pipe:
+            for pid in provider_ids:
+                pipe.set(self.pid_key(gateway, pid), job_id, ex=PID_TTL_S)
             pipe.hset(
                 key,
                 mapping={
@@ -113,6 +124,10 @@ class Ledger:
     async def finish(self, job_id: str, state: State) -> bool:
         """Record a final state unless one is recorded already: a final state is never overwritten."""
         return bool(await self._finish(keys=[self.key(job_id)], args=[state.value, JOB_TTL_S]))
+
+    async def job_of(self, gateway: str, provider_id: str) -> str | None:
+        value = await self.redis.get(self.pid_key(gateway, provider_id))
+        return None if value is None else _text(value)
 
     async def get(self, job_id: str) -> dict[str, str]:
         raw = await self.redis.hgetall(self.key(job_id))

@@ -11,6 +11,7 @@ import structlog
 
 from smsfleet.settings import Settings
 
+from .inbound import InboundWorker
 from .runtime import Runtime
 from .send import SendPolicy, SendWorker
 from .status import StatusWorker
@@ -26,6 +27,7 @@ async def run_workers(
     gateways: Sequence[str],
     status: bool,
     policy: SendPolicy,
+    suppression: bool = False,
     grace_s: float = 25.0,
     stop: asyncio.Event | None = None,
 ) -> None:
@@ -35,15 +37,17 @@ async def run_workers(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
-    prefetch = policy.concurrency * max(1, len(gateways)) + (50 if status else 0)
+    prefetch = policy.concurrency
     async with Runtime.open(settings, prefetch=prefetch) as rt:
         senders = [SendWorker(rt, kind, policy) for kind in gateways]
-        workers: list[SendWorker | StatusWorker] = [*senders]
+        workers: list[SendWorker | StatusWorker | InboundWorker] = [*senders]
         if status:
             workers.append(StatusWorker(rt))
+        if suppression:
+            workers.append(InboundWorker(rt))
         for w in workers:
             await w.start()
-        log.info("fleet.running", gateways=list(gateways), status=status)
+        log.info("fleet.running", gateways=list(gateways), status=status, suppression=suppression)
         await stop.wait()
         log.info("fleet.draining", grace_s=grace_s)
         await asyncio.gather(*(w.drain(grace_s) for w in workers))

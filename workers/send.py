@@ -281,11 +281,11 @@ class SendWorker:
             await self._retry(msg, job, attempt, exc)
             return
         parts = receipt.parts or parts
-        await _until_done(lambda: self.rt.ledger.accepted(job.id, receipt.ids, encode(job), attempt, parts))
+        await _until_done(lambda: self.rt.ledger.accepted(job.id, self.kind, receipt.ids, encode(job), attempt, parts))
         pid = receipt.provider_message_id
         await self.rt.emit(status_event(job, State.ACCEPTED, attempt=attempt, parts=parts, provider_message_id=pid))
-        if gateway.has_status:
-            await self._schedule_recheck(job, sender, gateway.await_delivery_s)
+        first_check = gateway.await_delivery_s if gateway.has_status else self.rt.settings.status_horizon_s
+        await self._schedule_recheck(job, sender, first_check)
         await msg.ack()
         log.info("sms.sent", job_id=job.id, sender=sender.id, provider_message_id=pid, parts=parts, attempt=attempt)
 

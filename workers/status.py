@@ -1,9 +1,14 @@
-"""The status worker: scheduled rechecks ("Await delivery") through one monotonic state machine.
+"""The status worker: rechecks ("Await delivery") and pushed reports, through one monotonic state machine.
 
 A recheck arrives `await_delivery_s` after acceptance (through the delay tiers), looks the message up at
 the provider (through the sender's rate limit: it is a request too), and either records the final state
 — at most once per job, `Ledger.finish` is a compare-and-set — or schedules the next check with backoff,
-until the status horizon, where the job ends `unknown`.
+until the status horizon, where the job ends `unknown`. For push-only gateways the one recheck comes at
+the horizon, and only ends a job that no report finished.
+
+A pushed report (from the receiver) is matched to its job by the provider id map; one that arrives before
+the send reply was stored is retried through the delay tiers a few times, then counted unmatched. Reports
+that are not final, late, duplicated or out of order change nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from redis.exceptions import RedisError
 
 from gateways import Gateway, GatewayError, StatusRef, gateway_class
-from smsfleet.contracts import ErrorInfo, SendJob, State, encode
+from smsfleet.contracts import ErrorInfo, ReportMessage, SendJob, State, encode
 from smsfleet.senders import Sender
 
 from .delays import remaining
@@ -32,6 +37,11 @@ __all__ = ["StatusWorker"]
 log = structlog.get_logger("smsfleet.workers.status")
 
 _recheck_decoder = msgspec.json.Decoder(Recheck)
+_report_decoder = msgspec.json.Decoder(ReportMessage)
+#: a report that names no known message is retried after 1, 2, 4, 8 and 16 s (the send reply may not be
+#: stored yet: the early-report race), then counted as unmatched
+MATCH_ATTEMPTS = 6
+_FAILED_FIRST = (State.REJECTED, State.UNDELIVERED, State.EXPIRED)
 MAX_RECHECK_INTERVAL_S = 3600.0
 
 
@@ -70,8 +80,11 @@ class StatusWorker:
                 await msg.ack()
                 return
             await asyncio.sleep(wait)
-            if (msg.routing_key or "").startswith("recheck."):
+            key = msg.routing_key or ""
+            if key.startswith("recheck."):
                 await self.recheck(_recheck_decoder.decode(msg.body))
+            elif key.startswith("report."):
+                await self.report(_report_decoder.decode(msg.body), key)
             await msg.ack()
         except msgspec.DecodeError as exc:
             await self.rt.dead_letter(msg.body, "malformed", str(exc), msg.routing_key or "")
@@ -112,14 +125,7 @@ class StatusWorker:
             await self._finish(job, record, State.UNKNOWN, ErrorInfo("unknown_sender", "the sender was deleted"))
             return
         gateway = self._gateway(sender)
-        rate = sender.rate_limit or self.rt.settings.default_rates.get(sender.gateway) or gateway.default_rate
-        try:
-            await self.rt.limiter.wait(sender.id, rate, max_wait=5.0)
-            pid = (record.get("pid") or "").split(",")[0] or None
-            report = await gateway.status(StatusRef(job_id=job.id, provider_message_id=pid, to=job.to))
-        except (GatewayError, RateLimitWait) as exc:
-            bound.info("recheck.failed", error=str(exc))
-            report = None
+        report = await self._lookup(gateway, sender, job, record) if gateway.has_status else None
         if report is not None and report.state is not None:
             await self._finish(job, record, report.state, report.error)
             bound.info("recheck.final", state=report.state)
@@ -131,6 +137,8 @@ class StatusWorker:
             bound.info("recheck.horizon")
             return
         interval = min(gateway.await_delivery_s * 2**check.attempt, MAX_RECHECK_INTERVAL_S, self.horizon_s - age)
+        if not gateway.has_status:  # push-only: nothing to ask, only the horizon to keep
+            interval = self.horizon_s - age
         following = msgspec.structs.replace(check, attempt=check.attempt + 1)
         await self.rt.delayer.delay(
             encode(following),
@@ -138,6 +146,54 @@ class StatusWorker:
             target="internal",
             seconds=max(interval, 1.0),
         )
+
+    async def _lookup(self, gateway: Gateway[Any], sender: Sender, job: SendJob, record: dict[str, str]) -> Any:
+        """A status lookup through the sender's rate limit (it is a request too); None when it failed."""
+        rate = sender.rate_limit or self.rt.settings.default_rates.get(sender.gateway) or gateway.default_rate
+        try:
+            await self.rt.limiter.wait(sender.id, rate, max_wait=5.0)
+            pid = (record.get("pid") or "").split(",")[0] or None
+            return await gateway.status(StatusRef(job_id=job.id, provider_message_id=pid, to=job.to))
+        except (GatewayError, RateLimitWait) as exc:
+            log.info("recheck.failed", job_id=job.id, gateway=sender.gateway, error=str(exc))
+            return None
+
+    async def report(self, report: ReportMessage, routing_key: str) -> None:
+        """A pushed delivery report: match it to its job, then through the same state machine as rechecks."""
+        job_id = report.job_id
+        if job_id is None and report.provider_message_id:
+            job_id = await self.rt.ledger.job_of(report.gateway, report.provider_message_id)
+        record = await self.rt.ledger.get(job_id) if job_id else {}
+        if "job" not in record:
+            if report.attempt < MATCH_ATTEMPTS:
+                later = msgspec.structs.replace(report, attempt=report.attempt + 1)
+                await self.rt.delayer.delay(
+                    encode(later), routing_key=routing_key, target="internal", seconds=2.0 ** (report.attempt - 1)
+                )
+            else:
+                log.warning("report.unmatched", gateway=report.gateway, provider_message_id=report.provider_message_id)
+            return
+        if report.state is None or record.get("phase") == "final":
+            return  # not final, or a late or duplicate report: final states are never overwritten
+        job = msgspec.json.decode(record["job"], type=SendJob)
+        state = await self._job_state(job.id, record, report)
+        if state is not None:
+            await self._finish(job, record, state, report.error)
+            log.info("report.final", job_id=job.id, gateway=report.gateway, state=state)
+
+    async def _job_state(self, job_id: str, record: dict[str, str], report: ReportMessage) -> State | None:
+        """The job's state after this report. A message sent as several parts, each with its own provider id,
+        is delivered when every part is, and fails as soon as one part fails (with that part's state)."""
+        assert report.state is not None
+        pids = [p for p in record.get("pid", "").split(",") if p]
+        if len(pids) <= 1 or report.state in _FAILED_FIRST:
+            return report.state
+        key = self.rt.ledger.key(job_id)
+        await self.rt.ledger.redis.hset(key, f"part:{report.provider_message_id}", report.state.value)
+        states = await self.rt.ledger.redis.hmget(key, [f"part:{p}" for p in pids])
+        if all(s in (b"delivered", "delivered") for s in states):
+            return State.DELIVERED
+        return None
 
     async def _finish(self, job: SendJob, record: dict[str, str], state: State, error: ErrorInfo | None) -> None:
         if not await self.rt.ledger.finish(job.id, state):

@@ -23,10 +23,12 @@ JOB = {"sender": "s1", "account": "acme", "to": "+79161234567", "text": "hello"}
 
 
 @contextlib.asynccontextmanager
-async def fleet(settings: Settings, gateways: list[str]) -> AsyncIterator[None]:
+async def fleet(settings: Settings, gateways: list[str], *, suppression: bool = False) -> AsyncIterator[None]:
+    """Every role for `gateways`, in this process, until the block ends."""
     stop = asyncio.Event()
+    policy = SendPolicy(concurrency=20)
     task = asyncio.create_task(
-        run_workers(settings, gateways=gateways, status=True, policy=SendPolicy(concurrency=20), stop=stop)
+        run_workers(settings, gateways=gateways, status=True, suppression=suppression, policy=policy, stop=stop)
     )
     await asyncio.sleep(0.5)  # consumers up
     try:
