@@ -3,6 +3,7 @@
 Every adapter calls `request()`; it answers with the status, headers and body of any reply the provider
 gave, or raises:
 
+- `Permanent("bad_url")` when the configured endpoint is not a URL;
 - `Transient("connect")` when nothing reached the provider (refused, DNS, connect timeout);
 - `Ambiguous("timeout" | "reset")` when the request may have reached it but no full reply came back;
 - `RateLimited("http.429")` with the provider's Retry-After;
@@ -20,7 +21,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from .errors import Ambiguous, RateLimited, Transient
+from .errors import Ambiguous, Permanent, RateLimited, Transient
 
 __all__ = ["Reply", "request", "retry_after"]
 
@@ -64,6 +65,8 @@ async def request(
     try:
         async with http.request(method, url, timeout=aiohttp.ClientTimeout(total=timeout_s), **kwargs) as resp:
             reply = Reply(resp.status, dict(resp.headers), await resp.read())
+    except aiohttp.InvalidURL:
+        raise Permanent("bad_url", f"the {provider} endpoint is not a valid URL; check the sender's settings") from None
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
         raise Transient("connect", f"cannot connect to {provider} ({type(exc).__name__})") from None
     except TimeoutError:
