@@ -65,7 +65,7 @@ async def request(
     try:
         async with http.request(method, url, timeout=aiohttp.ClientTimeout(total=timeout_s), **kwargs) as resp:
             reply = Reply(resp.status, dict(resp.headers), await resp.read())
-    except aiohttp.InvalidURL:
+    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError):
         raise Permanent("bad_url", f"the {provider} endpoint is not a valid URL; check the sender's settings") from None
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
         raise Transient("connect", f"cannot connect to {provider} ({type(exc).__name__})") from None
