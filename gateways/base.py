@@ -49,6 +49,8 @@ class Outgoing(msgspec.Struct, frozen=True, kw_only=True):
     originator: str | None = None
     valid_until: datetime | None = None
     parts: int = 1
+    #: the sender's SMS Receiving URL, for providers that take a report URL with each message
+    callback_url: str | None = None
 
 
 class Receipt(msgspec.Struct, frozen=True, kw_only=True):

@@ -152,7 +152,7 @@ async def callback(request: web.Request) -> web.StreamResponse:  # noqa: PLR0911
     bodies = []
     for report in parsed.reports:
         if kind == "rapporto" and not await _known(receiver, kind, report.provider_message_id):
-            return web.json_response({"error": "unknown message id"}, status=404)
+            return web.json_response({"error": "unknown message id"}, status=400)  # Rapporto retries on 400
         msg = ReportMessage(
             gateway=kind, sender=None if kind == "rapporto" else sender.id,
             provider_message_id=report.provider_message_id, job_id=report.job_id, state=report.state,

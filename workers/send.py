@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from gateways import Ambiguous, Gateway, GatewayError, Outgoing, Permanent, RateLimited, gateway_class
 from smsfleet.contracts import ErrorInfo, InvalidJob, SendJob, State, decode_job, encode
 from smsfleet.segments import count
-from smsfleet.senders import Sender
+from smsfleet.senders import Sender, receiving_url
 from smsfleet.topology import HEADER_ATTEMPT
 
 from .checks import (
@@ -260,8 +260,8 @@ class SendWorker:
     ) -> None:
         parts = count(job.text).parts
         outgoing = Outgoing(
-            job_id=job.id, to=job.to, text=job.text, originator=job.originator,
-            valid_until=job.valid_until, parts=parts,
+            job_id=job.id, to=job.to, text=job.text, originator=job.originator, valid_until=job.valid_until,
+            parts=parts, callback_url=receiving_url(sender, self.rt.settings.public_url),
         )  # fmt: skip
         try:
             receipt = await gateway.send(outgoing)

@@ -158,7 +158,7 @@ async def test_bad_requests_get_4xx_and_publish_nothing(
         ("POST", url, b'{"id": "x", "state": "exploded"}', 400),
         ("POST", url, b"x" * (MAX_BODY + 1), 413),
         ("POST", "/smslistener/listen_type/sms_mts?sender=sbx&token=x", b"{}", 404),
-        ("GET", "/smslistener/listen_type/sms_rapporto?transactionId=404&status=1", b"", 404),  # not ours
+        ("GET", "/smslistener/listen_type/sms_rapporto?transactionId=404&status=1", b"", 400),  # not ours
     ]
     for method, path, body, status in cases:
         reply = await client.request(method, path, data=body)

@@ -1,0 +1,202 @@
+"""Rapporto (rapporto.ru) over its HTTP API v5.0: send; delivery reports and inbound SMS are pushed only.
+
+Wire (shared/providers/providers-B.md §4.1, from Rapporto's own docs): a form POST to the URI Rapporto issues
+to each client (the `url` setting), with `serviceId` + `pass`, `clientId` (the phone) and `message`, in UTF-8
+and saying so in the Content-Type, as the docs ask. Success is HTTP 200 with two text lines, `OK` and
+Rapporto's id (a 64-bit integer); an error is an HTTP status with a short text (`Invalid password`). We POST,
+never GET: credentials stay out of URLs, and aiohttp re-sends an idempotent GET by itself when a kept-alive
+connection turns out dead.
+
+Decisions:
+- `partnerMsgId` is our job id (hashed when longer than Rapporto's 50 characters): Rapporto sends a repeated
+  key once and answers every repeat with the first request's id, so a resend after an ambiguous outcome is
+  safe (`dedupes`). While the first request with a key is still being processed a repeat gets 503: Transient,
+  retried after a pause. Reports echo `partnerMsgId`, so they carry our job id besides Rapporto's.
+- 408 is Rapporto's "too fast" (not 429): RateLimited. 500 asks for a pause of at least a minute: RateLimited
+  with 60 s, which pauses the whole sender, as the docs ask. 409 is the anti-duplicate filter (same number,
+  same text within a day; off by default): Permanent, as the docs say never to repeat it.
+- `clientId` is the number as international digits, the form of Rapporto's examples and of its reports.
+  `source` carries the originator when the job has one (Rapporto must have enabled it for the account).
+- Rapporto takes no per-message validity over HTTP v5 (the message TTL is configured on its side), and link
+  shortening is an account setting there: neither is sent.
+
+Status is push only (`has_status = False`): Rapporto calls `/smslistener/listen_type/sms_rapporto` with a GET
+(`transactionId`, `status`, `partnerMsgId`, `unifiedExtStatus`, ...); `parse_callback` also takes the REST v6
+JSON form (`mtNum`, `status`, `errorCode`) and inbound SMS, both the v5 GET and the v6 JSON. Inbound SMS get a
+204 (no reply to the subscriber). Since the worker schedules no rechecks for a kind without a status lookup,
+a job stays `accepted` until a pushed report arrives or the status horizon ends it `unknown`. That horizon
+matters here: since 2023-03-01 Rapporto sends no final SMS status for MegaFon subscribers at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+from urllib.parse import urlencode
+
+import msgspec
+
+from smsfleet.contracts import ErrorInfo, State
+from smsfleet.kinds import RapportoSettings
+
+from ._rapporto_family import Rule, digits, e164, fail, fields_of, timestamp, two_way_inbound
+from .base import Callback, CallbackRequest, Gateway, Inbound, Outgoing, Receipt, Report
+from .errors import Ambiguous, Permanent, RateLimited, Transient
+from .http import request
+
+__all__ = ["GATEWAY", "RapportoGateway", "partner_msg_id"]
+
+#: HTTP status of a send -> what it means [providers-B §4.1]
+ERRORS: dict[int, Rule] = {
+    400: Rule(Permanent, "missing or invalid parameters"),
+    401: Rule(Permanent, "wrong serviceId or pass"),
+    402: Rule(Permanent, "prepaid balance exhausted"),
+    403: Rule(Permanent, "service missing or inactive"),
+    406: Rule(Permanent, "cannot send to this clientId"),
+    408: Rule(RateLimited, "sending rate exceeded", retry_after=1.0),
+    409: Rule(Permanent, "duplicate blocked by the anti-duplicate filter"),
+    414: Rule(Permanent, "message too long"),
+    500: Rule(RateLimited, "Rapporto internal error; pause at least a minute", retry_after=60.0),
+    503: Rule(Transient, "a request with this partnerMsgId is still being processed"),
+}
+
+#: report `status` -> (state, meaning); None = not final yet [providers-B §4.1, §4.4]
+STATUSES: dict[int, tuple[State | None, str]] = {
+    0: (None, "sent to the operator"),
+    2: (State.DELIVERED, "delivered"),
+    5: (State.UNDELIVERED, "not delivered"),
+    9: (State.DELIVERED, "read"),
+}
+
+#: `unifiedExtStatus` (v5) / `errorCode` (v6) of an undelivered SMS -> why
+REASONS: dict[int, str] = {
+    1: "unknown error",
+    2: "absent subscriber",
+    3: "barred or blocked",
+    4: "signalling transport failure",
+    5: "memory capacity exceeded",
+    6: "SMS service not provisioned",
+    7: "switch timeout",
+    8: "unknown or invalid subscriber",
+    9: "duplicate dropped by the platform",
+    10: "filtered by the platform",
+    11: "routing error",
+    12: "blacklisted by the operator",
+    13: "sender name not registered at the operator",
+    14: "operator spam filter",
+}
+
+FORM = "application/x-www-form-urlencoded; charset=utf-8"  # Rapporto reads the charset from this header
+_HASHED = "sha256:"  # a hashed partnerMsgId: 7 + 43 = 50 characters
+
+
+def partner_msg_id(job_id: str) -> str:
+    """Rapporto's idempotency key for a job: the job id itself, or a hash of it when longer than 50."""
+    return job_id if len(job_id) <= 50 else _HASHED + hashlib.sha256(job_id.encode()).hexdigest()[:43]
+
+
+def _int(value: Any, name: str) -> int:
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"rapporto callback {name} must be an integer") from None
+
+
+def _report(pid: Any, status: Any, reason: Any, job_key: Any, done: Any = "") -> Report:
+    if not str(pid or "").strip().isdigit():
+        raise ValueError("rapporto report needs a numeric transactionId or mtNum")
+    code = _int(status, "status")
+    state, meaning = STATUSES.get(code, (None, f"unknown status {code}"))
+    why = _int(reason, "reason") if str(reason or "").strip() else 0
+    error = None
+    if state is State.UNDELIVERED:  # the reason, when Rapporto sends extended statuses
+        error = ErrorInfo(f"rapporto.ext.{why}" if why else f"rapporto.status.{code}", REASONS.get(why, meaning))
+    key = str(job_key or "")
+    return Report(
+        provider_message_id=str(pid).strip(),
+        state=state,
+        job_id=key if key and not key.startswith(_HASHED) else None,
+        at=timestamp(done),
+        error=error,
+        raw_status=str(code),
+    )
+
+
+def _parse_json(body: bytes) -> Report | Inbound:
+    try:
+        data: Any = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        raise ValueError("rapporto callback is not JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError("rapporto callback JSON must be an object")
+    if "mtNum" in data:  # REST v6 delivery report
+        return _report(data["mtNum"], data.get("status"), data.get("errorCode"), data.get("id"), data.get("doneDate"))
+    if "sourceAddr" in data and "transactionId" in data:  # REST v6 inbound SMS
+        return Inbound(
+            from_=e164(str(data["sourceAddr"])),
+            to=str(data.get("destAddr", "")),
+            text=str(data.get("message", "")),
+            provider_message_id=str(data["transactionId"]),
+        )
+    raise ValueError("rapporto JSON callback needs mtNum and status, or transactionId and sourceAddr")
+
+
+class RapportoGateway(Gateway[RapportoSettings]):
+    """Rapporto's HTTP API v5.0. Delivery reports and inbound SMS are pushed; there is no status lookup."""
+
+    kind = "rapporto"
+    settings_type = RapportoSettings
+    default_rate = 10.0
+    dedupes = True
+    assumptions = (
+        "partnerMsgId deduplication must be enabled for the account by Rapporto's manager; without it a resend "
+        "after an ambiguous send reaches the subscriber twice",
+        "the request rate is configured per account at Rapporto; 10 requests/s (the docs' example) is a guess",
+        "error reply texts are not documented beyond 'Invalid password'; only HTTP statuses are interpreted",
+        "v5 inbound SMS timestamps carry no time zone and are not used",
+    )
+
+    def __repr__(self) -> str:
+        return f"RapportoGateway(service_id={self.settings.service_id!r})"
+
+    async def send(self, message: Outgoing) -> Receipt:
+        form = {
+            "serviceId": self.settings.service_id,
+            "pass": self.settings.password,
+            "clientId": digits(message.to),
+            "message": message.text,
+            "partnerMsgId": partner_msg_id(message.job_id),
+        }
+        if message.originator:
+            form["source"] = message.originator
+        reply = await request(
+            self.http, "POST", self.settings.url, provider="Rapporto", timeout_s=self.timeout_s,
+            data=urlencode(form).encode(), headers={"Content-Type": FORM}, server_errors_are_replies=True,
+        )  # fmt: skip
+        if reply.status != 200:
+            fail(ERRORS, reply.status, "rapporto", reply.text, hide=self.settings.password)
+        lines = reply.text.split()
+        if len(lines) != 2 or lines[0] != "OK" or not lines[1].isdigit():
+            raise Ambiguous("rapporto.bad_reply", "HTTP 200 without 'OK' and a message id")
+        return Receipt(provider_message_id=lines[1])
+
+    def parse_callback(self, request: CallbackRequest) -> Callback:
+        if request.content_type == "application/json":
+            found = _parse_json(request.body)
+            if isinstance(found, Inbound):
+                return Callback(inbound=[found], reply_status=204, reply_body="")
+            return Callback(reports=[found])
+        fields = fields_of(request)
+        if "transactionId" in fields or "status" in fields:
+            report = _report(
+                fields.get("transactionId"), fields.get("status"), fields.get("unifiedExtStatus"),
+                fields.get("partnerMsgId"),
+            )  # fmt: skip
+            return Callback(reports=[report])
+        inbound = two_way_inbound(fields)
+        if inbound is None:
+            raise ValueError("rapporto callback needs transactionId and status, or clientId and message")
+        return Callback(inbound=[inbound], reply_status=204, reply_body="")
+
+
+GATEWAY = RapportoGateway

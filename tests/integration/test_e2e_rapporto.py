@@ -1,0 +1,82 @@
+"""Rapporto end to end: the send worker, in this process on the real broker and Redis, against the fake Rapporto.
+
+Rapporto has no status lookup, so an accepted job stays `accepted` (no recheck is scheduled) until a report is
+pushed to the webhooks receiver or the status horizon ends it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aio_pika
+import pytest
+import redis.asyncio as aioredis
+
+from gateways.rapporto import partner_msg_id
+from smsfleet.settings import Settings
+from smsfleet.topology import Names
+from tests.fakes.rapporto import FakeRapporto
+from workers.ledger import Ledger
+
+from ._rapporto_family import accepted, create_sender, publish_jobs, running_fleet
+
+JOB = {"sender": "r1", "account": "acme", "to": "+79161234567", "text": "Привет от smsfleet"}
+
+
+@pytest.fixture
+async def rapporto(redis: aioredis.Redis, names: Names) -> AsyncIterator[FakeRapporto]:
+    async with FakeRapporto(service_id="svc-17", password="pw") as fake:
+        await create_sender(redis, names, "r1", "rapporto", {"service_id": "svc-17", "password": "pw", "url": fake.url})
+        yield fake
+
+
+async def test_jobs_are_sent_and_accepted(
+    settings: Settings,
+    amqp: aio_pika.abc.AbstractConnection,
+    names: Names,
+    redis: aioredis.Redis,
+    rapporto: FakeRapporto,
+) -> None:
+    jobs = [
+        {"id": "r-1", **JOB},
+        {"id": "r-2", **JOB, "to": "+79031234567", "originator": "ACME"},
+        {"id": "r-3-" + "x" * 60, **JOB, "text": "long id"},
+    ]
+    async with running_fleet(settings, amqp, names, "rapporto") as events:
+        await publish_jobs(amqp, names, "rapporto", jobs)
+        await accepted(events, [j["id"] for j in jobs])
+
+    sent = {r.form["partnerMsgId"]: r for r in rapporto.requests}
+    assert len(rapporto.requests) == len(rapporto.messages) == 3
+    for job in jobs:
+        seen = sent[partner_msg_id(job["id"])]
+        assert (seen.method, seen.path, seen.query) == ("POST", "/svc-17", {})
+        expected = {
+            "serviceId": "svc-17",
+            "pass": "pw",
+            "clientId": job["to"].lstrip("+"),
+            "message": job["text"],
+            "partnerMsgId": partner_msg_id(job["id"]),
+        }
+        assert seen.form == expected | ({"source": job["originator"]} if "originator" in job else {})
+        [event] = events[job["id"]]
+        assert (event.state, event.sender, event.account, event.to, event.attempt) == (
+            "accepted", "r1", "acme", job["to"], 1,
+        )  # fmt: skip
+        assert event.provider_message_id == str(rapporto.by_partner_id[partner_msg_id(job["id"])].id)
+        record = await Ledger(redis, names).get(job["id"])
+        assert (record["phase"], record["state"], record["pid"]) == ("accepted", "accepted", event.provider_message_id)
+
+
+async def test_ambiguous_send_is_resent_with_the_same_key_and_sent_once(
+    settings: Settings, amqp: aio_pika.abc.AbstractConnection, names: Names, rapporto: FakeRapporto
+) -> None:
+    rapporto.reset_after_accept_next(1)  # Rapporto takes the message; its answer is lost
+    async with running_fleet(settings, amqp, names, "rapporto") as events:
+        await publish_jobs(amqp, names, "rapporto", [{"id": "lost-reply", **JOB}])
+        await accepted(events, ["lost-reply"])
+
+    assert [r.form["partnerMsgId"] for r in rapporto.requests] == ["lost-reply", "lost-reply"]
+    [message] = rapporto.messages  # the resend created nothing: same key, same id
+    [event] = events["lost-reply"]
+    assert (event.state, event.attempt, event.provider_message_id) == ("accepted", 2, str(message.id))
