@@ -36,9 +36,8 @@ is here, with the family's error and status tables. Decisions:
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar, TypeVar
 
-import aiohttp
 from yarl import URL
 
 from smsfleet.contracts import ErrorInfo, State
@@ -96,19 +95,6 @@ def assumed(provider: str, why: str, *specific: str) -> tuple[str, ...]:
 
 
 _SPLIT = re.compile(r"[\s,;]+")
-
-
-class _SentThenLost(aiohttp.ClientError):
-    """The connection dropped after the request went out: aiohttp must not send it again."""
-
-
-async def _no_resend(req: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType) -> aiohttp.ClientResponse:
-    try:
-        return await handler(req)
-    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
-        raise  # nothing was sent: http.request() calls that Transient
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-        raise _SentThenLost(type(exc).__name__) from None
 
 
 class SadrDadrGateway(Gateway[S]):
@@ -169,7 +155,6 @@ class SadrDadrGateway(Gateway[S]):
 
     async def _get(self, params: dict[str, str], *, resend: bool) -> Reply:
         """One GET of the family; any reply but HTTP 200 is an error (429 and 5xx: see `request()`)."""
-        options: dict[str, Any] = {} if resend else {"middlewares": (_no_resend,)}
         title = self.settings_type.title
         reply = await request(
             self.http,
@@ -178,9 +163,8 @@ class SadrDadrGateway(Gateway[S]):
             provider=title,
             timeout_s=self.timeout_s,
             params=self.auth() | params,
-            headers={"Connection": "close"},
             allow_redirects=False,
-            **options,
+            resend=resend,
         )
         if reply.status == 200:
             return reply

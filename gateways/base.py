@@ -73,6 +73,8 @@ class StatusRef(msgspec.Struct, frozen=True, kw_only=True):
     job_id: str
     provider_message_id: str | None
     to: str
+    #: every id of the receipt (one per part where the provider does that), in send order
+    provider_ids: tuple[str, ...] = ()
 
 
 class Report(msgspec.Struct, frozen=True, kw_only=True):

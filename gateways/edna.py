@@ -14,11 +14,11 @@ Decisions:
   empty means `login` and `password`.
 - `address` is the E.164 number without '+'; names are scalar (`subject`, not `subject[0]`), as Bitrix and
   i-tools send them. `subject` (the sender name) only when the job has an originator.
-- `clientId` is our job id. GET is the connector's only documented form, and aiohttp repeats a GET by itself
-  once when the connection drops before a reply (`gateways.http.request` cannot forbid that yet); the repeat
-  carries the same `clientId`, which the platform refuses with `error-id-not-unique`. That code, and any 200
-  that is neither `ok` nor an error code, are Ambiguous: the message may have been taken. No `dedupes`:
-  uniqueness of `clientId` is an edna-era code (medium confidence) and a refusal gives us no provider id.
+- `clientId` is our job id. GET is the connector's only documented form, so a send goes with `resend=False`:
+  aiohttp does not repeat it by itself when the connection drops, which is then Ambiguous. A repeated
+  `clientId` is refused with `error-id-not-unique`; that code, and any 200 that is neither `ok` nor an error
+  code, are Ambiguous: the message may have been taken. No `dedupes`: uniqueness of `clientId` is an
+  edna-era code (medium confidence) and a refusal gives us no provider id.
 - Never judged by HTTP status alone: the first field decides (ERRORS). Only `error-system` is worth a retry;
   other `error-*` codes, known or not, are permanent, as the provider notes read them. Non-200: transient.
 - Status words (STATUSES): enqueued, delayed and sent are not final; failed and cancelled are `rejected`.
@@ -102,8 +102,7 @@ class EdnaGateway(Gateway[EdnaSettings]):
         "the status URL is the send URL with /status in place of /send",
         "the configured login/password field names are used for both send and status (Bitrix uses `pass` "
         "for send and `password` for status: such an account cannot be served by one pair of names)",
-        "clientId carries our job id and a repeat is refused with error-id-not-unique (edna-era code, medium); "
-        "if the connector does not refuse it, aiohttp's own repeat of a dropped GET is a second SMS",
+        "clientId carries our job id and a repeat is refused with error-id-not-unique (edna-era code, medium)",
         "unknown error-* codes are permanent; only error-system is retried",
         "no validity or priority parameter is sent: none is documented for the GET connector",
         "status dates without an offset are Moscow time",
@@ -131,7 +130,7 @@ class EdnaGateway(Gateway[EdnaSettings]):
         params = {"address": message.to.lstrip("+"), "text": message.text, "clientId": message.job_id}
         if message.originator:
             params["subject"] = message.originator
-        fields = await self._call(self.send_url, params)
+        fields = await self._call(self.send_url, params, resend=False)  # a send is a GET: never twice
         if len(fields) < 3 or not fields[2]:
             raise Ambiguous("edna.bad_reply", "ok without a provider id")
         return Receipt(provider_message_id=fields[2])
@@ -165,11 +164,13 @@ class EdnaGateway(Gateway[EdnaSettings]):
             raise ValueError("edna callback carries no report")
         return Callback(reports=reports)
 
-    async def _call(self, url: str, params: dict[str, str]) -> list[str]:
+    async def _call(self, url: str, params: dict[str, str], *, resend: bool = True) -> list[str]:
         """GET the connector; the fields of an `ok` reply, or the error tree. Messages never hold credentials."""
         names = (self.settings.login_field or "login", self.settings.password_field or "password")
         auth = dict(zip(names, (self.settings.login, self.settings.password), strict=True))
-        reply = await request(self.http, "GET", url, provider="edna", timeout_s=self.timeout_s, params=auth | params)
+        reply = await request(
+            self.http, "GET", url, provider="edna", timeout_s=self.timeout_s, params=auth | params, resend=resend
+        )
         if reply.status != 200:
             raise Transient(f"http.{reply.status}", f"edna answered HTTP {reply.status}")
         lines = reply.text.strip().splitlines()

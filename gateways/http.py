@@ -9,6 +9,11 @@ gave, or raises:
 - `RateLimited("http.429")` with the provider's Retry-After;
 - `Transient("http.5xx")` for server errors (pass `server_errors_are_replies=True` to read them yourself).
 
+aiohttp sends an idempotent request (GET, PUT...) a second time by itself when a kept-alive connection
+drops before the reply. For a provider whose send is a GET that is a second SMS, so such sends pass
+`resend=False`: the drop becomes `Ambiguous("reset")` instead, and the request goes on a fresh connection
+(`Connection: close`), so that a stale pooled connection cannot make a send that never left look ambiguous.
+
 Anything else (2xx, 4xx) is the adapter's to interpret: providers put their error codes in very different
 places. Messages name the provider and the failure, never a URL (URLs may carry credentials).
 """
@@ -43,6 +48,19 @@ class Reply(msgspec.Struct, frozen=True):
             return None
 
 
+class _SentThenLost(aiohttp.ClientError):
+    """The connection dropped after the request went out: aiohttp must not send it again."""
+
+
+async def _no_resend(req: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType) -> aiohttp.ClientResponse:
+    try:
+        return await handler(req)
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+        raise  # nothing was sent: Transient below
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+        raise _SentThenLost(type(exc).__name__) from None
+
+
 def retry_after(headers: Mapping[str, str], default: float) -> float:
     value = headers.get("Retry-After", "").strip()
     try:
@@ -59,9 +77,13 @@ async def request(
     provider: str,
     timeout_s: float,
     server_errors_are_replies: bool = False,
+    resend: bool = True,
     **kwargs: Any,
 ) -> Reply:
     """One HTTP request to a provider, its failures mapped onto the error tree (see the module doc)."""
+    if not resend:
+        kwargs["middlewares"] = (_no_resend,)
+        kwargs["headers"] = {**kwargs.get("headers", {}), "Connection": "close"}
     try:
         async with http.request(method, url, timeout=aiohttp.ClientTimeout(total=timeout_s), **kwargs) as resp:
             reply = Reply(resp.status, dict(resp.headers), await resp.read())

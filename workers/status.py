@@ -152,8 +152,9 @@ class StatusWorker:
         rate = sender.rate_limit or self.rt.settings.default_rates.get(sender.gateway) or gateway.default_rate
         try:
             await self.rt.limiter.wait(sender.id, rate, max_wait=5.0)
-            pid = (record.get("pid") or "").split(",")[0] or None
-            return await gateway.status(StatusRef(job_id=job.id, provider_message_id=pid, to=job.to))
+            pids = tuple(p for p in (record.get("pid") or "").split(",") if p)
+            ref = StatusRef(job_id=job.id, provider_message_id=pids[0] if pids else None, provider_ids=pids, to=job.to)
+            return await gateway.status(ref)
         except (GatewayError, RateLimitWait) as exc:
             log.info("recheck.failed", job_id=job.id, gateway=sender.gateway, error=str(exc))
             return None

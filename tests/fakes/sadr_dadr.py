@@ -283,7 +283,7 @@ class SadrDadrContract(GatewayContract[FakeSadrDadr]):
         ref = StatusRef(job_id="job-1", provider_message_id=receipt.provider_message_id, to=self.phone)
         report = await gateway.status(ref)
         seen = fake.requests[-1]
-        assert (seen.method, seen.path, seen.connection.lower()) == ("GET", self.path, "close")
+        assert (seen.method, seen.path) == ("GET", self.path)  # a lookup may go on a kept-alive connection
         assert seen.params == self.auth_fields() | {"smsid": receipt.provider_message_id}
         assert (report.state, report.raw_status, report.job_id) == (None, "send", "job-1")
 
