@@ -121,6 +121,7 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         suppression=args.role in ("suppression", "all"),
         policy=_policy(args),
         grace_s=args.grace,
+        metrics_port=args.metrics_port,
     )
     return 0
 
@@ -310,6 +311,7 @@ def _worker_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ambiguous", choices=("unknown", "resend"), default="unknown",
                    help="after a send that may have reached a provider that does not dedupe")  # fmt: skip
     p.add_argument("--grace", type=float, default=25.0, help="seconds to finish in-flight sends on SIGTERM")
+    p.add_argument("--metrics-port", type=int, help="serve /metrics, /livez and /readyz on this port")
     p.set_defaults(service=True)
 
 

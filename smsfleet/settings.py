@@ -20,6 +20,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str = "redis://localhost:6379/0"
     namespace: str = "smsfleet"
     public_url: str = "http://localhost:8080"
+    #: SMSFLEET_PUBLIC_URL was given: providers can reach it, so it may go out with messages as their report URL
+    public_url_set: bool = False
     secret_key: str | None = msgspec.field(default=None)
     log_format: str = "console"
     log_level: str | None = None  # None: info for services, warning for one-shot commands
@@ -76,6 +78,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             redis_url=get("SMSFLEET_REDIS_URL") or d.redis_url,
             namespace=namespace,
             public_url=(get("SMSFLEET_PUBLIC_URL") or d.public_url).rstrip("/"),
+            public_url_set=bool(get("SMSFLEET_PUBLIC_URL")),
             secret_key=get("SMSFLEET_SECRET_KEY"),
             log_format=log_format,
             log_level=(get("SMSFLEET_LOG_LEVEL") or "").lower() or None,

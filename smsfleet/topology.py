@@ -18,6 +18,7 @@ lost.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
@@ -221,6 +222,7 @@ async def delete(channel: AbstractChannel, names: Names) -> None:
 
 def message(body: bytes, **kwargs: Any) -> aio_pika.Message:
     """A persistent JSON message, the only kind smsfleet publishes."""
+    kwargs.setdefault("timestamp", datetime.now(UTC))  # lets consumers measure how long it queued
     return aio_pika.Message(
         body,
         content_type="application/json",

@@ -109,7 +109,9 @@ def names(namespace: str) -> Names:
 
 @pytest.fixture
 def settings(amqp_url: str, redis_url: str, namespace: str) -> Settings:
-    return Settings(amqp_url=amqp_url, redis_url=redis_url, namespace=namespace, public_url="http://hooks.test")
+    return Settings(
+        amqp_url=amqp_url, redis_url=redis_url, namespace=namespace, public_url="http://hooks.test", public_url_set=True
+    )
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 from aiohttp import web
 
 from gateways import CallbackRequest, Gateway, gateway_class
+from smsfleet import metrics
 from smsfleet.contracts import InboundMessage, ReportMessage, encode, normalize_phone, now
 from smsfleet.kinds import KIND_SETTINGS
 from smsfleet.senders import Cipher, Sender, SenderCache, SenderRegistry
@@ -222,13 +223,31 @@ async def no_tracebacks(request: web.Request, handler: Any) -> web.StreamRespons
     return response
 
 
+@web.middleware
+async def count_callbacks(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every callback answer, by gateway and HTTP status (the metric of provider traffic)."""
+    status = 500
+    try:
+        response: web.StreamResponse = await handler(request)
+        status = response.status
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        kind = request.match_info.get("kind")
+        if kind in KIND_SETTINGS:
+            metrics.CALLBACKS.labels(kind, str(status)).inc()
+    return response
+
+
 def build_app(receiver: Receiver) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[no_tracebacks])
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[count_callbacks, no_tracebacks])
     app[RECEIVER] = receiver
     app.router.add_route("GET", "/smslistener/listen_type/sms_{kind}", callback)
     app.router.add_route("POST", "/smslistener/listen_type/sms_{kind}", callback)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics.metrics_handler)
     app.on_startup.append(receiver.start)
     app.on_cleanup.append(receiver.stop)
     return app

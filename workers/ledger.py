@@ -102,6 +102,7 @@ class Ledger:
                 key,
                 mapping={
                     "phase": "accepted",
+                    "gateway": gateway,
                     "state": State.ACCEPTED.value,
                     "pid": ",".join(provider_ids),
                     "job": job,

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import structlog
+from aiohttp import web
+from redis.exceptions import RedisError
 
+from smsfleet import metrics
 from smsfleet.settings import Settings
 
 from .inbound import InboundWorker
@@ -20,6 +23,54 @@ __all__ = ["run_workers"]
 
 log = structlog.get_logger("smsfleet.workers")
 
+QUEUE_POLL_S = 15.0
+
+
+class _Health:
+    """What the probes report: live while the loop turns; ready while connected and consuming."""
+
+    def __init__(self, rt: Runtime, senders: Sequence[SendWorker]) -> None:
+        self.rt = rt
+        self.senders = senders
+        self.redis_ok = True
+        self.draining = False
+
+    def ready(self) -> bool:
+        consuming = all(not s.paused for s in self.senders)
+        return not self.draining and self.redis_ok and not self.rt.connection.is_closed and consuming
+
+
+async def _watch_queues(rt: Runtime, queues: Sequence[str], health: _Health) -> None:
+    """Queue depths for the metrics, and a Redis ping for readiness, every few seconds."""
+    while True:
+        with contextlib.suppress(Exception):
+            for name in queues:
+                queue = await rt.publish_channel.declare_queue(name, passive=True)
+                depth = queue.declaration_result.message_count or 0
+                metrics.QUEUE_DEPTH.labels(name).set(depth)
+                if depth == 0:
+                    metrics.QUEUE_OLDEST_AGE.labels(name).set(0)
+        try:
+            await rt.redis.ping()
+            health.redis_ok = True
+        except (RedisError, OSError):
+            health.redis_ok = False
+        await asyncio.sleep(QUEUE_POLL_S)
+
+
+@contextlib.asynccontextmanager
+async def _probe_server(port: int | None, health: _Health) -> AsyncIterator[None]:
+    if port is None:
+        yield
+        return
+    runner = web.AppRunner(metrics.metrics_app(live=lambda: True, ready=health.ready), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 - probes come from the orchestrator
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
 
 async def run_workers(
     settings: Settings,
@@ -29,6 +80,7 @@ async def run_workers(
     policy: SendPolicy,
     suppression: bool = False,
     grace_s: float = 25.0,
+    metrics_port: int | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Consume until `stop` is set (or a SIGTERM/SIGINT arrives), then drain."""
@@ -37,20 +89,29 @@ async def run_workers(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
-    prefetch = policy.concurrency
-    async with Runtime.open(settings, prefetch=prefetch) as rt:
+    async with Runtime.open(settings, prefetch=policy.concurrency) as rt:
         senders = [SendWorker(rt, kind, policy) for kind in gateways]
         workers: list[SendWorker | StatusWorker | InboundWorker] = [*senders]
+        queues = [rt.names.send_queue(kind) for kind in gateways]
         if status:
             workers.append(StatusWorker(rt))
+            queues.append(rt.names.status_queue)
         if suppression:
             workers.append(InboundWorker(rt))
-        for w in workers:
-            await w.start()
-        log.info("fleet.running", gateways=list(gateways), status=status, suppression=suppression)
-        await stop.wait()
-        log.info("fleet.draining", grace_s=grace_s)
-        await asyncio.gather(*(w.drain(grace_s) for w in workers))
+            queues.append(rt.names.inbound_queue)
+        health = _Health(rt, senders)
+        async with _probe_server(metrics_port, health):
+            for w in workers:
+                await w.start()
+            watcher = asyncio.create_task(_watch_queues(rt, queues, health))
+            log.info("fleet.running", gateways=list(gateways), status=status, suppression=suppression)
+            await stop.wait()
+            health.draining = True
+            log.info("fleet.draining", grace_s=grace_s)
+            await asyncio.gather(*(w.drain(grace_s) for w in workers))
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.remove_signal_handler(sig)

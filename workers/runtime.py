@@ -16,6 +16,7 @@ import aiohttp
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
+from smsfleet import metrics
 from smsfleet.contracts import ErrorInfo, SendJob, State, StatusEvent, encode, now
 from smsfleet.senders import Cipher, SenderCache, SenderRegistry
 from smsfleet.settings import Settings
@@ -123,9 +124,11 @@ class Runtime:
             message(body, **properties), routing_key=routing_key, mandatory=mandatory, timeout=PUBLISH_TIMEOUT_S
         )
 
-    async def emit(self, event: StatusEvent) -> None:
+    async def emit(self, event: StatusEvent, gateway: str, *, replay: bool = False) -> None:
         """Publish an event. Not `mandatory`: which events are kept is up to the engines' own bindings."""
         await self.publish(self.names.events_exchange, encode(event), event.routing_key, mandatory=False)
+        if event.state.final and not replay:
+            metrics.JOBS.labels(gateway, event.sender, event.state.value).inc()
 
     async def dead_letter(self, body: bytes, code: str, reason: str, routing_key: str) -> None:
         """Park a message in `<ns>.dead` with the reason in its headers."""
@@ -135,3 +138,4 @@ class Runtime:
             "x-smsfleet-routing-key": routing_key,
         }
         await self.publish(self.names.dead_exchange, body, routing_key, headers=headers)
+        metrics.DEAD_LETTERED.labels(code).inc()

@@ -24,6 +24,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from redis.exceptions import RedisError
 
 from gateways import Ambiguous, Gateway, GatewayError, Outgoing, Permanent, RateLimited, gateway_class
+from smsfleet import metrics
 from smsfleet.contracts import ErrorInfo, InvalidJob, SendJob, State, decode_job, encode
 from smsfleet.segments import count
 from smsfleet.senders import Sender, receiving_url
@@ -39,7 +40,7 @@ from .checks import (
     verified_caller_id,
     verified_phone,
 )
-from .delays import attempt_of, backoff, remaining
+from .delays import attempt_of, backoff, remaining, tier_for
 from .ledger import Claim
 from .ratelimit import RateLimitWait
 from .runtime import Runtime, status_event
@@ -115,6 +116,10 @@ class SendWorker:
         task = asyncio.current_task()
         assert task is not None
         self.in_flight.add(task)
+        metrics.CONSUMED.labels(self.kind).inc()
+        if msg.timestamp is not None:
+            age = time.time() - msg.timestamp.timestamp()
+            metrics.QUEUE_OLDEST_AGE.labels(self.rt.names.send_queue(self.kind)).set(max(0.0, age))
         try:
             await self.handle(msg)
         except (RedisError, OSError) as exc:
@@ -135,6 +140,11 @@ class SendWorker:
                 await msg.nack(requeue=True)
         finally:
             self.in_flight.discard(task)
+
+    @property
+    def paused(self) -> bool:
+        """Not consuming because Redis is unreachable."""
+        return self._redis_watch is not None and not self._redis_watch.done()
 
     async def _pause_for_redis(self) -> None:
         if self._redis_watch is not None and not self._redis_watch.done():
@@ -213,7 +223,9 @@ class SendWorker:
             return None
         verdict = await run_checks(self.checks, job, sender)
         if verdict is not None:
-            await self.rt.emit(status_event(job, verdict.state, attempt=attempt, error=verdict.error))
+            await self.rt.emit(status_event(job, verdict.state, attempt=attempt, error=verdict.error), self.kind)
+            if verdict.state is State.SUPPRESSED:
+                metrics.SUPPRESSION_HITS.labels(self.kind).inc()
             await msg.ack()
             log.info("job.refused", job_id=job.id, sender=sender.id, state=verdict.state, code=verdict.code)
             return None
@@ -247,6 +259,7 @@ class SendWorker:
             await self.rt.ledger.retry(job.id)
             await self._redelay(msg, exc.retry_after, attempt)
             return False
+        metrics.RATE_LIMIT_WAIT.labels(self.kind).observe(delay)
         if delay > 0:
             await asyncio.sleep(delay)
         if self.draining:
@@ -261,35 +274,32 @@ class SendWorker:
         parts = count(job.text).parts
         outgoing = Outgoing(
             job_id=job.id, to=job.to, text=job.text, originator=job.originator, valid_until=job.valid_until,
-            parts=parts, callback_url=receiving_url(sender, self.rt.settings.public_url),
+            parts=parts, callback_url=self._callback_url(sender),
         )  # fmt: skip
+        started = time.perf_counter()
         try:
             receipt = await gateway.send(outgoing)
-        except Permanent as exc:
-            await self._final(msg, job, State.REJECTED, attempt, parts, ErrorInfo(exc.code, exc.message))
-            log.info("sms.rejected", job_id=job.id, sender=sender.id, code=exc.code)
+        except GatewayError as exc:
+            _observe(self.kind, started, _OUTCOMES.get(type(exc), "transient"))
+            await self._failed_call(msg, job, sender, gateway, attempt, parts, exc)
             return
-        except Ambiguous as exc:
-            if gateway.dedupes or self.policy.ambiguous == "resend":
-                await self._retry(msg, job, attempt, exc)
-            else:
-                await self._final(msg, job, State.UNKNOWN, attempt, parts, ErrorInfo(exc.code, _AMBIGUOUS))
-            return
-        except GatewayError as exc:  # Transient, RateLimited
-            if isinstance(exc, RateLimited):
-                await self.rt.limiter.pause(sender.id, exc.retry_after)
-            await self._retry(msg, job, attempt, exc)
-            return
+        _observe(self.kind, started, "ok")
         parts = receipt.parts or parts
         await _until_done(lambda: self.rt.ledger.accepted(job.id, self.kind, receipt.ids, encode(job), attempt, parts))
         pid = receipt.provider_message_id
-        await self.rt.emit(status_event(job, State.ACCEPTED, attempt=attempt, parts=parts, provider_message_id=pid))
+        await self.rt.emit(
+            status_event(job, State.ACCEPTED, attempt=attempt, parts=parts, provider_message_id=pid), self.kind
+        )
         first_check = gateway.await_delivery_s if gateway.has_status else self.rt.settings.status_horizon_s
         await self._schedule_recheck(job, sender, first_check)
         await msg.ack()
         log.info("sms.sent", job_id=job.id, sender=sender.id, provider_message_id=pid, parts=parts, attempt=attempt)
 
     # -- outcomes ----------------------------------------------------------------------------------
+
+    def _callback_url(self, sender: Sender) -> str | None:
+        """The sender's receiving URL, when one is configured (a default localhost URL reaches no provider)."""
+        return receiving_url(sender, self.rt.settings.public_url) if self.rt.settings.public_url_set else None
 
     def _gateway(self, sender: Sender) -> Gateway[Any]:
         cached = self._gateways.get(sender.id)
@@ -309,8 +319,29 @@ class SendWorker:
         error: ErrorInfo,
     ) -> None:
         await _until_done(lambda: self.rt.ledger.final(job.id, state, encode(job)))
-        await self.rt.emit(status_event(job, state, attempt=attempt, parts=parts, error=error))
+        await self.rt.emit(status_event(job, state, attempt=attempt, parts=parts, error=error), self.kind)
         await msg.ack()
+
+    async def _failed_call(  # noqa: PLR0917 - the whole context of one failed call
+        self,
+        msg: AbstractIncomingMessage,
+        job: SendJob,
+        sender: Sender,
+        gateway: Gateway[Any],
+        attempt: int,
+        parts: int,
+        exc: GatewayError,
+    ) -> None:
+        """The provider did not take the message: rejected, retried, or (ambiguous) the policy decides."""
+        if isinstance(exc, Permanent):
+            await self._final(msg, job, State.REJECTED, attempt, parts, ErrorInfo(exc.code, exc.message))
+            log.info("sms.rejected", job_id=job.id, sender=sender.id, code=exc.code)
+        elif isinstance(exc, Ambiguous) and not (gateway.dedupes or self.policy.ambiguous == "resend"):
+            await self._final(msg, job, State.UNKNOWN, attempt, parts, ErrorInfo(exc.code, _AMBIGUOUS))
+        else:  # transient, rate limited, or ambiguous where a resend is safe
+            if isinstance(exc, RateLimited):
+                await self.rt.limiter.pause(sender.id, exc.retry_after)
+            await self._retry(msg, job, attempt, exc)
 
     async def _retry(self, msg: AbstractIncomingMessage, job: SendJob, attempt: int, exc: GatewayError) -> None:
         if attempt >= self.policy.max_attempts:
@@ -321,6 +352,7 @@ class SendWorker:
         await _until_done(lambda: self.rt.ledger.retry(job.id))
         wait = max(backoff(attempt), getattr(exc, "retry_after", 0.0))
         await self._redelay(msg, wait, attempt + 1)
+        metrics.RETRIES.labels(self.kind, str(tier_for(wait))).inc()
         log.info("sms.retry_scheduled", job_id=job.id, code=exc.code, attempt=attempt, wait_s=round(wait, 1))
 
     async def _redelay(self, msg: AbstractIncomingMessage, seconds: float, attempt: int) -> None:
@@ -342,14 +374,15 @@ class SendWorker:
             id=raw.get("id") or msg.message_id or "?", sender=raw.get("sender") or "?",
             account=raw.get("account") or "?", to=raw.get("to") or "?", text="?",
         )  # fmt: skip
-        await self.rt.emit(status_event(job, State.INVALID, attempt=attempt_of(msg), error=exc.info))
+        await self.rt.emit(status_event(job, State.INVALID, attempt=attempt_of(msg), error=exc.info), self.kind)
         await self.rt.dead_letter(msg.body, exc.code, exc.message, msg.routing_key or "")
         await msg.ack()
         log.info("job.invalid", job_id=job.id, code=exc.code)
 
     async def _refuse(self, msg: AbstractIncomingMessage, job: SendJob, code: str, reason: str) -> None:
         """A job that names something we do not have: `rejected`, and parked in the dead queue."""
-        await self.rt.emit(status_event(job, State.REJECTED, attempt=attempt_of(msg), error=ErrorInfo(code, reason)))
+        error = ErrorInfo(code, reason)
+        await self.rt.emit(status_event(job, State.REJECTED, attempt=attempt_of(msg), error=error), self.kind)
         await self.rt.dead_letter(msg.body, code, reason, msg.routing_key or "")
         await msg.ack()
         log.info("job.rejected", job_id=job.id, code=code)
@@ -359,7 +392,9 @@ class SendWorker:
         record = await self.rt.ledger.get(job.id)
         state = State(record.get("state", State.ACCEPTED))
         pid = (record.get("pid") or "").split(",")[0] or None
-        await self.rt.emit(status_event(job, state, attempt=int(record.get("attempt") or 1), provider_message_id=pid))
+        attempt = int(record.get("attempt") or 1)
+        event = status_event(job, state, attempt=attempt, provider_message_id=pid)
+        await self.rt.emit(event, self.kind, replay=True)
 
     async def _schedule_recheck(self, job: SendJob, sender: Sender, after_s: float) -> None:
         recheck = Recheck(job_id=job.id, sender=sender.id, gateway=self.kind, accepted_at=_now_s())
@@ -372,6 +407,18 @@ _AMBIGUOUS = "the provider may have accepted the message; not resent (policy: un
 _AMBIGUOUS_REDELIVERY = ErrorInfo(
     "ambiguous_send", "an earlier attempt may have reached the provider; not resent (policy: unknown)"
 )
+
+
+_OUTCOMES: dict[type[GatewayError], str] = {
+    Permanent: "permanent",
+    Ambiguous: "ambiguous",
+    RateLimited: "rate_limited",
+}
+
+
+def _observe(gateway: str, started: float, outcome: str) -> None:
+    metrics.PROVIDER_LATENCY.labels(gateway).observe(time.perf_counter() - started)
+    metrics.PROVIDER_REQUESTS.labels(gateway, outcome).inc()
 
 
 def _now_s() -> float:

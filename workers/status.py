@@ -24,6 +24,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from redis.exceptions import RedisError
 
 from gateways import Gateway, GatewayError, StatusRef, gateway_class
+from smsfleet import metrics
 from smsfleet.contracts import ErrorInfo, ReportMessage, SendJob, State, encode
 from smsfleet.senders import Sender
 
@@ -129,16 +130,19 @@ class StatusWorker:
         if report is not None and report.state is not None:
             await self._finish(job, record, report.state, report.error)
             bound.info("recheck.final", state=report.state)
+            metrics.RECHECKS.labels(check.gateway, "final").inc()
             return
         age = time.time() - check.accepted_at
         if age >= self.horizon_s:
             error = ErrorInfo("no_final_report", f"no final status within {self.horizon_s:g} s")
             await self._finish(job, record, State.UNKNOWN, error)
             bound.info("recheck.horizon")
+            metrics.RECHECKS.labels(check.gateway, "horizon").inc()
             return
         interval = min(gateway.await_delivery_s * 2**check.attempt, MAX_RECHECK_INTERVAL_S, self.horizon_s - age)
         if not gateway.has_status:  # push-only: nothing to ask, only the horizon to keep
             interval = self.horizon_s - age
+        metrics.RECHECKS.labels(check.gateway, "pending" if report is not None else "failed").inc()
         following = msgspec.structs.replace(check, attempt=check.attempt + 1)
         await self.rt.delayer.delay(
             encode(following),
@@ -165,6 +169,8 @@ class StatusWorker:
         if job_id is None and report.provider_message_id:
             job_id = await self.rt.ledger.job_of(report.gateway, report.provider_message_id)
         record = await self.rt.ledger.get(job_id) if job_id else {}
+        if report.sender and "job" in record and msgspec.json.decode(record["job"]).get("sender") != report.sender:
+            record = {}  # a sender's callback URL only reports on that sender's jobs
         if "job" not in record:
             if report.attempt < MATCH_ATTEMPTS:
                 later = msgspec.structs.replace(report, attempt=report.attempt + 1)
@@ -173,9 +179,12 @@ class StatusWorker:
                 )
             else:
                 log.warning("report.unmatched", gateway=report.gateway, provider_message_id=report.provider_message_id)
+                metrics.REPORTS.labels(report.gateway, "unmatched").inc()
             return
         if report.state is None or record.get("phase") == "final":
+            metrics.REPORTS.labels(report.gateway, "ignored").inc()
             return  # not final, or a late or duplicate report: final states are never overwritten
+        metrics.REPORTS.labels(report.gateway, "matched").inc()
         job = msgspec.json.decode(record["job"], type=SendJob)
         state = await self._job_state(job.id, record, report)
         if state is not None:
@@ -205,5 +214,6 @@ class StatusWorker:
         pid = (record.get("pid") or "").split(",")[0] or None
         parts = int(record.get("parts") or 0)
         attempt = int(record.get("attempt") or 1)
-        await self.rt.emit(status_event(job, state, attempt=attempt, parts=parts, provider_message_id=pid, error=error))
+        event = status_event(job, state, attempt=attempt, parts=parts, provider_message_id=pid, error=error)
+        await self.rt.emit(event, record.get("gateway", ""), replay=record.get("emitted") == "0")
         await self.rt.ledger.redis.hset(self.rt.ledger.key(job.id), "emitted", "1")

@@ -23,12 +23,22 @@ JOB = {"sender": "s1", "account": "acme", "to": "+79161234567", "text": "hello"}
 
 
 @contextlib.asynccontextmanager
-async def fleet(settings: Settings, gateways: list[str], *, suppression: bool = False) -> AsyncIterator[None]:
+async def fleet(
+    settings: Settings, gateways: list[str], *, suppression: bool = False, metrics_port: int | None = None
+) -> AsyncIterator[None]:
     """Every role for `gateways`, in this process, until the block ends."""
     stop = asyncio.Event()
     policy = SendPolicy(concurrency=20)
     task = asyncio.create_task(
-        run_workers(settings, gateways=gateways, status=True, suppression=suppression, policy=policy, stop=stop)
+        run_workers(
+            settings,
+            gateways=gateways,
+            status=True,
+            suppression=suppression,
+            policy=policy,
+            stop=stop,
+            metrics_port=metrics_port,
+        )  # fmt: skip
     )
     await asyncio.sleep(0.5)  # consumers up
     try:

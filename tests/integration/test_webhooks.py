@@ -209,3 +209,31 @@ async def test_an_unavailable_broker_gets_a_retryable_answer(
         assert reply.headers["Retry-After"]
         assert (await client.get("/readyz")).status == 503
         assert (await client.get("/healthz")).status == 200
+
+
+async def test_a_sender_url_cannot_report_on_another_senders_jobs(
+    client: TestClient,  # type: ignore[type-arg]
+    settings: Settings,
+    names: Names,
+    redis: aioredis.Redis,
+    amqp: aio_pika.abc.AbstractConnection,
+) -> None:
+    registry = SenderRegistry(redis, names)
+    other = await registry.create(parse_sender({**SANDBOX, "id": "other"}))
+    other_url = path_of(receiving_url(other, settings.public_url) or "")
+    ledger = Ledger(redis, names)
+    async with fleet(settings, ["sandbox"]), amqp.channel() as channel:
+        exchange = await channel.get_exchange(names.send_exchange)
+        job = SendJob(id="not-yours", sender="sbx", account="acme", to="+79161234567", text="hi")
+        await exchange.publish(message(msgspec.json.encode(job)), routing_key="sandbox.sbx")
+        await until(lambda: _phase(ledger, "not-yours", "accepted"))
+        assert (await client.post(other_url, json={"job_id": "not-yours", "state": "undelivered"})).status == 200
+        await asyncio.sleep(1.5)
+        assert (await ledger.get("not-yours"))["phase"] == "accepted"
+        assert (
+            await client.post(
+                await sandbox_url(redis, names, settings), json={"job_id": "not-yours", "state": "delivered"}
+            )
+        ).status == 200
+        await until(lambda: _phase(ledger, "not-yours", "final"))
+    assert (await ledger.get("not-yours"))["state"] == "delivered"

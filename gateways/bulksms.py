@@ -1,0 +1,191 @@
+"""BulkSMS.com over its JSON REST API (v1): send, status lookup, pushed reports and inbound SMS.
+
+Wire (shared/providers/providers-A.md §1, from BulkSMS's own OpenAPI spec): `POST {base}/messages` with a JSON
+array of SubmissionEntry objects, HTTP Basic auth sent up front (`login:password` is a username and password,
+or an API token's id and secret), success 201 with an array of Message objects; `GET {base}/messages/{id}`
+for a status; errors as problem JSON `{type, title, status, detail}` with a 4xx status. Pushed (webhook)
+bodies are arrays of the same Message objects: `type` SENT for status updates, RECEIVED for inbound SMS.
+
+Decisions:
+- `deduplication-id` (query, int32) is BulkSMS's documented idempotency key: a resubmission with the same id
+  within about 12 h "succeeds" and is "indistinguishable from a non-duplicated submission", and sends nothing.
+  Ours is derived from the job id (`dedup_id`), so every attempt of a job carries the same one: `dedupes`.
+- `userSuppliedId` (the client correlation id, at most 20 characters) is the job id when it fits, else `~` and
+  19 hex digits of its sha256 (`user_supplied_id`): it shows in BulkSMS's web app and filters. Reports are
+  matched by BulkSMS's message id alone (we always hold it: a deduplicated resend answers the first ids), never
+  by userSuppliedId, which another application on the same account may set to anything.
+- BulkSMS takes no report URL per message (webhooks are registered per account), so `callback_url` is unused:
+  the operator registers the sender's SMS Receiving URL as a SENT and a RECEIVED webhook.
+- `longMessageMaxParts` is always sent: the sender's `max_parts`, else this class's `max_parts`. BulkSMS's
+  default of 3 would refuse texts that the worker's segment check (which uses the same limit) let through.
+- `auto-unicode=true`: a text outside GSM 03.38 (Cyrillic, say) goes as UNICODE; without it BulkSMS sends
+  TEXT with every such character replaced by '?'. GSM texts stay TEXT (cheaper).
+- `to` is our E.164 with its '+', as BulkSMS documents. `from`: a string (BulkSMS reads it as alphanumeric or
+  international), except digits up to 6 long, which go as a SHORTCODE object.
+- ACCEPTED, SCHEDULED, SENT and UNKNOWN are not final: a lasting UNKNOWN becomes `unknown` at the horizon.
+- 403 (insufficient credits or another refusal) is Permanent, as the spec reads it ("until top-up").
+- A 2xx reply without the created messages: Ambiguous. BulkSMS may have taken them, and a resend with the
+  same deduplication-id is safe.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import msgspec
+
+from smsfleet.contracts import ErrorInfo, State
+from smsfleet.kinds import BulksmsSettings
+
+from ._json_api import call, e164, pushed_json, timestamp
+from .base import Callback, CallbackRequest, Gateway, Inbound, Outgoing, Receipt, Report, StatusRef
+from .errors import Ambiguous, GatewayError, Permanent, Transient
+
+__all__ = ["GATEWAY", "BulksmsGateway", "dedup_id", "user_supplied_id"]
+
+DEFAULT_BASE_URL = "https://api.bulksms.com/v1"
+
+#: HTTP status of a refused request -> (class, meaning) [providers-A §1.4]; 429 and 5xx: see gateways.http
+ERRORS: dict[int, tuple[type[GatewayError], str]] = {
+    400: (Permanent, "bad request"),
+    401: (Permanent, "wrong username and password, or API token"),
+    403: (Permanent, "refused (e.g. insufficient credits)"),
+    404: (Permanent, "not found (check base_url)"),
+}
+
+#: `status.type` with its subtype (`FAILED.EXPIRED`), or the type alone -> (state, meaning) [providers-A §1.5]
+STATUSES: dict[str, tuple[State | None, str]] = {
+    "ACCEPTED": (None, "accepted"),
+    "SCHEDULED": (None, "scheduled"),
+    "SENT": (None, "relayed to the network"),
+    "UNKNOWN": (None, "unknown state"),
+    "DELIVERED": (State.DELIVERED, "delivered"),
+    "FAILED": (State.UNDELIVERED, "delivery failed"),
+    "FAILED.EXPIRED": (State.EXPIRED, "expired before delivery"),
+    "FAILED.HANDSET_ERROR": (State.UNDELIVERED, "handset error"),
+    "FAILED.BLOCKED": (State.REJECTED, "number blocked (e.g. the recipient replied STOP)"),
+    "FAILED.NOT_SENT": (State.REJECTED, "not sent (e.g. no route)"),
+}
+_FAILED = {State.UNDELIVERED, State.EXPIRED, State.REJECTED}
+
+
+def dedup_id(job_id: str) -> int:
+    """The job's `deduplication-id`: the first 31 bits of sha256(job id), 1..2**31-1 (an int32)."""
+    return int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:4], "big") >> 1 or 1
+
+
+def user_supplied_id(job_id: str) -> str:
+    return job_id if len(job_id) <= 20 else "~" + hashlib.sha256(job_id.encode()).hexdigest()[:19]
+
+
+def _report(message: Any) -> Report:
+    status = message.get("status") if isinstance(message, dict) else None
+    if not isinstance(status, dict) or not message.get("id") or not isinstance(status.get("type"), str):
+        raise ValueError("a BulkSMS message needs id and status.type")
+    subtype = status.get("subtype") or str(status.get("id") or "").partition(".")[2]  # id: "FAILED.EXPIRED"
+    raw = f"{status['type']}.{subtype}" if subtype not in ("", "null") else status["type"]
+    state, meaning = STATUSES.get(raw) or STATUSES.get(status["type"], (None, f"unknown status {raw}"))
+    return Report(
+        provider_message_id=str(message["id"]),
+        state=state,
+        error=ErrorInfo(f"bulksms.{raw}", meaning) if state in _FAILED else None,
+        raw_status=raw,
+    )
+
+
+def _inbound(message: dict[str, Any]) -> Inbound:
+    sender, text = message.get("from"), message.get("body")
+    if not isinstance(sender, str) or not sender or not isinstance(text, str):
+        raise ValueError("a BulkSMS RECEIVED message needs from and body")
+    submission = message.get("submission")
+    return Inbound(
+        from_=e164(sender),
+        to=e164(message.get("to")),
+        text=text,
+        provider_message_id=str(message["id"]) if message.get("id") else None,
+        at=timestamp(submission.get("date")) if isinstance(submission, dict) else None,
+    )
+
+
+class BulksmsGateway(Gateway[BulksmsSettings]):
+    """BulkSMS.com JSON API. Delivery reports: status lookup by message id, and webhooks (SENT and RECEIVED)."""
+
+    kind = "bulksms"
+    settings_type = BulksmsSettings
+    max_parts = 10
+    has_status = True
+    dedupes = True
+    assumptions = (
+        "BulkSMS documents no request rate; 20 requests/s per sender is a guess",
+        "BulkSMS documents no upper bound for longMessageMaxParts (default 3); 10 parts is our default limit",
+        "the 401 body and any 429 are not documented: 401 is taken as wrong credentials (Permanent)",
+        "BulkSMS has no validity period field: an expired job is stopped before sending, never at BulkSMS",
+    )
+
+    def __init__(self, settings: BulksmsSettings, http: aiohttp.ClientSession) -> None:
+        super().__init__(settings, http)
+        self.base_url = (settings.base_url or DEFAULT_BASE_URL).rstrip("/")
+        basic = base64.b64encode(f"{settings.login}:{settings.password}".encode()).decode()
+        self._auth = {"Authorization": f"Basic {basic}"}  # sent up front, as BulkSMS asks
+
+    def __repr__(self) -> str:
+        return f"BulksmsGateway(login={self.settings.login!r}, base_url={self.base_url!r})"
+
+    async def send(self, message: Outgoing) -> Receipt:
+        entry: dict[str, Any] = {
+            "to": message.to,
+            "body": message.text,
+            "longMessageMaxParts": self.settings.max_parts or self.max_parts,
+            "userSuppliedId": user_supplied_id(message.job_id),
+        }
+        if message.originator:
+            shortcode = message.originator.isdigit() and len(message.originator) <= 6
+            entry["from"] = {"type": "SHORTCODE", "address": message.originator} if shortcode else message.originator
+        params = {"deduplication-id": str(dedup_id(message.job_id)), "auto-unicode": "true"}
+        url = f"{self.base_url}/messages"
+        status, data = await call(
+            self, "POST", url, provider="BulkSMS", headers=self._auth, body=[entry], params=params
+        )
+        if status == 201 and isinstance(data, list) and data and isinstance(data[0], dict) and data[0].get("id"):
+            parts = data[0].get("numberOfParts")  # empty in the submit reply, filled in later
+            return Receipt(provider_message_id=str(data[0]["id"]), parts=parts if isinstance(parts, int) else None)
+        if 200 <= status < 300:
+            raise Ambiguous("bulksms.bad_reply", f"HTTP {status} without the created messages")
+        cls, meaning = ERRORS.get(status, (Permanent, f"HTTP {status}"))
+        problem = data if isinstance(data, dict) else {}
+        kind = str(problem.get("type", "")).partition("#")[2]  # ".../errors#insufficient-credits"
+        detail = str(problem.get("detail") or problem.get("title") or "").strip()[:200]
+        raise cls(f"bulksms.{status}" + (f".{kind}" if kind else ""), f"{meaning}: {detail}" if detail else meaning)
+
+    async def status(self, ref: StatusRef) -> Report:
+        pid = ref.provider_message_id
+        if not pid:
+            raise Transient("bulksms.no_id", "no BulkSMS message id to look up")
+        url = f"{self.base_url}/messages/{quote(pid, safe='')}"
+        status, data = await call(self, "GET", url, provider="BulkSMS", headers=self._auth, lookup=True)
+        if status == 404:
+            return Report(provider_message_id=pid, state=None, job_id=ref.job_id, raw_status="NOT_FOUND")
+        if status != 200:
+            raise Transient(f"bulksms.lookup.{status}", f"BulkSMS status lookup answered HTTP {status}")
+        try:
+            report = _report(data)
+        except ValueError as exc:
+            raise Transient("bulksms.bad_reply", f"BulkSMS status lookup: {exc}") from None
+        return msgspec.structs.replace(report, job_id=ref.job_id)
+
+    def parse_callback(self, request: CallbackRequest) -> Callback:
+        data = pushed_json(request, "BulkSMS")
+        items = data if isinstance(data, list) else [data]  # `[]` is the check BulkSMS makes of a new webhook
+        if not all(isinstance(item, dict) for item in items):
+            raise ValueError("a BulkSMS webhook posts an array of Message objects")
+        return Callback(
+            reports=[_report(item) for item in items if item.get("type") != "RECEIVED"],
+            inbound=[_inbound(item) for item in items if item.get("type") == "RECEIVED"],
+        )
+
+
+GATEWAY = BulksmsGateway

@@ -1,0 +1,86 @@
+"""Prometheus metrics of every smsfleet process, and the small HTTP server that exposes them.
+
+Labels stay bounded: gateway kinds, sender ids (configured by operators), states, outcome classes, tiers.
+Never a phone number or a job id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+__all__ = [
+    "CALLBACKS",
+    "CONSUMED",
+    "DEAD_LETTERED",
+    "JOBS",
+    "PROVIDER_LATENCY",
+    "PROVIDER_REQUESTS",
+    "QUEUE_DEPTH",
+    "QUEUE_OLDEST_AGE",
+    "RATE_LIMIT_WAIT",
+    "RECHECKS",
+    "REPORTS",
+    "RETRIES",
+    "SUPPRESSION_HITS",
+    "metrics_app",
+    "metrics_handler",
+]
+
+CONSUMED = Counter("smsfleet_jobs_consumed_total", "Send jobs taken from a queue", ["gateway"])
+JOBS = Counter("smsfleet_jobs_total", "Jobs that reached a final state", ["gateway", "sender", "state"])
+PROVIDER_REQUESTS = Counter(
+    "smsfleet_provider_requests_total",
+    "Provider send requests by outcome: ok, permanent, transient, ambiguous, rate_limited",
+    ["gateway", "outcome"],
+)
+PROVIDER_LATENCY = Histogram(
+    "smsfleet_provider_latency_seconds",
+    "Provider request latency",
+    ["gateway"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+RATE_LIMIT_WAIT = Histogram(
+    "smsfleet_rate_limit_wait_seconds",
+    "Time a request waited for the fleet-wide rate limit",
+    ["gateway"],
+    buckets=(0, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+)
+RETRIES = Counter("smsfleet_retries_total", "Retries scheduled, by delay tier (seconds)", ["gateway", "tier"])
+DEAD_LETTERED = Counter("smsfleet_dead_lettered_total", "Messages parked in the dead queue", ["reason"])
+SUPPRESSION_HITS = Counter("smsfleet_suppression_hits_total", "Jobs not sent: the number is suppressed", ["gateway"])
+REPORTS = Counter(
+    "smsfleet_reports_total", "Pushed delivery reports: matched, unmatched, ignored", ["gateway", "result"]
+)
+RECHECKS = Counter("smsfleet_rechecks_total", "Status rechecks: final, pending, failed, horizon", ["gateway", "result"])
+CALLBACKS = Counter("smsfleet_callbacks_total", "Provider callbacks received, by HTTP answer", ["gateway", "status"])
+QUEUE_DEPTH = Gauge("smsfleet_queue_depth", "Messages ready in a queue", ["queue"])
+QUEUE_OLDEST_AGE = Gauge(
+    "smsfleet_queue_oldest_message_age_seconds",
+    "Age of the message last taken from the head of the queue (0 when the queue is empty)",
+    ["queue"],
+)
+
+
+async def metrics_handler(_: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def metrics_app(live: Callable[[], bool], ready: Callable[[], bool]) -> web.Application:
+    """`/metrics`, `/livez` and `/readyz` for a worker process."""
+
+    async def livez(_: web.Request) -> web.Response:
+        ok = live()
+        return web.json_response({"live": ok}, status=200 if ok else 503)
+
+    async def readyz(_: web.Request) -> web.Response:
+        ok = ready()
+        return web.json_response({"ready": ok}, status=200 if ok else 503)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/readyz", readyz)
+    return app

@@ -1,0 +1,348 @@
+"""A wire-faithful fake of BulkSMS.com's JSON REST API (shared/providers/providers-A.md §1), for tests.
+
+    async with FakeBulksms(username="acme", password="s3cret") as fake:
+        settings = BulksmsSettings(login="acme", password="s3cret", base_url=fake.url)  # fake.url ends in /v1
+
+Like BulkSMS: `POST /v1/messages` takes a JSON array of SubmissionEntry objects (or one object) and answers 201
+with an array of Message objects, status ACCEPTED and no `numberOfParts` yet; `GET /v1/messages/{id}` answers
+the message as it is now, or 404. Auth is HTTP Basic. Errors are problem JSON `{type, title, status, detail}`.
+- `deduplication-id` (an int32): a submission repeating one already seen creates nothing and is answered
+  with the first one's reply, as BulkSMS documents.
+- `auto-unicode=true` (or `encoding: UNICODE`) sends a non-GSM text as UNICODE; otherwise, like BulkSMS, every
+  character outside GSM 03.38 becomes '?' (see `FakeMessage.body`).
+- `longMessageMaxParts` (body field, or query parameter as BulkSMS's PHP sample passes it) defaults to 3. A
+  text that needs more parts is refused with 400 (what BulkSMS really does there is not documented).
+- Numbers are answered as digits without '+'; `userSuppliedId` over 20 characters is a 400.
+Knobs: `fail_next(n, status, kind)` (send only), `set_status`, `initial_status` (what every message becomes at
+once, e.g. "DELIVERED"), and the faults of `JsonFake`. Webhook bodies: `webhook_body(ids)` for status updates,
+`received_body(...)` for inbound SMS (status DELIVERED is assumed for those).
+
+`JsonFake` is the aiohttp plumbing this fake shares with `tests.fakes.infobip`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import itertools
+import json
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Self
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from smsfleet.segments import Encoding, count
+
+__all__ = ["FakeBulksms", "FakeMessage", "JsonFake", "Seen"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Seen:
+    """One request as a fake received it."""
+
+    method: str
+    path: str
+    query: Mapping[str, str]
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+class JsonFake:
+    """A provider fake's plumbing: request log, faults, start and stop. Subclasses give routes, auth, errors.
+
+    Faults apply to any request, before auth: `http_status_next(n, status)` (answered with the provider's
+    error body for that status), `hang_next(n)` (never answered), `latency`. `reset_after_accept_next(n)`:
+    the next `n` accepted sends are recorded, then the connection is dropped without a reply.
+    """
+
+    prefix = ""  # the path `url` ends with
+
+    def __init__(self, *, latency: float = 0.0) -> None:
+        self.latency = latency
+        self.url = ""
+        self.requests: list[Seen] = []
+        self._http: list[int] = []
+        self._hang = self._reset = 0
+        self._closing = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    def routes(self) -> list[web.RouteDef]:
+        raise NotImplementedError
+
+    def authorized(self, request: web.Request) -> bool:
+        raise NotImplementedError
+
+    def error(self, status: int, detail: str = "") -> web.Response:
+        raise NotImplementedError
+
+    def hang_next(self, n: int = 1) -> None:
+        self._hang += n
+
+    def http_status_next(self, n: int, status: int) -> None:
+        self._http += [status] * n
+
+    def reset_after_accept_next(self, n: int = 1) -> None:
+        """The next `n` sends are taken (see `accepted`), then the connection drops without a reply."""
+        self._reset += n
+
+    def accepted(self, request: web.Request) -> None:
+        """Called once a send was taken: drops the connection instead of answering, when asked to."""
+        if self._reset and request.transport is not None:
+            self._reset -= 1
+            request.transport.abort()
+
+    def sent(self, path: str) -> list[Any]:
+        """The JSON bodies of the requests to `path` (relative to `url`)."""
+        return [seen.json() for seen in self.requests if seen.path == self.prefix + path]
+
+    async def __aenter__(self) -> Self:
+        app = web.Application(middlewares=[self._faults])
+        app.add_routes(self.routes())
+        runner = self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}{self.prefix}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._closing.set()  # lets hanging handlers go
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _pause(self, seconds: float | None) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), seconds)
+
+    @web.middleware
+    async def _faults(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        body = await request.read()
+        self.requests.append(
+            Seen(request.method, request.path, dict(request.query), CIMultiDict(request.headers), body)
+        )
+        if self.latency:
+            await self._pause(self.latency)
+        if self._hang:
+            self._hang -= 1
+            await self._pause(None)
+            return web.Response(status=503)
+        if self._http:
+            return self.error(self._http.pop(0), "injected fault")
+        if not self.authorized(request):
+            return self.error(401, "Authentication failed")
+        return await handler(request)
+
+
+_KINDS = {400: "bad-request", 401: "authentication-failed", 403: "insufficient-credits", 404: "not-found"}
+_TITLES = {400: "Bad Request", 401: "Authentication Failed", 403: "Insufficient Credits", 404: "Not Found"}
+_PHONE = re.compile(r"\+?\d{7,15}")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _gsm_only(text: str) -> str:
+    return "".join(c if count(c).encoding is Encoding.GSM7 else "?" for c in text)
+
+
+@dataclasses.dataclass
+class FakeMessage:
+    id: str
+    to: str  # digits, as BulkSMS answers them
+    body: str  # as BulkSMS sends it: '?' for what TEXT cannot carry
+    encoding: str
+    sender: Any
+    entry: dict[str, Any]
+    query: dict[str, str]
+    submission: str = ""
+    parts: int = 1
+    status: str = "ACCEPTED"  # `status.id` without ".null": "DELIVERED", "FAILED.EXPIRED", ...
+    date: str = dataclasses.field(default_factory=_now)
+
+    def as_json(self, *, submitted: bool = False) -> dict[str, Any]:
+        type_, _, subtype = ("ACCEPTED" if submitted else self.status).partition(".")
+        data: dict[str, Any] = {
+            "id": self.id,
+            "type": "SENT",
+            "from": self.sender,
+            "to": self.to,
+            "body": self.body,
+            "encoding": self.encoding,
+            "protocolId": 0,
+            "messageClass": 2,
+            "submission": {"id": self.submission, "date": self.date},
+            "status": {"id": f"{type_}.{subtype or 'null'}", "type": type_, "subtype": subtype or None},
+            "relatedSentMessageId": None,
+            "userSuppliedId": self.entry.get("userSuppliedId"),
+        }
+        return data if submitted else data | {"numberOfParts": self.parts, "creditCost": float(self.parts)}
+
+
+class FakeBulksms(JsonFake):
+    prefix = "/v1"
+
+    def __init__(
+        self,
+        username: str = "acme",
+        password: str = "s3cret",  # noqa: S107 - a fake's default account
+        *,
+        initial_status: str = "ACCEPTED",
+        latency: float = 0.0,
+    ) -> None:
+        super().__init__(latency=latency)
+        self.username, self.password = username, password
+        self.initial_status = initial_status
+        self.messages: list[FakeMessage] = []
+        self.by_id: dict[str, FakeMessage] = {}
+        self.submissions: dict[int, list[dict[str, Any]]] = {}  # deduplication-id -> the reply it got
+        self._fail: list[tuple[int, str]] = []
+        self._ids = itertools.count(4_023_457_654)
+
+    # knobs
+    def fail_next(self, n: int, status: int = 403, kind: str = "insufficient-credits") -> None:
+        self._fail += [(status, kind)] * n
+
+    def set_status(self, message_id: str, status: str) -> None:
+        self.by_id[message_id].status = status
+
+    def webhook_body(self, *message_ids: str) -> bytes:
+        return json.dumps([self.by_id[i].as_json() for i in message_ids]).encode()
+
+    def received_body(self, *sms: tuple[str, str], to: str = "27820000000") -> bytes:
+        """A RECEIVED webhook's body: one Message per (from, text), `from` as digits."""
+        items = [
+            {
+                "id": str(next(self._ids)),
+                "type": "RECEIVED",
+                "from": sender.lstrip("+"),
+                "to": to,
+                "body": text,
+                "encoding": "TEXT" if count(text).encoding is Encoding.GSM7 else "UNICODE",
+                "protocolId": 0,
+                "messageClass": 2,
+                "submission": {"id": f"2-{next(self._ids):020d}", "date": "2024-05-06T07:08:09+02:00"},
+                "status": {"id": "DELIVERED.null", "type": "DELIVERED", "subtype": None},
+                "relatedSentMessageId": self._last_sent_to(sender),
+                "numberOfParts": 1,
+                "creditCost": 0,
+            }
+            for sender, text in sms
+        ]
+        return json.dumps(items).encode()
+
+    def _last_sent_to(self, number: str) -> str | None:
+        """BulkSMS links a reply to the last message sent to that number (`relatedSentMessageId`)."""
+        return next((m.id for m in reversed(self.messages) if m.to == number.lstrip("+")), None)
+
+    # the API
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/v1/messages", self._send), web.get("/v1/messages/{id}", self._get)]
+
+    def authorized(self, request: web.Request) -> bool:
+        scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+        try:
+            login, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except ValueError:
+            return False
+        return scheme == "Basic" and (login, password) == (self.username, self.password)
+
+    def error(self, status: int, detail: str = "", kind: str = "") -> web.Response:
+        kind = kind or _KINDS.get(status, "server-error")
+        body = {"type": f"https://developer.bulksms.com/json/v1/errors#{kind}", "title": _TITLES.get(status, kind)}
+        return web.json_response(body | {"status": status} | ({"detail": detail} if detail else {}), status=status)
+
+    async def _get(self, request: web.Request) -> web.Response:
+        message = self.by_id.get(request.match_info["id"])
+        if message is None:
+            return self.error(404, f"Message with id '{request.match_info['id']}' does not exist")
+        return web.json_response(message.as_json())
+
+    async def _send(self, request: web.Request) -> web.Response:
+        dedup = request.query.get("deduplication-id", "")
+        if dedup and not (dedup.lstrip("-").isdigit() and -(2**31) <= int(dedup) < 2**31):
+            return self.error(400, "deduplication-id must be an int32")
+        if self._fail:
+            status, kind = self._fail.pop(0)
+            return self.error(status, "refused by the test", kind)
+        try:
+            data = json.loads(await request.read())
+        except ValueError:
+            return self.error(400, "The request body is not valid JSON")
+        if dedup and int(dedup) in self.submissions:
+            return web.json_response(self.submissions[int(dedup)], status=201)
+        entries = data if isinstance(data, list) else [data]
+        problems = [p for entry in entries if (p := self._problem(entry, request.query))]
+        if problems:
+            return self.error(400, problems[0])
+        submission = f"1-{next(self._ids):020d}"
+        created = [self._create(e, to, request.query, submission) for e in entries for to in _recipients(e)]
+        reply = [m.as_json(submitted=True) for m in created]
+        if dedup:
+            self.submissions[int(dedup)] = reply
+        self.accepted(request)
+        return web.json_response(reply, status=201)
+
+    def _problem(self, entry: Any, query: Mapping[str, str]) -> str | None:
+        if not isinstance(entry, dict) or not isinstance(entry.get("body"), str) or not entry["body"]:
+            return "body is required"
+        if not _recipients(entry) or not all(_PHONE.fullmatch(to) for to in _recipients(entry)):
+            return "to must be one or more phone numbers"
+        if len(str(entry.get("userSuppliedId") or "")) > 20:
+            return "userSuppliedId can contain no more than 20 characters"
+        sender = entry.get("from")
+        if isinstance(sender, dict) and sender.get("type") == "SHORTCODE":
+            sender = sender.get("address")
+            if not (isinstance(sender, str) and sender.isdigit() and len(sender) <= 6):
+                return "a SHORTCODE address has up to 6 digits"
+        elif sender is not None and not (isinstance(sender, str) and (_PHONE.fullmatch(sender) or len(sender) <= 11)):
+            return "from is not a valid sender id"
+        limit = int(entry.get("longMessageMaxParts") or query.get("longMessageMaxParts") or 3)
+        parts = count(self._text(entry, query)[0]).parts
+        return f"the body needs {parts} parts; longMessageMaxParts is {limit}" if parts > limit else None
+
+    @staticmethod
+    def _text(entry: dict[str, Any], query: Mapping[str, str]) -> tuple[str, str]:
+        text: str = entry["body"]
+        gsm = count(text).encoding is Encoding.GSM7
+        if entry.get("encoding") == "UNICODE" or (query.get("auto-unicode") == "true" and not gsm):
+            return text, "UNICODE"
+        return _gsm_only(text), "TEXT"
+
+    def _create(self, entry: dict[str, Any], to: str, query: Mapping[str, str], submission: str) -> FakeMessage:
+        text, encoding = self._text(entry, query)
+        sender = entry.get("from")
+        sender = sender.get("address") if isinstance(sender, dict) else sender
+        message = FakeMessage(
+            str(next(self._ids)),
+            to.lstrip("+"),
+            text,
+            encoding,
+            sender,
+            entry,
+            dict(query),
+            submission,
+            count(text).parts,
+        )
+        message.status = self.initial_status
+        self.messages.append(message)
+        self.by_id[message.id] = message
+        return message
+
+
+def _recipients(entry: dict[str, Any]) -> list[str]:
+    to = entry.get("to")
+    items = to if isinstance(to, list) else [to]
+    found = [item.get("address") if isinstance(item, dict) else item for item in items]
+    return [item for item in found if isinstance(item, str)]
