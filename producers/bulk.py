@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import itertools
 import os
 import time
 from collections import Counter
@@ -217,7 +218,9 @@ async def publish_file(
 
     `progress(done, total)` is called as records are confirmed or rejected (often, but not for every
     record) and once at the end with `done == total`. `total` comes from a quick first pass over the file.
+    Raises BulkFileError, before anything is sent, when the file as a whole is unusable.
     """
+    started = time.perf_counter()
     kind = detect_format(path, fmt)
     total = await asyncio.to_thread(count_records, path, kind)
     summary = Summary()
@@ -236,7 +239,7 @@ async def publish_file(
     first = next(records, None)  # opens the file and checks a CSV header before anything is sent
 
     def jobs() -> Iterator[tuple[int, SendJob]]:
-        pending = records if first is None else _chain(first, records)
+        pending = records if first is None else itertools.chain((first,), records)
         for number, item in pending:
             if isinstance(item, InvalidJob):
                 summary.rejected.append((number, f"{item.code}: {item.message}"))
@@ -251,7 +254,6 @@ async def publish_file(
             summary.rejected.append((number, error.reason))
         advance()
 
-    started = time.perf_counter()
     if progress is not None:
         progress(0, total)
     try:
@@ -263,8 +265,3 @@ async def publish_file(
     if progress is not None:
         progress(done, done)
     return summary
-
-
-def _chain(first: Record, rest: Iterator[Record]) -> Iterator[Record]:
-    yield first
-    yield from rest

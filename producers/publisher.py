@@ -26,12 +26,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any, Final, Literal, Self, TypeVar
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
+from typing import Any, Final, Literal, Self, TypeVar, cast
 
 import aio_pika
 import aiormq.exceptions as amqp_errors
+import msgspec
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 
@@ -63,6 +63,7 @@ _RECONNECTING = (
     amqp_errors.ChannelClosed,
     ConnectionError,
 )
+_START_TIMEOUT_S: Final = 30.0  # opening the channel: the publish timeout may be far shorter
 _RETRY_FIRST_S: Final = 0.05
 _RETRY_MAX_S: Final = 1.0
 
@@ -99,9 +100,13 @@ class NotConfirmed(PublishError):
         self.why = why
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
-    """The outcome of one job of `publish_many`: `error` is None when the broker confirmed it."""
+class Result(msgspec.Struct, frozen=True, gc=False):
+    """The outcome of one job of `publish_many`: `error` is None when the broker confirmed it.
+
+    Not tracked by the garbage collector (`gc=False`): a publish_many of 10^5 jobs would otherwise make
+    the collector walk 10^5 long-lived results again and again while the publishes run. It holds no
+    cycles: `publish_many` drops the error's traceback and context before storing it.
+    """
 
     job: SendJob
     error: PublishError | None = None
@@ -198,7 +203,7 @@ class Publisher:
             # a failed passive declare closes its channel, so check on a throwaway one
             async with self.connection.channel(publisher_confirms=False) as probe:
                 try:
-                    await probe.declare_exchange(self.names.send_exchange, passive=True, timeout=self.timeout)
+                    await probe.declare_exchange(self.names.send_exchange, passive=True, timeout=_START_TIMEOUT_S)
                 except amqp_errors.ChannelNotFoundEntity:
                     raise Unroutable(
                         None,
@@ -206,7 +211,7 @@ class Publisher:
                         f"(smsfleet topology declare, SMSFLEET_NAMESPACE={self.names.ns})",
                     ) from None
             channel = self.connection.channel(publisher_confirms=True, on_return_raises=True)
-            await channel.initialize(timeout=self.timeout)
+            await channel.initialize(timeout=_START_TIMEOUT_S)
             self._channel = channel
             self._exchange = await channel.get_exchange(self.names.send_exchange, ensure=False)
 
@@ -226,37 +231,14 @@ class Publisher:
 
     async def publish(self, job: SendJob) -> None:
         """Publish one job and wait for the broker's confirm. Raises a PublishError when it is not queued."""
-        gateway = self.route(job.sender)
-        if gateway is None:
-            raise UnknownSender(job.id, f"unknown sender {job.sender!r}")
+        gateway = self._gateway(job)
         if self._exchange is None:
             await self.start()
-        msg = message(encode(job), message_id=job.id)
-        key = Names.send_key(gateway, job.sender)
-        job_id = job.id
-        inflight = self._inflight
-        slots = self._slots
-        await slots.acquire()
-        task = asyncio.current_task()
-        assert task is not None  # a coroutine awaited by asyncio always runs in a task
-        watched = self._deadlines.watch(task)
+        await self._slots.acquire()
         try:
-            if job_id in inflight:
-                await self._wait_turn(job_id)
-            inflight[job_id] = None
-            try:
-                await self._send(msg, key, job_id)
-            finally:
-                waiter = inflight.pop(job_id)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(None)
-        except asyncio.CancelledError:
-            if self._deadlines.expired(task):
-                raise NotConfirmed(job_id, f"not confirmed by the broker within {self.timeout}s", "timeout") from None
-            raise
+            await self._publish_in_slot(job, gateway)
         finally:
-            watched.discard(task)
-            slots.release()
+            self._slots.release()
 
     async def publish_many(self, jobs: Iterable[SendJob] | AsyncIterable[SendJob]) -> list[Result]:
         """Publish every job, `max_in_flight` at a time; one Result per job, in input order.
@@ -264,7 +246,19 @@ class Publisher:
         A failed job does not stop the others. For very long streams use `publish_stream`, which keeps
         nothing in memory.
         """
-        results: list[Result | None] = []
+        results: list[Result | None]
+
+        def done(index: int, job: SendJob, error: PublishError | None) -> None:
+            if error is not None:  # its traceback holds frames that hold `results`: a cycle the GC cannot see
+                error.__traceback__ = error.__context__ = None
+            results[index] = Result(job, error)
+
+        if isinstance(jobs, Sequence):
+            results = [None] * len(jobs)
+            await self._stream(enumerate(jobs), done, min(self.max_in_flight, len(jobs)))
+            return cast(list[Result], results)  # every index was filled by `done`
+
+        results = []
 
         def numbered(jobs: Iterable[SendJob]) -> Iterator[tuple[int, SendJob]]:
             for job in jobs:
@@ -276,14 +270,11 @@ class Publisher:
                 results.append(None)
                 yield len(results) - 1, job
 
-        def done(index: int, job: SendJob, error: PublishError | None) -> None:
-            results[index] = Result(job, error)
-
         if isinstance(jobs, AsyncIterable):
-            await self.publish_stream(anumbered(jobs), done)
+            await self._stream(anumbered(jobs), done, self.max_in_flight)
         else:
-            await self.publish_stream(numbered(jobs), done)
-        return [r for r in results if r is not None]
+            await self._stream(numbered(jobs), done, self.max_in_flight)
+        return cast(list[Result], results)
 
     async def publish_stream(
         self,
@@ -295,11 +286,17 @@ class Publisher:
         generator over a huge file is never read ahead. An exception other than a PublishError (from
         the iterable or from `on_result`) stops everything and is raised.
         """
+        workers = min(self.max_in_flight, len(items)) if isinstance(items, Sequence) else self.max_in_flight
+        await self._stream(items, on_result, workers)
+
+    async def _stream(
+        self,
+        items: Iterable[tuple[T, SendJob]] | AsyncIterable[tuple[T, SendJob]],
+        on_result: Callable[[T, SendJob, PublishError | None], object],
+        workers: int,
+    ) -> None:
         await self.start()
-        publish = self.publish
-        workers = self.max_in_flight
-        if isinstance(items, list | tuple):
-            workers = max(1, min(workers, len(items)))
+        gateway_of, publish = self._gateway, self._publish_in_slot
         if isinstance(items, AsyncIterable):
             pairs = aiter(items)
             lock = asyncio.Lock()
@@ -312,7 +309,9 @@ class Publisher:
                         return
                     tag, job = item
                     try:
-                        await publish(job)
+                        # a slot per job, not per worker: the iterable itself may be publishing
+                        async with self._slots:
+                            await publish(job, gateway_of(job))
                     except PublishError as exc:
                         on_result(tag, job, exc)
                     else:
@@ -322,13 +321,14 @@ class Publisher:
             shared = iter(items)  # one iterator shared by every worker: next() never runs concurrently
 
             async def worker() -> None:
-                for tag, job in shared:
-                    try:
-                        await publish(job)
-                    except PublishError as exc:
-                        on_result(tag, job, exc)
-                    else:
-                        on_result(tag, job, None)
+                async with self._slots:  # one slot for the worker's whole life: cheaper than one per job
+                    for tag, job in shared:
+                        try:
+                            await publish(job, gateway_of(job))
+                        except PublishError as exc:
+                            on_result(tag, job, exc)
+                        else:
+                            on_result(tag, job, None)
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -336,6 +336,48 @@ class Publisher:
                     group.create_task(worker())
         except BaseExceptionGroup as group_error:
             raise group_error.exceptions[0] from None  # the first failure; the others are its echoes
+
+    def _gateway(self, job: SendJob) -> str:
+        gateway = self.route(job.sender)
+        if gateway is None:
+            raise UnknownSender(job.id, f"unknown sender {job.sender!r}")
+        return gateway
+
+    async def _publish_in_slot(self, job: SendJob, gateway: str) -> None:
+        """The publish itself, once the caller holds a slot: the deadline starts now."""
+        msg = message(encode(job), message_id=job.id)
+        key = Names.send_key(gateway, job.sender)
+        job_id = job.id
+        inflight = self._inflight
+        task = asyncio.current_task()
+        assert task is not None  # a coroutine awaited by asyncio always runs in a task
+        watched = self._deadlines.watch(task)
+        try:
+            if job_id in inflight:
+                await self._wait_turn(job_id)
+            inflight[job_id] = None
+            try:
+                exchange = self._exchange
+                if exchange is None:
+                    raise NotConfirmed(job_id, "the publisher is closed", "closed")
+                try:  # the first attempt inline: one coroutine frame less on every resume
+                    await exchange.publish(msg, key, mandatory=True)
+                except _RECONNECTING as exc:
+                    if isinstance(exc, amqp_errors.ChannelNotFoundEntity):
+                        raise self._failure(exc, job_id, key) from None
+                    await self._republish(msg, key, job_id)
+                except amqp_errors.DeliveryError as exc:
+                    raise self._failure(exc, job_id, key) from None
+            finally:
+                waiter = inflight.pop(job_id)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+        except asyncio.CancelledError:
+            if self._deadlines.expired(task):
+                raise NotConfirmed(job_id, f"not confirmed by the broker within {self.timeout}s", "timeout") from None
+            raise
+        finally:
+            watched.discard(task)
 
     async def _wait_turn(self, job_id: str) -> None:
         """Wait until no other publish of `job_id` is in flight (see `_inflight`)."""
@@ -345,35 +387,43 @@ class Publisher:
                 waiter = self._inflight[job_id] = asyncio.get_running_loop().create_future()
             await asyncio.wait((waiter,))  # unlike `await waiter`, a cancel here leaves it to the others
 
-    async def _send(self, msg: aio_pika.Message, key: str, job_id: str) -> None:
+    async def _republish(self, msg: aio_pika.Message, key: str, job_id: str) -> None:
+        """The channel is closed or being reopened: wait for the robust connection to restore it and
+        publish again, until done or the deadline cancels us. Fails at once when the connection was
+        closed on purpose."""
         pause = _RETRY_FIRST_S
         while True:
-            exchange = self._exchange
-            if exchange is None:
-                raise NotConfirmed(job_id, "the publisher is closed", "closed")
+            if self.connection.is_closed or self._channel is None or self._exchange is None:
+                raise NotConfirmed(job_id, "the connection to the broker is closed", "closed")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _RETRY_MAX_S)
+            channel, exchange = self._channel, self._exchange
+            if channel is None or exchange is None:
+                continue
+            await channel.ready()
             try:
                 await exchange.publish(msg, key, mandatory=True)
-            except amqp_errors.PublishError as exc:  # the broker returned it: mandatory and no queue bound
-                reply = getattr(exc.frame, "reply_text", "NO_ROUTE")
-                raise Unroutable(
-                    job_id,
-                    f"{reply}: no queue is bound for routing key {key!r} on {self.names.send_exchange!r} "
-                    "(is the topology declared for this gateway?)",
-                ) from None
-            except amqp_errors.DeliveryError:  # nack (a quorum queue at its limit: overflow reject-publish)
-                raise NotConfirmed(job_id, "the broker refused it (nack)", "nack") from None
-            except amqp_errors.ChannelNotFoundEntity as exc:
-                raise Unroutable(job_id, f"{exc}: declare the topology first (smsfleet topology declare)") from None
-            except _RECONNECTING:
-                if self.connection.is_closed or self._channel is None:
-                    raise NotConfirmed(job_id, "the connection to the broker is closed", "closed") from None
-                # the robust connection is reopening the channel: wait for it (the deadline still runs)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, _RETRY_MAX_S)
-                if self._channel is not None:
-                    await self._channel.ready()
+            except _RECONNECTING as exc:
+                if isinstance(exc, amqp_errors.ChannelNotFoundEntity):
+                    raise self._failure(exc, job_id, key) from None
+            except amqp_errors.DeliveryError as exc:
+                raise self._failure(exc, job_id, key) from None
             else:
                 return
+
+    def _failure(self, exc: amqp_errors.AMQPError, job_id: str, key: str) -> PublishError:
+        """The PublishError for a broker's final answer: returned, nacked, or no such exchange."""
+        if isinstance(exc, amqp_errors.PublishError):  # returned: mandatory, and no queue is bound
+            reply = getattr(exc.frame, "reply_text", "NO_ROUTE")
+            return Unroutable(
+                job_id,
+                f"{reply}: no queue is bound for routing key {key!r} on {self.names.send_exchange!r} "
+                "(is the topology declared for this gateway?)",
+            )
+        if isinstance(exc, amqp_errors.ChannelNotFoundEntity):
+            return Unroutable(job_id, f"{exc}: declare the topology first (smsfleet topology declare)")
+        # nack: e.g. a queue at its length limit with overflow reject-publish
+        return NotConfirmed(job_id, "the broker refused it (nack)", "nack")
 
 
 class _Deadlines:
