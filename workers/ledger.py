@@ -32,8 +32,12 @@ PID_TTL_S = 8 * 24 * 3600
 
 _CLAIM = """
 local phase = redis.call('HGET', KEYS[1], 'phase')
-if phase == 'calling' or phase == 'accepted' or phase == 'final' then
+if phase == 'accepted' or phase == 'final' then
   return {phase, redis.call('HGET', KEYS[1], 'state') or ''}
+end
+if phase == 'calling' then  -- the earlier holder is gone (its delivery came back): the claim is ours now
+  redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+  return {phase, ''}
 end
 redis.call('HSET', KEYS[1], 'phase', 'claimed', 'owner', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
@@ -51,8 +55,19 @@ return 1
 
 _FINISH = """
 if redis.call('HGET', KEYS[1], 'phase') == 'final' then return 0 end
-redis.call('HSET', KEYS[1], 'phase', 'final', 'state', ARGV[1], 'emitted', '0')
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[1], 'phase', 'final', 'state', ARGV[1], 'emitted', ARGV[2])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'job', ARGV[4]) end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# a final state recorded meanwhile (a report that echoed our job id) is never replaced by `accepted`
+_ACCEPT = """
+if redis.call('HGET', KEYS[1], 'phase') == 'final' then return 0 end
+redis.call('HSET', KEYS[1], 'phase', 'accepted', 'state', 'accepted', 'gateway', ARGV[1], 'pid', ARGV[2],
+           'job', ARGV[3], 'attempt', ARGV[4], 'parts', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+for i = 2, #KEYS do redis.call('SET', KEYS[i], ARGV[7], 'EX', ARGV[8]) end
 return 1
 """
 
@@ -71,6 +86,7 @@ class Ledger:
         self._claim = redis.register_script(_CLAIM)
         self._begin = redis.register_script(_BEGIN_CALL)
         self._finish = redis.register_script(_FINISH)
+        self._accept = redis.register_script(_ACCEPT)
 
     def key(self, job_id: str) -> str:
         return self.names.redis_key("job", job_id)
@@ -94,37 +110,27 @@ class Ledger:
         self, job_id: str, gateway: str, provider_ids: tuple[str, ...], job: bytes, attempt: int, parts: int
     ) -> None:
         """Record the provider's acceptance, and map each provider id back to the job (for reports)."""
-        key = self.key(job_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for pid in provider_ids:
-                pipe.set(self.pid_key(gateway, pid), job_id, ex=PID_TTL_S)
-            pipe.hset(
-                key,
-                mapping={
-                    "phase": "accepted",
-                    "gateway": gateway,
-                    "state": State.ACCEPTED.value,
-                    "pid": ",".join(provider_ids),
-                    "job": job,
-                    "attempt": attempt,
-                    "parts": parts,
-                },
-            )
-            pipe.expire(key, JOB_TTL_S)
-            await pipe.execute()
+        keys = [self.key(job_id), *(self.pid_key(gateway, pid) for pid in provider_ids)]
+        args: list[str | bytes | int] = [
+            gateway,
+            ",".join(provider_ids),
+            job,
+            attempt,
+            parts,
+            JOB_TTL_S,
+            job_id,
+            PID_TTL_S,
+        ]
+        await self._accept(keys=keys, args=args)
 
-    async def final(self, job_id: str, state: State, job: bytes | None = None) -> None:
-        key = self.key(job_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"phase": "final", "state": state.value})
-            if job is not None:
-                pipe.hset(key, "job", job)
-            pipe.expire(key, JOB_TTL_S)
-            await pipe.execute()
+    async def final(self, job_id: str, state: State, job: bytes = b"") -> bool:
+        """Record a final state from the send path; False when the job was finished already."""
+        return bool(await self._finish(keys=[self.key(job_id)], args=[state.value, "1", JOB_TTL_S, job]))
 
     async def finish(self, job_id: str, state: State) -> bool:
-        """Record a final state unless one is recorded already: a final state is never overwritten."""
-        return bool(await self._finish(keys=[self.key(job_id)], args=[state.value, JOB_TTL_S]))
+        """Record a final state unless one is recorded already: a final state is never overwritten.
+        `emitted` stays 0 until the caller's event is confirmed (see `StatusWorker`)."""
+        return bool(await self._finish(keys=[self.key(job_id)], args=[state.value, "0", JOB_TTL_S, ""]))
 
     async def job_of(self, gateway: str, provider_id: str) -> str | None:
         value = await self.redis.get(self.pid_key(gateway, provider_id))

@@ -318,8 +318,9 @@ class SendWorker:
         parts: int,
         error: ErrorInfo,
     ) -> None:
-        await _until_done(lambda: self.rt.ledger.final(job.id, state, encode(job)))
-        await self.rt.emit(status_event(job, state, attempt=attempt, parts=parts, error=error), self.kind)
+        recorded = await _until_done(lambda: self.rt.ledger.final(job.id, state, encode(job)))
+        if recorded:  # else a report finished the job first: its state stands
+            await self.rt.emit(status_event(job, state, attempt=attempt, parts=parts, error=error), self.kind)
         await msg.ack()
 
     async def _failed_call(  # noqa: PLR0917 - the whole context of one failed call
@@ -435,13 +436,13 @@ def _best_effort(body: bytes) -> dict[str, str]:
     return {k: v for k, v in raw.items() if isinstance(v, str) and k in ("id", "sender", "account", "to")}
 
 
-async def _until_done(write: Any, attempts: int = 30) -> None:
+async def _until_done(write: Any, attempts: int = 30) -> Any:
     """Bookkeeping after a provider call must not be lost to a short Redis outage: retry for ~30 s."""
     for i in range(attempts):
         try:
-            await write()
-            return
+            return await write()
         except (RedisError, OSError):
             if i == attempts - 1:
                 raise
             await asyncio.sleep(1.0)
+    return None
