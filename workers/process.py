@@ -95,7 +95,7 @@ async def run_workers(
         queues = [rt.names.send_queue(kind) for kind in gateways]
         if status:
             workers.append(StatusWorker(rt))
-            queues.append(rt.names.status_queue)
+            queues += [rt.names.status_queue, rt.names.dead_queue]
         if suppression:
             workers.append(InboundWorker(rt))
             queues.append(rt.names.inbound_queue)
