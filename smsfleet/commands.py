@@ -127,18 +127,41 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    from workers.ledger import Ledger  # noqa: PLC0415
+
     from .cli import _redis  # noqa: PLC0415
+    from .topology import Names  # noqa: PLC0415
 
     user_error, _ = _errors()
     async with _redis(settings) as redis:
-        raw = await redis.hgetall(f"{settings.namespace}:job:{args.job_id}")
-    if not raw:
-        raise user_error(f"no record of job {args.job_id!r} (unknown, or older than 7 days)")
-    record = {_text(k): _text(v) for k, v in raw.items()}
-    record.pop("owner", None)
-    if "job" in record:
-        record["job"] = json.loads(record["job"])
-    print(json.dumps(record, ensure_ascii=False, indent=None if args.json else 2))
+        ledger = Ledger(redis, Names(settings.namespace))
+        record, history = await ledger.get(args.job_id), await ledger.history(args.job_id)
+    if not record:
+        raise user_error(f"no record of job {args.job_id!r} (never sent, or older than 7 days)")
+    job = json.loads(record["job"]) if "job" in record else {}
+    summary = {
+        "job_id": args.job_id,
+        "state": record.get("state"),
+        "phase": record.get("phase"),
+        "gateway": record.get("gateway"),
+        "provider_ids": [p for p in record.get("pid", "").split(",") if p],
+        "attempt": int(record.get("attempt") or 1),
+        "sender": job.get("sender"),
+        "history": history,
+    }
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False))
+        return 0
+    console = Console(highlight=False)
+    console.print(f"job [bold]{args.job_id}[/bold]: {summary['state']} (sender {summary['sender']}, "
+                  f"gateway {summary['gateway']}, attempt {summary['attempt']})")  # fmt: skip
+    table = Table("at", "state", "source", "detail")
+    for entry in history:
+        table.add_row(entry["at"], entry["state"], entry["source"], entry.get("detail", ""))
+    console.print(table)
     return 0
 
 

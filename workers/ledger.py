@@ -1,12 +1,14 @@
 """Delivery bookkeeping in Redis: one state record per job id, claimed atomically before a provider call.
 
     <ns>:pid:<gateway>:<provider id>   string -> job id, TTL 8 days: matches delivery reports to jobs
+    <ns>:history:<id>   list of transitions {state, at, source, detail}, TTL 7 days (`smsfleet status`)
     <ns>:job:<id>   hash, TTL 7 days (refreshed on every write)
         phase     claimed | calling | retry | accepted | final
         owner     the delivery that holds the claim (worker id + delivery tag)
         state     the last State reported for the job
         pid       provider message id(s), comma-separated
         job       the job JSON (so status reports can emit full events later)
+        gateway, parts  for events and reports
         emitted   0 between a final state recorded by the status worker and its event confirmed
         attempt   attempts so far
 
@@ -19,9 +21,10 @@ from __future__ import annotations
 
 import enum
 
+import msgspec
 import redis.asyncio as aioredis
 
-from smsfleet.contracts import State
+from smsfleet.contracts import State, now
 from smsfleet.topology import Names
 
 __all__ = ["JOB_TTL_S", "Claim", "Ledger"]
@@ -58,6 +61,8 @@ if redis.call('HGET', KEYS[1], 'phase') == 'final' then return 0 end
 redis.call('HSET', KEYS[1], 'phase', 'final', 'state', ARGV[1], 'emitted', ARGV[2])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'job', ARGV[4]) end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('RPUSH', KEYS[2], ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
 """
 
@@ -67,7 +72,9 @@ if redis.call('HGET', KEYS[1], 'phase') == 'final' then return 0 end
 redis.call('HSET', KEYS[1], 'phase', 'accepted', 'state', 'accepted', 'gateway', ARGV[1], 'pid', ARGV[2],
            'job', ARGV[3], 'attempt', ARGV[4], 'parts', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[6])
-for i = 2, #KEYS do redis.call('SET', KEYS[i], ARGV[7], 'EX', ARGV[8]) end
+redis.call('RPUSH', KEYS[2], ARGV[9])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+for i = 3, #KEYS do redis.call('SET', KEYS[i], ARGV[7], 'EX', ARGV[8]) end
 return 1
 """
 
@@ -110,7 +117,7 @@ class Ledger:
         self, job_id: str, gateway: str, provider_ids: tuple[str, ...], job: bytes, attempt: int, parts: int
     ) -> None:
         """Record the provider's acceptance, and map each provider id back to the job (for reports)."""
-        keys = [self.key(job_id), *(self.pid_key(gateway, pid) for pid in provider_ids)]
+        keys = [self.key(job_id), self.history_key(job_id), *(self.pid_key(gateway, pid) for pid in provider_ids)]
         args: list[str | bytes | int] = [
             gateway,
             ",".join(provider_ids),
@@ -120,17 +127,29 @@ class Ledger:
             JOB_TTL_S,
             job_id,
             PID_TTL_S,
+            _entry(State.ACCEPTED, "send", ",".join(provider_ids)),
         ]
         await self._accept(keys=keys, args=args)
 
-    async def final(self, job_id: str, state: State, job: bytes = b"") -> bool:
+    async def final(self, job_id: str, state: State, job: bytes = b"", detail: str = "") -> bool:
         """Record a final state from the send path; False when the job was finished already."""
-        return bool(await self._finish(keys=[self.key(job_id)], args=[state.value, "1", JOB_TTL_S, job]))
+        entry = _entry(state, "send", detail)
+        keys = [self.key(job_id), self.history_key(job_id)]
+        return bool(await self._finish(keys=keys, args=[state.value, "1", JOB_TTL_S, job, entry]))
 
-    async def finish(self, job_id: str, state: State) -> bool:
+    async def finish(self, job_id: str, state: State, source: str, detail: str = "") -> bool:
         """Record a final state unless one is recorded already: a final state is never overwritten.
         `emitted` stays 0 until the caller's event is confirmed (see `StatusWorker`)."""
-        return bool(await self._finish(keys=[self.key(job_id)], args=[state.value, "0", JOB_TTL_S, ""]))
+        entry = _entry(state, source, detail)
+        keys = [self.key(job_id), self.history_key(job_id)]
+        return bool(await self._finish(keys=keys, args=[state.value, "0", JOB_TTL_S, "", entry]))
+
+    def history_key(self, job_id: str) -> str:
+        return self.names.redis_key("history", job_id)
+
+    async def history(self, job_id: str) -> list[dict[str, str]]:
+        """The job's recorded transitions, oldest first: state, at, source, and a detail (error code, provider ids)."""
+        return [msgspec.json.decode(e) for e in await self.redis.lrange(self.history_key(job_id), 0, -1)]
 
     async def job_of(self, gateway: str, provider_id: str) -> str | None:
         value = await self.redis.get(self.pid_key(gateway, provider_id))
@@ -139,6 +158,11 @@ class Ledger:
     async def get(self, job_id: str) -> dict[str, str]:
         raw = await self.redis.hgetall(self.key(job_id))
         return {_text(k): _text(v) for k, v in raw.items()}
+
+
+def _entry(state: State, source: str, detail: str = "") -> bytes:
+    entry = {"state": state.value, "at": now().isoformat(), "source": source}
+    return msgspec.json.encode(entry | {"detail": detail} if detail else entry)
 
 
 def _text(value: bytes | str) -> str:

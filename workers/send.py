@@ -318,7 +318,7 @@ class SendWorker:
         parts: int,
         error: ErrorInfo,
     ) -> None:
-        recorded = await _until_done(lambda: self.rt.ledger.final(job.id, state, encode(job)))
+        recorded = await _until_done(lambda: self.rt.ledger.final(job.id, state, encode(job), error.code))
         if recorded:  # else a report finished the job first: its state stands
             await self.rt.emit(status_event(job, state, attempt=attempt, parts=parts, error=error), self.kind)
         await msg.ack()

@@ -123,19 +123,20 @@ class StatusWorker:
         sender = self.rt.senders.get(check.sender)
         bound = log.bind(job_id=job.id, sender=check.sender, gateway=check.gateway, attempt=check.attempt)
         if sender is None:
-            await self._finish(job, record, State.UNKNOWN, ErrorInfo("unknown_sender", "the sender was deleted"))
+            error = ErrorInfo("unknown_sender", "the sender was deleted")
+            await self._finish(job, record, State.UNKNOWN, error, "poll")
             return
         gateway = self._gateway(sender)
         report = await self._lookup(gateway, sender, job, record) if gateway.has_status else None
         if report is not None and report.state is not None:
-            await self._finish(job, record, report.state, report.error)
+            await self._finish(job, record, report.state, report.error, "poll")
             bound.info("recheck.final", state=report.state)
             metrics.RECHECKS.labels(check.gateway, "final").inc()
             return
         age = time.time() - check.accepted_at
         if age >= self.horizon_s:
             error = ErrorInfo("no_final_report", f"no final status within {self.horizon_s:g} s")
-            await self._finish(job, record, State.UNKNOWN, error)
+            await self._finish(job, record, State.UNKNOWN, error, "horizon")
             bound.info("recheck.horizon")
             metrics.RECHECKS.labels(check.gateway, "horizon").inc()
             return
@@ -188,7 +189,7 @@ class StatusWorker:
         job = msgspec.json.decode(record["job"], type=SendJob)
         state = await self._job_state(job.id, record, report)
         if state is not None:
-            await self._finish(job, record, state, report.error)
+            await self._finish(job, record, state, report.error, "report")
             log.info("report.final", job_id=job.id, gateway=report.gateway, state=state)
 
     async def _job_state(self, job_id: str, record: dict[str, str], report: ReportMessage) -> State | None:
@@ -205,8 +206,10 @@ class StatusWorker:
             return State.DELIVERED
         return None
 
-    async def _finish(self, job: SendJob, record: dict[str, str], state: State, error: ErrorInfo | None) -> None:
-        if not await self.rt.ledger.finish(job.id, state):
+    async def _finish(
+        self, job: SendJob, record: dict[str, str], state: State, error: ErrorInfo | None, source: str
+    ) -> None:
+        if not await self.rt.ledger.finish(job.id, state, source, error.code if error else ""):
             return  # finished already (a report or another recheck got there first)
         await self._emit(job, record, state, error)
 

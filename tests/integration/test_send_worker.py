@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable
 
 import aio_pika
@@ -11,6 +12,7 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
+from smsfleet.cli import main
 from smsfleet.contracts import StatusEvent
 from smsfleet.senders import SenderRegistry, parse_sender
 from smsfleet.settings import Settings
@@ -38,7 +40,7 @@ async def fleet(
             policy=policy,
             stop=stop,
             metrics_port=metrics_port,
-        )  # fmt: skip
+        )
     )
     await asyncio.sleep(0.5)  # consumers up
     try:
@@ -136,3 +138,31 @@ async def test_the_same_job_published_twice_is_sent_once(
     sends = [p for path, p in smsc.requests if path == "/sys/send.php"]
     assert len(smsc.messages) == 1
     assert len(sends) == 1
+
+
+async def test_status_shows_the_history_of_a_job(  # noqa: PLR0917 - fixtures
+    settings: Settings,
+    amqp: aio_pika.abc.AbstractConnection,
+    names: Names,
+    redis: aioredis.Redis,
+    smsc: FakeSmsc,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ledger = Ledger(redis, names)
+    async with fleet(settings, ["smsc"]):
+        await publish(amqp, names, "smsc.s1", msgspec.json.encode({"id": "h1", **JOB}))
+        await until(lambda: _state(ledger, "h1", "delivered"))
+    monkeypatch.setenv("SMSFLEET_REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("SMSFLEET_NAMESPACE", settings.namespace)
+    capsys.readouterr()  # the fleet's log lines
+    assert await asyncio.to_thread(main, ["status", "h1", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["state"], shown["gateway"], shown["sender"]) == ("delivered", "smsc", "s1")
+    assert [(h["state"], h["source"]) for h in shown["history"]] == [("accepted", "send"), ("delivered", "poll")]
+    assert shown["history"][0]["detail"] == shown["provider_ids"][0]
+    assert await asyncio.to_thread(main, ["status", "nope"]) == 2
+
+
+async def _state(ledger: Ledger, job_id: str, state: str) -> bool:
+    return (await ledger.get(job_id)).get("state") == state
