@@ -473,5 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m smsfleet.cli`: run the one module the commands import
+    from smsfleet.cli import main as _main
+
+    sys.exit(_main())

@@ -402,5 +402,11 @@ def _add_webhooks(sub: Any) -> None:
     p.set_defaults(func=cmd_webhooks, service=True)
 
 
+def _add_admin(sub: Any) -> None:
+    from admin.command import add_admin  # noqa: PLC0415 - the admin package is outside the kernel
+
+    add_admin(sub)
+
+
 def register_all() -> list[Callable[[Any], None]]:
-    return [_add_publish, _add_worker, _add_demo, _add_status, _add_suppress, _add_webhooks]
+    return [_add_publish, _add_worker, _add_demo, _add_status, _add_suppress, _add_webhooks, _add_admin]

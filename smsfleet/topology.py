@@ -5,7 +5,7 @@
                             inbound.<gateway>                    -> queue <ns>.inbound
     <ns>.events    topic    status.<state>, inbound.<sender>, suppression.added   (engines bind their own)
     <ns>.dead      fanout                                        -> queue <ns>.dead (never consumed)
-    <ns>.delay     headers  x-smsfleet-target + x-smsfleet-tier  -> queue <ns>.delay.<target>.<tier>
+    <ns>.delay     headers  smsfleet-target + smsfleet-tier      -> queue <ns>.delay.<target>.<tier>
                             each tier queue has a queue-level TTL and dead-letters, with no dead-letter
                             routing key, back to its target exchange: the message's own routing key
                             brings it back to the queue it came from.
@@ -48,8 +48,10 @@ DELAY_TARGETS = ("send", "internal")
 
 HEADER_ATTEMPT = "x-smsfleet-attempt"
 HEADER_NOT_BEFORE = "x-smsfleet-not-before"  # epoch ms: a delayed message is not handled before this
-HEADER_TIER = "x-smsfleet-tier"
-HEADER_TARGET = "x-smsfleet-target"
+# routing headers of the delay exchange: RabbitMQ's headers exchange ignores binding keys that start with
+# `x-` (with x-match all), so these two must not
+HEADER_TIER = "smsfleet-tier"
+HEADER_TARGET = "smsfleet-target"
 HEADER_REASON = "x-smsfleet-reason"
 HEADER_REASON_CODE = "x-smsfleet-reason-code"
 
@@ -165,7 +167,14 @@ def _reply_text(exc: aiormq.exceptions.ChannelPreconditionFailed) -> str:
 
 async def _declare(channel: AbstractChannel, names: Names) -> None:
     send = await channel.declare_exchange(names.send_exchange, ExchangeType.TOPIC, durable=True)
-    internal = await channel.declare_exchange(names.internal_exchange, ExchangeType.TOPIC, durable=True)
+    # a report or inbound message whose routing key nothing binds is parked, never dropped: it would otherwise
+    # also block the at-least-once dead-lettering of the delay tier it comes back from
+    internal = await channel.declare_exchange(
+        names.internal_exchange,
+        ExchangeType.TOPIC,
+        durable=True,
+        arguments={"alternate-exchange": names.dead_exchange},
+    )
     await channel.declare_exchange(names.events_exchange, ExchangeType.TOPIC, durable=True)
     dead = await channel.declare_exchange(names.dead_exchange, ExchangeType.FANOUT, durable=True)
     delay = await channel.declare_exchange(names.delay_exchange, ExchangeType.HEADERS, durable=True)

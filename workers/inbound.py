@@ -76,7 +76,7 @@ class InboundWorker:
             await self.handle(_decoder.decode(msg.body))
             await msg.ack()
         except msgspec.DecodeError as exc:
-            await self.rt.dead_letter(msg.body, "malformed", str(exc), msg.routing_key or "")
+            await self.rt.dead_letter(msg.body, "malformed", str(exc), msg.routing_key or "", msg.message_id)
             await msg.ack()
         except (RedisError, OSError) as exc:
             log.warning("worker.redis_unavailable", role="suppression", error=str(exc))

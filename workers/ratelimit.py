@@ -19,7 +19,7 @@ Window bound. Every grant advances the TAT by ``T`` and sends no earlier than ``
 when the send times the provider observes are shifted against each other by up to ``margin`` seconds
 (event-loop wake-up, the network, the provider's own timestamping). Exact for integral rates; a
 fractional rate allows at most ``ceil(rate) + burst - 1``. The price is throughput: a saturated
-sender gets ``1 / (1 + margin)`` of its limit, 98 % with the default ``margin=0.02`` (20 ms).
+sender gets ``1 / (1 + margin)`` of its limit, 97 % with the default ``margin=0.03`` (30 ms).
 
 Keys, under the prefix given to the constructor (e.g. ``f"{namespace}:rate"``):
 
@@ -49,8 +49,8 @@ import redis.asyncio as aioredis
 
 __all__ = ["DEFAULT_MARGIN", "RateLimitWait", "RateLimiter"]
 
-DEFAULT_MARGIN = 0.02
-"""Seconds of send-time jitter the window bound tolerates; also the throughput cost (1 / 1.02 = 98 %)."""
+DEFAULT_MARGIN = 0.03
+"""Seconds of send-time jitter the window bound tolerates; also the throughput cost (1 / 1.03 = 97 %)."""
 
 _US = 1_000_000
 _PAUSE_SUFFIX = ":pause"

@@ -83,7 +83,15 @@ class Runtime:
             await consume.set_qos(prefetch_count=prefetch)
             publish = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await declare(publish, names)
-            redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
+            # a blocking pool: at high concurrency a request waits for a connection instead of failing
+            pool = aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url,
+                max_connections=prefetch + 100,
+                timeout=10,
+                socket_timeout=5,
+                socket_connect_timeout=3,
+            )
+            redis = aioredis.Redis.from_pool(pool)  # owns the pool: closing the client closes it
             stack.push_async_callback(redis.aclose)
             http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(100, prefetch)))
             stack.push_async_callback(http.close)
@@ -130,12 +138,14 @@ class Runtime:
         if event.state.final and not replay:
             metrics.JOBS.labels(gateway, event.sender, event.state.value).inc()
 
-    async def dead_letter(self, body: bytes, code: str, reason: str, routing_key: str) -> None:
+    async def dead_letter(
+        self, body: bytes, code: str, reason: str, routing_key: str, message_id: str | None = None
+    ) -> None:
         """Park a message in `<ns>.dead` with the reason in its headers."""
         headers = {
             HEADER_REASON_CODE: code,
             HEADER_REASON: reason[:500],
             "x-smsfleet-routing-key": routing_key,
         }
-        await self.publish(self.names.dead_exchange, body, routing_key, headers=headers)
+        await self.publish(self.names.dead_exchange, body, routing_key, headers=headers, message_id=message_id)
         metrics.DEAD_LETTERED.labels(code).inc()

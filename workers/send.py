@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 import uuid
 from typing import Any
@@ -80,6 +81,7 @@ class SendWorker:
         self.policy = policy or SendPolicy()
         self.gateway_cls = gateway_class(kind)
         self._gateways: dict[str, tuple[Sender, Gateway[Any]]] = {}
+        self._gates: dict[str, asyncio.Semaphore] = {}
         self.checks: list[Check] = [
             account_assigned,
             not_expired(),
@@ -188,12 +190,8 @@ class SendWorker:
         owner = uuid.uuid4().hex
         gateway = self._gateway(sender)
         takeover = await self._claim(msg, job, gateway, owner, attempt)
-        if takeover is None or not await self._wait_turn(msg, job, sender, gateway, attempt):
-            return
-        if not await self.rt.ledger.begin_call(job.id, owner, takeover=takeover):
-            await msg.ack()  # another delivery of the same job holds the claim now
-            return
-        await self._call(msg, job, sender, gateway, attempt)
+        if takeover is not None and await self._wait_turn(msg, job, sender, gateway, attempt, owner, takeover):
+            await self._call(msg, job, sender, gateway, attempt)
 
     async def _admit(self, msg: AbstractIncomingMessage) -> tuple[SendJob, Sender, int] | None:
         """Delay, decode, sender and checks. Returns what to send, or None when the delivery is settled."""
@@ -244,29 +242,82 @@ class SendWorker:
             await self._final(msg, job, State.UNKNOWN, attempt, 0, _AMBIGUOUS_REDELIVERY)
             return None
         await self._replay(job)
+        if claim is Claim.ACCEPTED:  # the holder may have died before scheduling the recheck: one more is harmless
+            await self._schedule_recheck(job, gateway)
         await msg.ack()
         log.info("job.duplicate", job_id=job.id, state=state)
         return None
 
-    async def _wait_turn(
-        self, msg: AbstractIncomingMessage, job: SendJob, sender: Sender, gateway: Gateway[Any], attempt: int
+    async def _wait_turn(  # noqa: PLR0917 - the whole context of one delivery
+        self,
+        msg: AbstractIncomingMessage,
+        job: SendJob,
+        sender: Sender,
+        gateway: Gateway[Any],
+        attempt: int,
+        owner: str,
+        takeover: bool,
     ) -> bool:
-        """The fleet-wide rate limit: a short wait is slept, a long one goes through a delay tier."""
+        """Wait for a slot of the fleet-wide rate limit, then take the call over from the claim.
+
+        A short wait is slept, a long one goes through a delay tier. The limiter spaces slots so that a
+        send up to `margin` late still keeps every 1-s window within the rate; a process that reaches the
+        provider call later than a third of that (a busy event loop, a slow Redis reply) gives its slot up
+        and takes another, rather than send in a burst with others that were late too. True: call now.
+        """
         rate = sender.rate_limit or self.rt.settings.default_rates.get(self.kind) or gateway.default_rate
+        gate = self._gates.get(sender.id)
+        if gate is None:  # in-process smoothing: only so many of this process's jobs ask Redis for a slot
+            gate = self._gates[sender.id] = asyncio.Semaphore(max(1, math.ceil(rate * GATE_S)))
         try:
-            delay = await self.rt.limiter.acquire(sender.id, rate, max_wait=self.policy.max_rate_wait_s)
-        except RateLimitWait as exc:
+            async with asyncio.timeout(self.policy.max_rate_wait_s):
+                await gate.acquire()
+        except TimeoutError:
             await self.rt.ledger.retry(job.id)
-            await self._redelay(msg, exc.retry_after, attempt)
+            await self._redelay(msg, 1.0, attempt)
             return False
-        metrics.RATE_LIMIT_WAIT.labels(self.kind).observe(delay)
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if self.draining:
-            await self.rt.ledger.retry(job.id)
-            await msg.nack(requeue=True)
-            return False
-        return True
+        try:
+            return await self._take_slot(msg, job, sender, attempt, owner, takeover, rate)
+        finally:
+            gate.release()
+
+    async def _take_slot(  # noqa: PLR0917 - the whole context of one delivery
+        self,
+        msg: AbstractIncomingMessage,
+        job: SendJob,
+        sender: Sender,
+        attempt: int,
+        owner: str,
+        takeover: bool,
+        rate: float,
+    ) -> bool:
+        calling = False
+        for _ in range(MAX_SLOTS):
+            try:
+                delay = await self.rt.limiter.acquire(sender.id, rate, max_wait=self.policy.max_rate_wait_s)
+            except RateLimitWait as exc:
+                await self.rt.ledger.retry(job.id)
+                await self._redelay(msg, exc.retry_after, attempt)
+                return False
+            slot = time.monotonic() + delay
+            metrics.RATE_LIMIT_WAIT.labels(self.kind).observe(delay)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if not calling:
+                if self.draining:
+                    await self.rt.ledger.retry(job.id)
+                    await msg.nack(requeue=True)
+                    return False
+                if not await self.rt.ledger.begin_call(job.id, owner, takeover=takeover):
+                    await msg.ack()  # another delivery of the same job holds the claim now
+                    return False
+                calling = True
+            if time.monotonic() - slot <= self.rt.limiter.margin / 3:
+                return True
+        log.warning("rate_limit.late", job_id=job.id, sender=sender.id)
+        await self.rt.ledger.retry(job.id)  # nothing was sent
+        await self._redelay(msg, 1.0, attempt)
+        return False
 
     async def _call(
         self, msg: AbstractIncomingMessage, job: SendJob, sender: Sender, gateway: Gateway[Any], attempt: int
@@ -290,8 +341,7 @@ class SendWorker:
         await self.rt.emit(
             status_event(job, State.ACCEPTED, attempt=attempt, parts=parts, provider_message_id=pid), self.kind
         )
-        first_check = gateway.await_delivery_s if gateway.has_status else self.rt.settings.status_horizon_s
-        await self._schedule_recheck(job, sender, first_check)
+        await self._schedule_recheck(job, gateway)
         await msg.ack()
         log.info("sms.sent", job_id=job.id, sender=sender.id, provider_message_id=pid, parts=parts, attempt=attempt)
 
@@ -376,7 +426,7 @@ class SendWorker:
             account=raw.get("account") or "?", to=raw.get("to") or "?", text="?",
         )  # fmt: skip
         await self.rt.emit(status_event(job, State.INVALID, attempt=attempt_of(msg), error=exc.info), self.kind)
-        await self.rt.dead_letter(msg.body, exc.code, exc.message, msg.routing_key or "")
+        await self.rt.dead_letter(msg.body, exc.code, exc.message, msg.routing_key or "", msg.message_id)
         await msg.ack()
         log.info("job.invalid", job_id=job.id, code=exc.code)
 
@@ -384,7 +434,7 @@ class SendWorker:
         """A job that names something we do not have: `rejected`, and parked in the dead queue."""
         error = ErrorInfo(code, reason)
         await self.rt.emit(status_event(job, State.REJECTED, attempt=attempt_of(msg), error=error), self.kind)
-        await self.rt.dead_letter(msg.body, code, reason, msg.routing_key or "")
+        await self.rt.dead_letter(msg.body, code, reason, msg.routing_key or "", msg.message_id)
         await msg.ack()
         log.info("job.rejected", job_id=job.id, code=code)
 
@@ -397,12 +447,20 @@ class SendWorker:
         event = status_event(job, state, attempt=attempt, provider_message_id=pid)
         await self.rt.emit(event, self.kind, replay=True)
 
-    async def _schedule_recheck(self, job: SendJob, sender: Sender, after_s: float) -> None:
-        recheck = Recheck(job_id=job.id, sender=sender.id, gateway=self.kind, accepted_at=_now_s())
+    async def _schedule_recheck(self, job: SendJob, gateway: Gateway[Any]) -> None:
+        """The first status check: after `await_delivery_s`, or at the horizon for push-only kinds."""
+        after_s = gateway.await_delivery_s if gateway.has_status else self.rt.settings.status_horizon_s
+        recheck = Recheck(job_id=job.id, sender=job.sender, gateway=self.kind, accepted_at=_now_s())
         await self.rt.delayer.delay(
             encode(recheck), routing_key=f"recheck.{self.kind}", target="internal", seconds=after_s
         )
 
+
+#: slots a job may take in a row when it keeps waking too late for them (see `_wait_turn`)
+MAX_SLOTS = 5
+#: each process lets at most rate x GATE_S of a sender's jobs wait for a slot at once; the others wait their
+#: turn in-process (up to `max_rate_wait_s`), instead of all asking Redis and bouncing through delay tiers
+GATE_S = 0.5
 
 _AMBIGUOUS = "the provider may have accepted the message; not resent (policy: unknown)"
 _AMBIGUOUS_REDELIVERY = ErrorInfo(

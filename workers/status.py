@@ -88,7 +88,7 @@ class StatusWorker:
                 await self.report(_report_decoder.decode(msg.body), key)
             await msg.ack()
         except msgspec.DecodeError as exc:
-            await self.rt.dead_letter(msg.body, "malformed", str(exc), msg.routing_key or "")
+            await self.rt.dead_letter(msg.body, "malformed", str(exc), msg.routing_key or "", msg.message_id)
             await msg.ack()
         except (RedisError, OSError) as exc:
             log.warning("worker.redis_unavailable", role="status", error=str(exc))

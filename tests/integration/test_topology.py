@@ -55,7 +55,7 @@ async def test_a_delay_tier_brings_the_message_back_to_its_queue(
         delay = await channel.get_exchange(names.delay_exchange)
         tier = DELAY_TIERS[0]
         await delay.publish(
-            message(b'{"x":1}', headers={"x-smsfleet-target": "send", "x-smsfleet-tier": str(tier)}),
+            message(b'{"x":1}', headers={"smsfleet-target": "send", "smsfleet-tier": str(tier)}),
             routing_key=names.send_key("infobip", "s1"),
         )
         queue = await channel.get_queue(names.send_queue("infobip"))
@@ -68,3 +68,19 @@ async def test_a_delay_tier_brings_the_message_back_to_its_queue(
         assert got is not None
         assert got.body == b'{"x":1}'
         await got.ack()
+
+
+async def test_a_delayed_message_lands_in_exactly_one_tier_queue(
+    amqp: aio_pika.abc.AbstractConnection, names: Names
+) -> None:
+    from smsfleet.topology import DELAY_TARGETS  # noqa: PLC0415
+    from workers.delays import Delayer  # noqa: PLC0415
+
+    async with amqp.channel(publisher_confirms=True) as channel:
+        await Delayer(channel, names).delay(b"{}", routing_key="recheck.smsc", target="internal", seconds=60)
+        counts = {}
+        for target in DELAY_TARGETS:
+            for tier in DELAY_TIERS:
+                queue = await channel.declare_queue(names.delay_queue(target, tier), passive=True)
+                counts[(target, tier)] = queue.declaration_result.message_count
+    assert {k: v for k, v in counts.items() if v} == {("internal", 60): 1}

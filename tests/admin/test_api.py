@@ -1,0 +1,550 @@
+"""The admin on the real Redis: the JSON API, auth on every route, CSRF, the form page without a browser,
+and that what it writes reaches a running process without a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestClient, TestServer
+from cryptography.fernet import Fernet
+
+from admin import AdminConfig, build_app, serve
+from admin.command import add_admin
+from smsfleet import cli
+from smsfleet.kinds import KIND_SETTINGS, KINDS, fields
+from smsfleet.senders import MASK, Cipher, SenderCache, SenderRegistry
+from smsfleet.settings import Settings
+from smsfleet.topology import Names
+from tests.samples import SECRET, sample_sender, sample_settings
+
+TOKEN = "test-admin-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+PUBLIC_URL = "http://hooks.test"
+
+Client = TestClient
+
+
+@pytest.fixture
+def admin_settings(redis_url: str, namespace: str) -> Settings:
+    return Settings(redis_url=redis_url, namespace=namespace, public_url=PUBLIC_URL)
+
+
+@pytest.fixture
+async def client(admin_settings: Settings, redis: aioredis.Redis) -> AsyncIterator[Client]:
+    async with TestClient(TestServer(build_app(AdminConfig(token=TOKEN), admin_settings))) as c:
+        yield c
+
+
+@pytest.fixture
+def registry(redis: aioredis.Redis, names: Names) -> SenderRegistry:
+    return SenderRegistry(redis, names)
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+async def create(client: Client, doc: dict[str, Any]) -> dict[str, Any]:
+    resp = await client.post("/api/senders", json=doc, headers=AUTH)
+    body = await resp.json()
+    assert resp.status == 201, body
+    return dict(body)
+
+
+# -- auth ----------------------------------------------------------------------------------------------
+
+
+async def test_every_route_refuses_requests_without_the_token(client: Client, registry: SenderRegistry) -> None:
+    await create(client, sample_sender("smsc", "s1"))
+    paths: set[tuple[str, str]] = set()
+    for route in client.app.router.routes() if client.app else ():
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("path") or info.get("formatter") or f"{info.get('prefix')}/admin.css"
+        path = re.sub(r"\{id[^}]*\}", "s1", path).replace("{kind}", "smsc")
+        paths.add((route.method, path))
+    paths.add(("GET", "/no/such/page"))
+    assert len(paths) >= 17, paths
+    wrong = [{}, {"Authorization": "Bearer nope"}, {"Authorization": f"Bearer {TOKEN}x"}, basic("admin", "nope"),
+             basic("root", TOKEN), {"Authorization": TOKEN}, {"Authorization": "Basic !!!"}]  # fmt: skip
+    for method, path in sorted(paths):
+        if method == "HEAD":
+            continue
+        for headers in wrong:
+            resp = await client.request(method, path, headers=headers, json={"id": "evil"})
+            assert resp.status == 401, (method, path, headers, resp.status)
+            assert "WWW-Authenticate" in resp.headers
+            assert "acme" not in await resp.text()  # nothing of the sender leaks
+    assert [s.id for s in await registry.list()] == ["s1"]  # nothing written, nothing deleted
+
+
+async def test_api_answers_401_in_json_and_the_page_asks_the_browser_for_basic_auth(client: Client) -> None:
+    resp = await client.get("/api/senders")
+    assert resp.status == 401
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer ")
+    assert "error" in await resp.json()
+    resp = await client.get("/senders")
+    assert resp.status == 401
+    assert resp.headers["WWW-Authenticate"].startswith("Basic ")
+    assert "Set-Cookie" not in resp.headers
+
+
+async def test_bearer_and_basic_admin_with_the_token_are_accepted(client: Client) -> None:
+    for headers in (AUTH, {"Authorization": f"bearer  {TOKEN}"}, basic("admin", TOKEN)):
+        resp = await client.get("/api/senders", headers=headers)
+        assert resp.status == 200, headers
+    resp = await client.get("/static/admin.css", headers=basic("admin", TOKEN))
+    assert resp.status == 200
+
+
+def test_the_config_has_no_default_and_never_shows_the_token() -> None:
+    with pytest.raises(ValueError, match="SMSFLEET_ADMIN_TOKEN is not set"):
+        AdminConfig.from_env({})
+    with pytest.raises(ValueError, match="at least 16"):
+        AdminConfig.from_env({"SMSFLEET_ADMIN_TOKEN": "short"})
+    config = AdminConfig.from_env({"SMSFLEET_ADMIN_TOKEN": f" {TOKEN} "})
+    assert config.token == TOKEN
+    assert TOKEN not in repr(config)
+
+
+# -- senders: every operation ------------------------------------------------------------------------
+
+
+async def test_create_get_list_replace_patch_delete(client: Client, registry: SenderRegistry) -> None:
+    doc = sample_sender("infobip", "acme-infobip", verified_caller_ids=["ACME"], stop_words=["STOP", "СТОП"])
+    resp = await client.post("/api/senders", json=doc, headers=AUTH)
+    assert resp.status == 201
+    assert resp.headers["Location"] == "/api/senders/acme-infobip"
+    created = await resp.json()
+    assert created["settings"]["api_token"] == MASK
+    stored = await registry.get("acme-infobip")
+    assert stored is not None
+    assert created["receiving_url"] == (
+        f"{PUBLIC_URL}/smslistener/listen_type/sms_infobip?sender=acme-infobip&token={stored.webhook_token}"
+    )
+    assert "webhook_token" not in created
+
+    resp = await client.get("/api/senders/acme-infobip", headers=AUTH)
+    assert resp.status == 200
+    assert await resp.json() == created
+
+    await create(client, sample_sender("playmobile", "acme-pm"))
+    resp = await client.get("/api/senders", headers=AUTH)
+    listed = (await resp.json())["senders"]
+    assert [s["id"] for s in listed] == ["acme-infobip", "acme-pm"]
+    assert listed[0] == created
+
+    # PUT: the whole document; the masked secret and the token are kept; receiving_url may be sent back
+    replaced = {**created, "accounts": ["acme"], "verified_caller_ids": []}
+    resp = await client.put("/api/senders/acme-infobip", json=replaced, headers=AUTH)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json()) == replaced
+    after = await registry.get("acme-infobip")
+    assert after is not None
+    assert after.settings == stored.settings
+    assert after.webhook_token == stored.webhook_token
+    assert after.accounts == ["acme"]
+
+    # PUT replaces: what is left out gets its default
+    resp = await client.put(
+        "/api/senders/acme-infobip",
+        json={"gateway": "infobip", "accounts": ["acme"], "settings": {"url": "https://other.test"}},
+        headers=AUTH,
+    )
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["stop_words"] == ["STOP"]
+    assert body["settings"] == {"url": "https://other.test", "api_token": MASK}
+
+    # PATCH: only what is given; settings merged key by key
+    resp = await client.patch(
+        "/api/senders/acme-infobip", json={"settings": {"api_token": "new-token"}, "rate_limit": 5}, headers=AUTH
+    )
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["settings"] == {"url": "https://other.test", "api_token": MASK}
+    assert body["rate_limit"] == 5
+    patched = await registry.get("acme-infobip")
+    assert patched is not None
+    assert patched.settings.api_token == "new-token"  # type: ignore[attr-defined]
+
+    resp = await client.delete("/api/senders/acme-infobip", headers=AUTH)
+    assert resp.status == 204
+    assert await registry.get("acme-infobip") is None
+    for method in ("GET", "PUT", "PATCH", "DELETE"):
+        resp = await client.request(method, "/api/senders/acme-infobip", json={}, headers=AUTH)
+        assert resp.status == 404, method
+        assert "no sender" in (await resp.json())["error"]
+
+
+async def test_a_taken_id_is_a_409_on_the_id_field(client: Client) -> None:
+    await create(client, sample_sender("smsc", "dup"))
+    resp = await client.post("/api/senders", json=sample_sender("mts", "dup"), headers=AUTH)
+    assert resp.status == 409
+    assert "already exists" in (await resp.json())["errors"]["id"]
+
+
+async def test_the_id_cannot_change(client: Client) -> None:
+    await create(client, sample_sender("smsc", "keep"))
+    for method in ("PUT", "PATCH"):
+        resp = await client.request(method, "/api/senders/keep", json={"id": "other"}, headers=AUTH)
+        assert resp.status == 422
+        assert "cannot change" in (await resp.json())["errors"]["id"]
+
+
+# -- validation, per field -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("doc", "errors"),
+    [
+        (
+            {"gateway": "infobip", "accounts": [], "settings": {}},
+            {
+                "id": "this field is required",
+                "accounts": "assign at least one account",
+                "settings.url": "this field is required",
+                "settings.api_token": "this field is required",
+            },
+        ),
+        ({"id": "x", "accounts": ["a"]}, {"gateway": "choose the delivery service (gateway)"}),
+        ({"id": "x", "gateway": "nope", "accounts": ["a"]}, {"gateway": "unknown gateway 'nope'"}),
+        ({**sample_sender("smsc"), "id": "bad id!"}, {"id": "use 1 to 64 letters, digits, - or _"}),
+        (sample_sender("smsc", settings={**sample_settings("smsc"), "await_delivery_s": "soon"}),
+         {"settings.await_delivery_s": "enter a whole number"}),
+        (sample_sender("smsc", settings={**sample_settings("smsc"), "await_delivery_s": -1}),
+         {"settings.await_delivery_s": "must be a whole number at least 0"}),
+        (sample_sender("sandbox", settings={"failure_rate": 2}), {"settings.failure_rate": "must be at most 1"}),
+        (sample_sender("smsc", settings={**sample_settings("smsc"), "colour": "red"}),
+         {"settings.colour": "not a setting of this gateway"}),
+        (sample_sender("devino", settings={"url": "https://d.test"}),
+         {"settings": "devino needs api_key, or login and password"}),
+        (sample_sender("smsc", verified_phones=["not a phone"]), {"verified_phones": "phone 'not a phone'"}),
+        (sample_sender("smsc", stop_words=["STOP", ""]), {"stop_words": "must not be empty"}),
+        (sample_sender("smsc", rate_limit=0), {"rate_limit": "must be above 0"}),
+        (sample_sender("smsc", accounts="acme"), {"accounts": "must be a list"}),
+        (sample_sender("smsc", colour="red"), {"colour": "unknown field"}),
+        (sample_sender("smsc", settings={**sample_settings("smsc"), "password": MASK}),
+         {"settings": "******** stands for a hidden secret"}),
+        ([sample_sender("smsc")], {"document": "expected a sender object"}),
+    ],
+)  # fmt: skip
+async def test_validation_errors_come_back_per_field(
+    client: Client, registry: SenderRegistry, doc: Any, errors: dict[str, str]
+) -> None:
+    resp = await client.post("/api/senders", json=doc, headers=AUTH)
+    assert resp.status == 422, await resp.text()
+    got = (await resp.json())["errors"]
+    assert set(got) == set(errors), got
+    for field, start in errors.items():
+        assert got[field].startswith(start), (field, got[field])
+    assert await registry.list() == []
+
+
+async def test_a_body_that_is_not_json_is_refused(client: Client) -> None:
+    resp = await client.post("/api/senders", data="{nope", headers={**AUTH, "Content-Type": "application/json"})
+    assert resp.status == 400
+    assert "not valid JSON" in (await resp.json())["error"]
+    resp = await client.post("/api/senders", data="id=x", headers={**AUTH, "Content-Type": "text/plain"})
+    assert resp.status == 415
+    resp = await client.post("/api/senders", data=b"x" * 300_000, headers={**AUTH, "Content-Type": "application/json"})
+    assert resp.status == 413
+
+
+async def test_an_edit_is_validated_per_field_too(client: Client) -> None:
+    await create(client, sample_sender("infobip", "ib"))
+    resp = await client.put("/api/senders/ib", json={"gateway": "infobip", "accounts": []}, headers=AUTH)
+    assert resp.status == 422
+    # the stored api_token is kept, so only the url and the accounts are missing
+    assert set((await resp.json())["errors"]) == {"accounts", "settings.url"}
+    resp = await client.put("/api/senders/ib", json={"gateway": "mts", "accounts": ["a"]}, headers=AUTH)
+    assert set((await resp.json())["errors"]) == {"settings.login", "settings.password"}  # secrets of another kind
+    resp = await client.patch("/api/senders/ib", json={"settings": {"colour": "red"}}, headers=AUTH)
+    assert resp.status == 422
+    assert await resp.json() == {"errors": {"settings.colour": "not a setting of this gateway"}}
+
+
+# -- secrets --------------------------------------------------------------------------------------------
+
+
+async def test_secrets_are_write_only_for_every_kind(
+    admin_settings: Settings, redis: aioredis.Redis, names: Names
+) -> None:
+    key = Fernet.generate_key().decode()
+    settings = msgspec.structs.replace(admin_settings, secret_key=key)
+    registry = SenderRegistry(redis, names, Cipher(key))
+    async with TestClient(TestServer(build_app(AdminConfig(token=TOKEN), settings))) as client:
+        answers = []
+        for kind in KINDS:
+            resp = await client.post("/api/senders", json=sample_sender(kind), headers=AUTH)
+            assert resp.status == 201
+            answers.append(await resp.text())
+            resp = await client.get(f"/api/senders/{kind}-1", headers=AUTH)
+            answers.append(await resp.text())
+            resp = await client.put(f"/api/senders/{kind}-1", json=await resp.json(), headers=AUTH)  # masks back
+            assert resp.status == 200, await resp.text()
+            answers.append(await resp.text())
+            resp = await client.patch(f"/api/senders/{kind}-1", json={"accounts": ["x"]}, headers=AUTH)
+            answers.append(await resp.text())
+            answers.append(await (await client.get(f"/senders/{kind}-1/edit", headers=AUTH)).text())
+        answers.append(await (await client.get("/api/senders", headers=AUTH)).text())
+        answers.append(await (await client.get("/senders", headers=AUTH)).text())
+    assert not [a for a in answers if SECRET in a]
+    assert not [v for v in (await redis.hgetall(names.senders_key)).values() if SECRET.encode() in v]
+    for kind in KINDS:  # the masked secrets sent back kept their values
+        sender = await registry.get(f"{kind}-1")
+        assert sender is not None
+        assert sender.accounts == ["x"]
+        for spec in fields(KIND_SETTINGS[kind]):
+            if spec.secret and spec.name in sample_settings(kind):
+                assert getattr(sender.settings, spec.name) == sample_settings(kind)[spec.name]
+
+
+# -- gateways: one source of truth --------------------------------------------------------------------
+
+
+async def test_gateways_are_the_kinds_and_their_typed_fields(client: Client) -> None:
+    resp = await client.get("/api/gateways", headers=AUTH)
+    gateways = (await resp.json())["gateways"]
+    assert [g["kind"] for g in gateways] == list(KINDS)
+    for g in gateways:
+        cls = KIND_SETTINGS[g["kind"]]
+        assert g["title"] == cls.title
+        assert g["callbacks"] == cls.callbacks
+        assert g["fields"] == [msgspec.to_builtins(f) for f in fields(cls)]
+    resp = await client.get("/api/gateways/infobip", headers=AUTH)
+    infobip = await resp.json()
+    assert [(f["name"], f["required"], f["secret"]) for f in infobip["fields"]] == [
+        ("url", True, False),
+        ("api_token", True, True),
+    ]
+    resp = await client.get("/api/gateways/nope", headers=AUTH)
+    assert resp.status == 404
+
+
+# -- changes reach running processes ----------------------------------------------------------------------
+
+
+async def test_a_running_cache_follows_changes_made_here_without_restart(
+    client: Client, registry: SenderRegistry
+) -> None:
+    cache = SenderCache(registry, poll_s=30)  # the poll is far away: only the change message can do it
+
+    async def until(check: Any) -> None:
+        for _ in range(200):
+            if check():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("the cache did not follow")
+
+    await cache.start()
+    try:
+        await asyncio.sleep(0.1)  # subscribed
+        await create(client, sample_sender("smsc", "live"))
+        await until(lambda: cache.get("live") is not None)
+        await client.patch("/api/senders/live", json={"accounts": ["new-account"]}, headers=AUTH)
+        await until(lambda: (s := cache.get("live")) is not None and s.accounts == ["new-account"])
+        await client.delete("/api/senders/live", headers=AUTH)
+        await until(lambda: cache.get("live") is None)
+    finally:
+        await cache.stop()
+
+
+# -- CSRF ----------------------------------------------------------------------------------------------------
+
+
+async def test_cross_site_requests_are_refused(client: Client, registry: SenderRegistry) -> None:
+    doc = sample_sender("smsc", "csrf")
+    for headers in ({"Origin": "https://evil.test"}, {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site"},
+                    {"Sec-Fetch-Site": "same-site"}):  # fmt: skip
+        resp = await client.post("/api/senders", json=doc, headers={**AUTH, **headers})
+        assert resp.status == 403, headers
+        resp = await client.post("/senders/new", data={"id": "csrf"}, headers={**basic("admin", TOKEN), **headers})
+        assert resp.status == 403, headers
+    assert await registry.list() == []
+    host = f"http://{client.host}:{client.port}"
+    resp = await client.post(
+        "/api/senders", json=doc, headers={**AUTH, "Origin": host, "Sec-Fetch-Site": "same-origin"}
+    )
+    assert resp.status == 201
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf_token" value="([0-9a-f]{64})"', html)
+    assert found, "no CSRF token on the page"
+    return found.group(1)
+
+
+async def test_a_form_post_needs_the_token_bound_to_the_cookie(client: Client, registry: SenderRegistry) -> None:
+    page = basic("admin", TOKEN)
+    form = {"id": "f1", "accounts": "acme", "gateway": "mts", "settings.login": "l", "settings.password": "p"}
+    resp = await client.post("/senders/new", data=form, headers=page)  # no cookie, no token
+    assert resp.status == 403
+    assert "Reload the page" in await resp.text()
+    resp = await client.get("/senders/new", headers=page)
+    assert "SameSite=Strict" in resp.headers["Set-Cookie"]
+    assert "HttpOnly" in resp.headers["Set-Cookie"]
+    token = csrf_of(await resp.text())
+    resp = await client.post("/senders/new", data={**form, "csrf_token": "0" * 64}, headers=page)
+    assert resp.status == 403
+    async with ClientSession() as other:  # a token is bound to its cookie: it does not work with another
+        resp = await other.post(
+            f"http://{client.host}:{client.port}/senders/new", data={**form, "csrf_token": token}, headers=page
+        )
+        assert resp.status == 403
+    assert await registry.list() == []
+    resp = await client.post("/senders/new", data={**form, "csrf_token": token}, headers=page, allow_redirects=False)
+    assert resp.status == 303
+    assert [s.id for s in await registry.list()] == ["f1"]
+
+
+# -- the page, without a browser ---------------------------------------------------------------------------
+
+
+async def test_the_form_page_creates_edits_and_deletes(client: Client, registry: SenderRegistry) -> None:
+    page = basic("admin", TOKEN)
+    resp = await client.get("/", headers=page)
+    assert "No senders yet" in await resp.text()
+    token = csrf_of(await (await client.get("/senders/new?gateway=infobip", headers=page)).text())
+
+    form = {"csrf_token": token, "id": "ib", "accounts": "acme, acme-promo", "gateway": "infobip",
+            "shown_gateway": "infobip", "settings.url": "", "settings.api_token": "tok",
+            "verified_caller_ids": "ACME", "callbacks_section": "1", "stop_words": "STOP, СТОП",
+            "add_to_global_suppress": "true", "rate_limit": "fast"}  # fmt: skip
+    resp = await client.post("/senders/new", data=form, headers=page)
+    assert resp.status == 422
+    html = await resp.text()
+    assert 'id="e-f-infobip-url"' in html
+    assert re.search(r'id="e-f-infobip-url"><span class="visually-hidden">Error: </span>This field is required', html)
+    assert 'id="e-rate_limit"' in html
+    assert 'value="tok"' not in html  # a typed secret is never sent back
+    assert 'value="acme, acme-promo"' in html  # everything else is
+
+    resp = await client.post(
+        "/senders/new", data={**form, "settings.url": "https://ib.test", "rate_limit": "7.5"}, headers=page
+    )
+    assert resp.status == 200  # after the redirect
+    assert str(resp.url).endswith("/senders/ib/edit?created=1")
+    html = await resp.text()
+    sender = await registry.get("ib")
+    assert sender is not None
+    assert sender.accounts == ["acme", "acme-promo"]
+    assert sender.stop_words == ["STOP", "СТОП"]
+    assert sender.add_to_global_suppress
+    assert sender.rate_limit == 7.5
+    assert f"sms_infobip?sender=ib&amp;token={sender.webhook_token}" in html
+    assert "Sender created." in html
+
+    edit = {**form, "csrf_token": csrf_of(html), "settings.url": "https://ib2.test", "settings.api_token": "",
+            "rate_limit": "", "accounts": "acme"}  # fmt: skip
+    resp = await client.post("/senders/ib/edit", data=edit, headers=page)
+    assert str(resp.url).endswith("/senders/ib/edit?saved=1")
+    after = await registry.get("ib")
+    assert after is not None
+    assert after.settings.api_token == "tok"  # type: ignore[attr-defined]  # blank keeps the secret
+    assert after.settings.url == "https://ib2.test"  # type: ignore[attr-defined]
+    assert after.rate_limit is None
+    assert after.webhook_token == sender.webhook_token
+
+    resp = await client.post("/senders/ib/delete", data={"csrf_token": csrf_of(html)}, headers=page)
+    assert resp.status == 200
+    assert "Delete sender <code>ib</code>?" in await resp.text()  # no script to ask: the page asks
+    assert await registry.get("ib") is not None
+    resp = await client.post("/senders/ib/delete", data={"csrf_token": csrf_of(html), "confirmed": "yes"}, headers=page)
+    assert str(resp.url).endswith("/senders?deleted=ib")
+    assert "Sender ib deleted." in await resp.text()
+    assert await registry.get("ib") is None
+    resp = await client.get("/senders/ib/edit", headers=page)
+    assert resp.status == 404
+
+
+async def test_without_script_changing_the_gateway_posts_back_for_its_fields(client: Client) -> None:
+    page = basic("admin", TOKEN)
+    html = await (await client.get("/senders/new", headers=page)).text()
+    assert re.search(r'<fieldset class="card gateway" id="gw-infobip" data-gateway="infobip" hidden disabled>', html)
+    form = {"csrf_token": csrf_of(html), "action": "switch", "id": "x", "accounts": "a", "gateway": "seventech",
+            "shown_gateway": "", "stop_words": "STOP"}  # fmt: skip
+    resp = await client.post("/senders/new", data=form, headers=page)
+    assert resp.status == 200
+    html = await resp.text()
+    assert re.search(r'id="gw-seventech" data-gateway="seventech">', html)  # shown, enabled
+    assert re.search(r'id="gw-infobip" data-gateway="infobip" hidden disabled>', html)
+    assert 'id="f-seventech-shorten_links"' in html
+    assert "This field is required" not in html  # switching is not saving
+
+
+async def test_pages_send_security_headers(client: Client) -> None:
+    for path in ("/senders", "/api/senders", "/senders/new"):
+        resp = await client.get(path, headers=AUTH)
+        assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+        assert resp.headers["X-Frame-Options"] == "DENY"
+        assert resp.headers["Cache-Control"] == "no-store"
+
+
+# -- the command -------------------------------------------------------------------------------------------
+
+
+def test_the_command_refuses_to_start_without_a_token(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "_extra_commands", lambda: [add_admin])
+    monkeypatch.delenv("SMSFLEET_ADMIN_TOKEN", raising=False)
+    assert cli.main(["admin"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("smsfleet: error: SMSFLEET_ADMIN_TOKEN is not set")
+    monkeypatch.setenv("SMSFLEET_ADMIN_TOKEN", "short")
+    assert cli.main(["admin"]) == 2
+    assert "at least 16 characters" in capsys.readouterr().err
+
+
+def test_the_command_says_in_one_line_what_stops_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], redis_url: str, namespace: str
+) -> None:
+    monkeypatch.setattr(cli, "_extra_commands", lambda: [add_admin])
+    monkeypatch.setenv("SMSFLEET_ADMIN_TOKEN", TOKEN)
+    monkeypatch.setenv("SMSFLEET_NAMESPACE", namespace)
+    monkeypatch.setenv("SMSFLEET_SECRET_KEY", "not-a-key")
+    assert cli.main(["admin"]) == 2
+    assert "SMSFLEET_SECRET_KEY must be a Fernet key" in capsys.readouterr().err
+    monkeypatch.delenv("SMSFLEET_SECRET_KEY")
+    monkeypatch.setenv("SMSFLEET_REDIS_URL", "redis://127.0.0.1:1/0")
+    assert cli.main(["admin"]) == 1
+    assert capsys.readouterr().err.startswith("smsfleet: cannot reach Redis")
+    monkeypatch.setenv("SMSFLEET_REDIS_URL", redis_url)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert cli.main(["admin", "--port", str(taken.getsockname()[1])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("smsfleet: error: cannot listen on 127.0.0.1:")
+    assert err.count("\n") == 1
+
+
+async def test_serve_listens_on_loopback_and_stops(admin_settings: Settings, redis: aioredis.Redis) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(AdminConfig(token=TOKEN), admin_settings, "127.0.0.1", port, stop))
+    try:
+        async with ClientSession() as http:
+            for _ in range(100):
+                try:
+                    resp = await http.get(f"http://127.0.0.1:{port}/api/senders", headers=AUTH)
+                    break
+                except OSError:
+                    await asyncio.sleep(0.05)
+            assert resp.status == 200
+            assert await resp.json() == {"senders": []}
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
