@@ -45,7 +45,7 @@ async def _watch_queues(rt: Runtime, queues: Sequence[str], health: _Health) -> 
     while True:
         with contextlib.suppress(Exception):
             for name in queues:
-                queue = await rt.publish_channel.declare_queue(name, passive=True)
+                queue = await rt.publish_channel.declare_queue(name, passive=True, robust=False)  # fresh counts
                 depth = queue.declaration_result.message_count or 0
                 metrics.QUEUE_DEPTH.labels(name).set(depth)
                 if depth == 0:

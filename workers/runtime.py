@@ -14,7 +14,7 @@ from typing import Any
 import aio_pika
 import aiohttp
 import redis.asyncio as aioredis
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 
 from smsfleet import metrics
 from smsfleet.contracts import ErrorInfo, SendJob, State, StatusEvent, encode, now
@@ -61,8 +61,8 @@ class Runtime:
     settings: Settings
     names: Names
     connection: AbstractRobustConnection
-    consume_channel: AbstractChannel
-    publish_channel: AbstractChannel
+    consume_channel: AbstractRobustChannel
+    publish_channel: AbstractRobustChannel
     redis: aioredis.Redis
     http: aiohttp.ClientSession
     senders: SenderCache

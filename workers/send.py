@@ -100,7 +100,9 @@ class SendWorker:
     # -- consuming ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._queue = await self.rt.consume_channel.get_queue(self.rt.names.send_queue(self.kind), ensure=False)
+        self._queue = await self.rt.consume_channel.get_queue(
+            self.rt.names.send_queue(self.kind)
+        )  # declared: restored after a reconnect
         await self._consume()
         log.info("worker.started", gateway=self.kind, concurrency=self.policy.concurrency)
 

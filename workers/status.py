@@ -57,7 +57,9 @@ class StatusWorker:
         self.in_flight: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._queue = await self.rt.consume_channel.get_queue(self.rt.names.status_queue, ensure=False)
+        self._queue = await self.rt.consume_channel.get_queue(
+            self.rt.names.status_queue
+        )  # declared: restored after a reconnect
         self._tag = await self._queue.consume(self._on_message)
         log.info("worker.started", role="status")
 
