@@ -10,17 +10,15 @@ number ends `suppressed`.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import unicodedata
 
 import msgspec
 import structlog
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
-from redis.exceptions import RedisError
+from aio_pika.abc import AbstractIncomingMessage
 
 from smsfleet.contracts import InboundEvent, InboundMessage, SuppressionEvent, encode, now
 
+from .consumer import QueueConsumer
 from .runtime import Runtime
 
 __all__ = ["InboundWorker", "is_stop_word", "normalize_word"]
@@ -49,50 +47,16 @@ def is_stop_word(text: str, stop_words: list[str]) -> bool:
     return bool(word) and any(word == normalize_word(w) for w in stop_words)
 
 
-class InboundWorker:
+class InboundWorker(QueueConsumer):
+    role = "suppression"
+
     def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
-        self._queue: AbstractQueue | None = None
-        self._tag: str | None = None
-        self.in_flight: set[asyncio.Task[None]] = set()
+        super().__init__(rt, rt.names.inbound_queue)
 
-    async def start(self) -> None:
-        self._queue = await self.rt.consume_channel.get_queue(
-            self.rt.names.inbound_queue
-        )  # declared: restored after a reconnect
-        self._tag = await self._queue.consume(self._on_message)
-        log.info("worker.started", role="suppression")
+    async def handle(self, msg: AbstractIncomingMessage) -> None:
+        await self.handle_sms(_decoder.decode(msg.body))
 
-    async def drain(self, grace_s: float) -> None:
-        if self._queue is not None and self._tag is not None:
-            with contextlib.suppress(Exception):
-                await self._queue.cancel(self._tag)
-        if self.in_flight:
-            await asyncio.wait(set(self.in_flight), timeout=grace_s)
-
-    async def _on_message(self, msg: AbstractIncomingMessage) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.in_flight.add(task)
-        try:
-            await self.handle(_decoder.decode(msg.body))
-            await msg.ack()
-        except msgspec.DecodeError as exc:
-            await self.rt.dead_letter(msg.body, "malformed", str(exc), msg.routing_key or "", msg.message_id)
-            await msg.ack()
-        except (RedisError, OSError) as exc:
-            log.warning("worker.redis_unavailable", role="suppression", error=str(exc))
-            await asyncio.sleep(1.0)
-            with contextlib.suppress(Exception):
-                await msg.nack(requeue=True)
-        except Exception:
-            log.exception("inbound.crashed")
-            with contextlib.suppress(Exception):
-                await msg.nack(requeue=True)
-        finally:
-            self.in_flight.discard(task)
-
-    async def handle(self, sms: InboundMessage) -> None:
+    async def handle_sms(self, sms: InboundMessage) -> None:
         sender = self.rt.senders.get(sms.sender)
         if sender is not None and is_stop_word(sms.text, sender.stop_words):
             accounts: list[str | None] = [*sender.accounts]

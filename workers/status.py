@@ -14,20 +14,19 @@ that are not final, late, duplicated or out of order change nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
 import msgspec
 import structlog
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
-from redis.exceptions import RedisError
+from aio_pika.abc import AbstractIncomingMessage
 
 from gateways import Gateway, GatewayError, StatusRef, gateway_class
 from smsfleet import metrics
 from smsfleet.contracts import ErrorInfo, ReportMessage, SendJob, State, encode
 from smsfleet.senders import Sender
 
+from .consumer import QueueConsumer
 from .delays import remaining
 from .ratelimit import RateLimitWait
 from .runtime import Runtime, status_event
@@ -46,63 +45,25 @@ _FAILED_FIRST = (State.REJECTED, State.UNDELIVERED, State.EXPIRED)
 MAX_RECHECK_INTERVAL_S = 3600.0
 
 
-class StatusWorker:
-    def __init__(self, rt: Runtime, *, concurrency: int = 50) -> None:
-        self.rt = rt
-        self.concurrency = concurrency
+class StatusWorker(QueueConsumer):
+    role = "status"
+
+    def __init__(self, rt: Runtime) -> None:
+        super().__init__(rt, rt.names.status_queue)
         self.horizon_s = rt.settings.status_horizon_s
         self._gateways: dict[str, tuple[Sender, Gateway[Any]]] = {}
-        self._queue: AbstractQueue | None = None
-        self._tag: str | None = None
-        self.in_flight: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> None:
-        self._queue = await self.rt.consume_channel.get_queue(
-            self.rt.names.status_queue
-        )  # declared: restored after a reconnect
-        self._tag = await self._queue.consume(self._on_message)
-        log.info("worker.started", role="status")
-
-    async def drain(self, grace_s: float) -> None:
-        if self._queue is not None and self._tag is not None:
-            with contextlib.suppress(Exception):
-                await self._queue.cancel(self._tag)
-        if self.in_flight:
-            await asyncio.wait(set(self.in_flight), timeout=grace_s)
-
-    async def _on_message(self, msg: AbstractIncomingMessage) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.in_flight.add(task)
-        try:
-            wait = remaining(msg)
-            if wait >= 1.0:
-                await self.rt.delayer.delay(
-                    msg.body, routing_key=msg.routing_key or "", target="internal", seconds=wait
-                )
-                await msg.ack()
-                return
-            await asyncio.sleep(wait)
-            key = msg.routing_key or ""
-            if key.startswith("recheck."):
-                await self.recheck(_recheck_decoder.decode(msg.body))
-            elif key.startswith("report."):
-                await self.report(_report_decoder.decode(msg.body), key)
-            await msg.ack()
-        except msgspec.DecodeError as exc:
-            await self.rt.dead_letter(msg.body, "malformed", str(exc), msg.routing_key or "", msg.message_id)
-            await msg.ack()
-        except (RedisError, OSError) as exc:
-            log.warning("worker.redis_unavailable", role="status", error=str(exc))
-            await asyncio.sleep(1.0)
-            with contextlib.suppress(Exception):
-                await msg.nack(requeue=True)
-        except Exception:
-            log.exception("recheck.crashed")
-            with contextlib.suppress(Exception):
-                await msg.nack(requeue=True)
-        finally:
-            self.in_flight.discard(task)
+    async def handle(self, msg: AbstractIncomingMessage) -> None:
+        wait = remaining(msg)
+        if wait >= 1.0:  # a long wait spans several tiers: on to the next
+            await self.rt.delayer.delay(msg.body, routing_key=msg.routing_key or "", target="internal", seconds=wait)
+            return
+        await asyncio.sleep(wait)
+        key = msg.routing_key or ""
+        if key.startswith("recheck."):
+            await self.recheck(_recheck_decoder.decode(msg.body))
+        elif key.startswith("report."):
+            await self.report(_report_decoder.decode(msg.body), key)
 
     def _gateway(self, sender: Sender) -> Gateway[Any]:
         cached = self._gateways.get(sender.id)

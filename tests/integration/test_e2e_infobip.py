@@ -130,6 +130,11 @@ async def test_pushed_reports_and_stop_replies(
                 return all([await store.is_suppressed(a, n) for a in ("acme", "acme-promo") for n in stopped])
 
             await until(suppressed)
+            sent_before = len(infobip.sent("/sms/3/messages"))  # the next job to a stopped number sends nothing
+            await send(amqp, names, "infobip.i1", {"i-after": {"to": "+79161234567", "text": "Last chance!"}})
+            await until_seen(events, ["i-after"], 1)
+            assert len(infobip.sent("/sms/3/messages")) == sent_before
+        assert states(events, "i-after") == ["suppressed"]
         assert not await store.is_suppressed("acme", "+79169876543")
     assert states(events, "i-hook") == ["accepted", "delivered"]
     assert [e.provider_message_id for e in events["i-hook"]] == ["i-hook", "i-hook"]

@@ -124,3 +124,43 @@ async def test_rabbitmq_restarted_mid_run_loses_nothing(
     counts = no_job_sent_twice(fake, job_ids)
     print(f"\nRabbitMQ restarted after {sent_before} of {n} sent; all final; {counts}")
     assert set(states.values()) == {"delivered"}
+
+
+@pytest.mark.timeout(120)
+async def test_the_receiver_asks_for_a_retry_while_the_broker_is_down_and_stores_the_retry_once(
+    settings: Settings, names: Names, redis: aioredis.Redis, amqp: aio_pika.abc.AbstractRobustConnection
+) -> None:
+    rabbitmqctl = shutil.which("rabbitmqctl")
+    if rabbitmqctl is None or ("127.0.0.1" not in settings.amqp_url and "localhost" not in settings.amqp_url):
+        pytest.skip("needs the local RabbitMQ to stop")
+    from aiohttp.test_utils import TestClient, TestServer  # noqa: PLC0415
+
+    from smsfleet.senders import SenderRegistry, parse_sender, receiving_url  # noqa: PLC0415
+    from tests.integration.test_webhooks import path_of  # noqa: PLC0415
+    from webhooks import Receiver, build_app  # noqa: PLC0415
+
+    doc = {"id": "sbx", "gateway": "sandbox", "accounts": ["acme"]}
+    sender = await SenderRegistry(redis, names).create(parse_sender(doc))
+    url = path_of(receiving_url(sender, settings.public_url) or "")
+    inbound = {"from": "+79161234567", "to": "ACME", "text": "hello"}
+    async with TestClient(TestServer(build_app(Receiver(settings)))) as client:
+        await asyncio.to_thread(subprocess.run, [rabbitmqctl, "stop_app"], check=True, capture_output=True)
+        try:
+            reply = await client.post(url, json=inbound)
+            assert reply.status == 503  # the provider will retry
+            assert reply.headers["Retry-After"]
+        finally:
+            await asyncio.to_thread(subprocess.run, [rabbitmqctl, "start_app"], check=True, capture_output=True)
+            await asyncio.to_thread(subprocess.run, [rabbitmqctl, "await_startup"], check=True, capture_output=True)
+        deadline = time.monotonic() + 60
+        while (await client.get("/readyz")).status != 200:  # the receiver reconnects by itself
+            assert time.monotonic() < deadline, "the receiver did not reconnect"
+            await asyncio.sleep(0.5)
+        assert (await client.post(url, json=inbound)).status == 200  # the provider's retry
+    connection = await aio_pika.connect(settings.amqp_url)  # the fixture's own may still be reconnecting
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(names.inbound_queue, passive=True)
+        assert queue.declaration_result.message_count == 1  # stored once: the refused attempt stored nothing
+    finally:
+        await connection.close()

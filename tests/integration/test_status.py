@@ -1,0 +1,152 @@
+"""Delivery status on the real broker and Redis: rechecks on time, the horizon, early and disordered reports,
+and a worker killed in the middle of its rechecks."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import aio_pika
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+
+from gateways.smsc import smsc_id
+from smsfleet.contracts import SendJob, StatusEvent
+from smsfleet.senders import SenderRegistry, parse_sender, receiving_url
+from smsfleet.settings import Settings
+from smsfleet.topology import Names, message
+from tests.fakes.smsc import FakeSmsc
+from tests.integration.test_outages import all_final
+from tests.integration.test_send_worker import fleet, until
+from tests.integration.test_webhooks import path_of
+from tests.integration.test_worker_chaos import TimedRequests, create_sender, publish_jobs, workers
+from webhooks import Receiver, build_app
+from workers.ledger import Ledger
+
+STATUS_PHP = "/sys/status.php"
+
+
+class Events:
+    """Status events of this namespace, in order of arrival."""
+
+    def __init__(self) -> None:
+        self.seen: list[StatusEvent] = []
+
+    async def on_message(self, msg: aio_pika.abc.AbstractIncomingMessage) -> None:
+        self.seen.append(msgspec.json.decode(msg.body, type=StatusEvent))
+        await msg.ack()
+
+    def states(self, job_id: str) -> list[str]:
+        return [e.state.value for e in self.seen if e.job_id == job_id]
+
+
+async def listen(channel: aio_pika.abc.AbstractChannel, names: Names) -> Events:
+    events = Events()
+    queue = await channel.declare_queue(exclusive=True)
+    await queue.bind(names.events_exchange, "status.*")
+    await queue.consume(events.on_message)
+    return events
+
+
+async def smsc_sender(redis: aioredis.Redis, names: Names, fake: FakeSmsc, await_s: int) -> None:
+    settings = {"login": fake.login, "password": fake.password, "await_delivery_s": await_s, "base_url": fake.url}
+    await SenderRegistry(redis, names).create(
+        parse_sender({"id": "s1", "gateway": "smsc", "accounts": ["acme"], "settings": settings})
+    )
+
+
+def job(job_id: str, sender: str = "s1", phone: str = "+79161234567") -> bytes:
+    return msgspec.json.encode(SendJob(id=job_id, sender=sender, account="acme", to=phone, text="hi"))
+
+
+async def test_the_first_recheck_waits_await_delivery_and_polls_to_delivered(
+    settings: Settings, names: Names, redis: aioredis.Redis, amqp: aio_pika.abc.AbstractConnection
+) -> None:
+    async with FakeSmsc("acme", "pw") as fake:  # messages stay "handed to the operator" until set
+        fake.requests = TimedRequests()
+        await smsc_sender(redis, names, fake, await_s=5)
+        async with amqp.channel() as channel, fleet(settings, ["smsc"]):
+            events = await listen(channel, names)
+            exchange = await channel.get_exchange(names.send_exchange)
+            await exchange.publish(message(job("p1")), routing_key="smsc.s1")
+            await until(lambda: fake.messages)
+            fake.set_status(smsc_id("p1"), "79161234567", 1)
+            await until(lambda: "delivered" in events.states("p1"), within=15)
+    sent_at = next(t for t, (path, _) in zip(fake.requests.times, fake.requests, strict=True) if path != STATUS_PHP)
+    checks = [t for t, (path, _) in zip(fake.requests.times, fake.requests, strict=True) if path == STATUS_PHP]
+    assert checks, "no status lookup"
+    assert checks[0] - sent_at >= 5.0, f"first lookup {checks[0] - sent_at:.2f} s after the send"
+    assert events.states("p1") == ["accepted", "delivered"]
+
+
+async def test_a_message_never_finalised_ends_unknown_at_the_horizon(
+    settings: Settings, names: Names, redis: aioredis.Redis, amqp: aio_pika.abc.AbstractConnection
+) -> None:
+    short = msgspec.structs.replace(settings, status_horizon_s=4.0)
+    async with FakeSmsc("acme", "pw") as fake:
+        await smsc_sender(redis, names, fake, await_s=1)
+        async with amqp.channel() as channel, fleet(short, ["smsc"]):
+            events = await listen(channel, names)
+            exchange = await channel.get_exchange(names.send_exchange)
+            await exchange.publish(message(job("h1")), routing_key="smsc.s1")
+            await until(lambda: "unknown" in events.states("h1"), within=15)
+    final = next(e for e in events.seen if e.job_id == "h1" and e.state.value == "unknown")
+    assert final.error is not None
+    assert final.error.code == "no_final_report"
+    assert sum(path == STATUS_PHP for path, _ in fake.requests) >= 2  # it kept asking until the horizon
+
+
+async def test_early_duplicate_and_disordered_reports_give_one_delivered_event(
+    settings: Settings, names: Names, redis: aioredis.Redis, amqp: aio_pika.abc.AbstractConnection
+) -> None:
+    # the sandbox takes 1.5 s to answer the send, so the reports below arrive before its reply is stored
+    doc = {"id": "slow", "gateway": "sandbox", "accounts": ["acme"],
+           "settings": {"latency_ms": 1500, "await_delivery_s": 3600}}  # fmt: skip
+    sender = await SenderRegistry(redis, names).create(parse_sender(doc))
+    url = path_of(receiving_url(sender, settings.public_url) or "")
+    from aiohttp.test_utils import TestClient, TestServer  # noqa: PLC0415
+
+    async with (
+        amqp.channel() as channel,
+        fleet(settings, ["sandbox"]),
+        TestClient(TestServer(build_app(Receiver(settings)))) as client,
+    ):
+        events = await listen(channel, names)
+        exchange = await channel.get_exchange(names.send_exchange)
+        await exchange.publish(message(job("early", "slow")), routing_key="sandbox.slow")
+        await asyncio.sleep(0.3)
+        for state in ("delivered", "accepted", "delivered"):
+            assert (await client.post(url, json={"job_id": "early", "state": state})).status == 200
+        assert (await Ledger(redis, names).get("early")).get("phase") != "accepted"  # the reports came first
+        await until(lambda: "delivered" in events.states("early"), within=20)
+        await asyncio.sleep(2.0)  # time for any duplicate to show
+    assert Counter(events.states("early")) == Counter({"accepted": 1, "delivered": 1})
+
+
+@pytest.mark.slow
+@pytest.mark.chaos
+@pytest.mark.timeout(180)
+async def test_a_worker_killed_mid_recheck_loses_no_recheck(
+    settings: Settings, names: Names, redis: aioredis.Redis, amqp: aio_pika.abc.AbstractRobustConnection, tmp_path: Path
+) -> None:
+    n = 300
+    job_ids = [f"mr-{i:03d}" for i in range(n)]
+    async with FakeSmsc("acme", "pw", initial_status=1, latency=0.05) as fake:
+        await create_sender(redis, names, fake)  # await_delivery_s 1
+        await publish_jobs(amqp, names, "s1", job_ids)
+        with workers(settings, tmp_path) as fleet_:
+            first = fleet_.start()
+            deadline = time.monotonic() + 60
+            while sum(path == STATUS_PHP for path, _ in fake.requests) < n // 3:
+                assert time.monotonic() < deadline, "rechecks did not start"
+                await asyncio.sleep(0.01)
+            first.kill()  # in the middle of the rechecks
+            assert await fleet_.wait(first, 10) == -signal.SIGKILL
+            second = fleet_.start()
+            states = await all_final(redis, names, job_ids, 90)
+            assert await fleet_.stop(second) == 0
+    assert set(states.values()) == {"delivered"}
