@@ -52,11 +52,12 @@ async def listen(channel: aio_pika.abc.AbstractChannel, names: Names) -> Events:
     return events
 
 
-async def smsc_sender(redis: aioredis.Redis, names: Names, fake: FakeSmsc, await_s: int) -> None:
+async def smsc_sender(
+    redis: aioredis.Redis, names: Names, fake: FakeSmsc, await_s: int, rate_limit: float | None = None
+) -> None:
     settings = {"login": fake.login, "password": fake.password, "await_delivery_s": await_s, "base_url": fake.url}
-    await SenderRegistry(redis, names).create(
-        parse_sender({"id": "s1", "gateway": "smsc", "accounts": ["acme"], "settings": settings})
-    )
+    doc = {"id": "s1", "gateway": "smsc", "accounts": ["acme"], "settings": settings, "rate_limit": rate_limit}
+    await SenderRegistry(redis, names).create(parse_sender(doc))
 
 
 def job(job_id: str, sender: str = "s1", phone: str = "+79161234567") -> bytes:
@@ -150,3 +151,61 @@ async def test_a_worker_killed_mid_recheck_loses_no_recheck(
             states = await all_final(redis, names, job_ids, 90)
             assert await fleet_.stop(second) == 0
     assert set(states.values()) == {"delivered"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+async def test_5000_jobs_with_pushed_and_polled_reports_each_get_one_final_event(
+    settings: Settings, names: Names, redis: aioredis.Redis, amqp: aio_pika.abc.AbstractConnection
+) -> None:
+    """Half the jobs go to SMSC (polled), half to a sandbox sender whose reports are pushed to the receiver
+    as a provider would, as soon as each job is accepted."""
+    from aiohttp.test_utils import TestClient, TestServer  # noqa: PLC0415
+
+    from smsfleet import metrics  # noqa: PLC0415
+
+    n = 2500
+    doc = {
+        "id": "push",
+        "gateway": "sandbox",
+        "accounts": ["acme"],
+        "settings": {"latency_ms": 0, "await_delivery_s": 3600},
+    }
+    pusher = await SenderRegistry(redis, names).create(parse_sender(doc))
+    url = path_of(receiving_url(pusher, settings.public_url) or "")
+    matched = metrics.REPORTS.labels("sandbox", "matched")
+    unmatched = metrics.REPORTS.labels("sandbox", "unmatched")
+    matched_before, unmatched_before = matched._value.get(), unmatched._value.get()
+    async with FakeSmsc("acme", "pw", initial_status=1) as fake:
+        await smsc_sender(redis, names, fake, await_s=1, rate_limit=2000)  # SMSC's default 30/s: 3 minutes
+        async with (
+            amqp.channel() as channel,
+            fleet(settings, ["smsc", "sandbox"]),
+            TestClient(TestServer(build_app(Receiver(settings)))) as client,
+        ):
+            events = await listen(channel, names)
+            exchange = await channel.get_exchange(names.send_exchange)
+            for i in range(n):
+                phone = f"+7916{i:07d}"
+                await exchange.publish(message(job(f"poll-{i}", "s1", phone)), routing_key="smsc.s1")
+                await exchange.publish(message(job(f"push-{i}", "push", phone)), routing_key="sandbox.push")
+            read, delivered = 0, set()
+
+            async def push_accepted() -> bool:
+                nonlocal read
+                fresh, read = events.seen[read:], len(events.seen)
+                for event in fresh:
+                    if event.state.value == "delivered":
+                        delivered.add(event.job_id)
+                    elif event.state.value == "accepted" and event.job_id.startswith("push-"):
+                        body = {"id": event.provider_message_id, "state": "delivered"}
+                        assert (await client.post(url, json=body)).status == 200
+                return len(delivered) == 2 * n
+
+            await until(push_accepted, within=200)
+            await asyncio.sleep(2.0)  # time for any duplicate to show
+    finals = Counter(e.job_id for e in events.seen if e.state.value != "accepted")
+    assert len(finals) == 2 * n
+    assert set(finals.values()) == {1}, "a job with more than one final event"
+    assert matched._value.get() - matched_before == n
+    assert unmatched._value.get() == unmatched_before
