@@ -31,7 +31,7 @@ import aiohttp
 import msgspec
 import redis.asyncio as aioredis
 import structlog
-from aio_pika.abc import AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from aiohttp import web
 
 from gateways import CallbackRequest, Gateway, gateway_class
@@ -62,6 +62,7 @@ class Receiver:
         self.names = Names(settings.namespace)
         self.rapporto_nets = [ipaddress.ip_network(ip, strict=False) for ip in rapporto_ips]
         self.connection: AbstractRobustConnection | None = None
+        self.channel: AbstractChannel | None = None
         self.exchange: AbstractExchange | None = None
         self.redis: aioredis.Redis | None = None
         self.senders: SenderCache | None = None
@@ -75,9 +76,9 @@ class Receiver:
         await self.senders.start()
         self.http = aiohttp.ClientSession()  # adapters want one; parsing callbacks makes no request
         self.connection = await aio_pika.connect_robust(self.settings.amqp_url)
-        channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
-        await declare(channel, self.names)
-        self.exchange = await channel.get_exchange(self.names.internal_exchange, ensure=False)
+        self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        await declare(self.channel, self.names)
+        self.exchange = await self.channel.get_exchange(self.names.internal_exchange, ensure=False)
 
     async def stop(self, _: web.Application | None = None) -> None:
         if self.connection is not None:
@@ -91,7 +92,9 @@ class Receiver:
 
     @property
     def ready(self) -> bool:
-        return self.connection is not None and not self.connection.is_closed
+        """The broker connection and the publishing channel are open (after a reconnect, both again)."""
+        connected = self.connection is not None and not self.connection.is_closed
+        return connected and self.channel is not None and not self.channel.is_closed
 
     def adapter(self, sender: Sender) -> Gateway[Any]:
         assert self.http is not None
