@@ -16,6 +16,8 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from ._serve import serve
+
 __all__ = ["FakeProvider", "Seen"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -62,11 +64,7 @@ class FakeProvider:
         app = web.Application()
         for method, path, handler in self.routes():
             app.router.add_route(method, path, handler)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._runner, self.url = await serve(app)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

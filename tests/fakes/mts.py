@@ -30,6 +30,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from ._serve import serve
+
 __all__ = ["FakeMessage", "FakeMts", "FakeServer", "Seen"]
 
 
@@ -85,11 +87,7 @@ class FakeServer:
         app = web.Application()
         for method, path in self.routes:
             app.router.add_route(method, path, self._entry)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._runner, self.url = await serve(app)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

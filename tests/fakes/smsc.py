@@ -35,6 +35,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from ._serve import serve
+
 __all__ = ["ERROR_TEXTS", "FakeMessage", "FakeSmsc"]
 
 ERROR_TEXTS = {
@@ -118,11 +120,7 @@ class FakeSmsc:
         app = web.Application()
         app.router.add_route("*", "/sys/send.php", self._handle)
         app.router.add_route("*", "/sys/status.php", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._runner, self.url = await serve(app)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
