@@ -126,6 +126,9 @@ class Events:
         if event.state in FINAL_STATES:
             self.final.add(event.job_id)
 
+    def finals(self, job_id: str) -> list[StatusEvent]:
+        return [e for e in self.by_job.get(job_id, ()) if e.state in FINAL_STATES]
+
     def final_states(self, job_id: str) -> set[State]:
         return {e.state for e in self.by_job.get(job_id, ()) if e.state in FINAL_STATES}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,80 +24,19 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateways.smsc import smsc_id
-from smsfleet.contracts import FINAL_STATES, State, StatusEvent
+from smsfleet.contracts import State
 from smsfleet.senders import SenderRegistry, parse_sender
 from smsfleet.settings import Settings
 from smsfleet.suppression import SuppressionStore
 from smsfleet.topology import HEADER_REASON_CODE, Names, message
 from tests.fakes.smsc import FakeSmsc
+from tests.integration.test_worker_chaos import Events
 from workers import SendPolicy, run_workers
 
-_event_decoder = msgspec.json.Decoder(StatusEvent)
 SEND_PHP = "/sys/send.php"
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
-
-
-class Events:
-    """Every status event of a namespace, by job id, from an exclusive queue bound to `status.*`."""
-
-    def __init__(self) -> None:
-        self.by_job: dict[str, list[StatusEvent]] = defaultdict(list)
-        self.final: set[str] = set()
-
-    @classmethod
-    @contextlib.asynccontextmanager
-    async def listen(cls, connection: aio_pika.abc.AbstractRobustConnection, names: Names) -> AsyncIterator[Events]:
-        events = cls()
-        async with connection.channel() as channel:
-            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-            await queue.bind(names.events_exchange, routing_key="status.*")
-            tag = await queue.consume(events._on_message, no_ack=True)
-            yield events
-            await queue.cancel(tag)
-
-    async def _on_message(self, msg: aio_pika.abc.AbstractIncomingMessage) -> None:
-        event = _event_decoder.decode(msg.body)
-        self.by_job[event.job_id].append(event)
-        if event.state in FINAL_STATES:
-            self.final.add(event.job_id)
-
-    def finals(self, job_id: str) -> list[StatusEvent]:
-        return [e for e in self.by_job.get(job_id, ()) if e.state in FINAL_STATES]
-
-    async def wait_final(
-        self,
-        job_ids: Iterable[str],
-        timeout: float,  # noqa: ASYNC109 - a polling deadline
-        *,
-        stall: float = 30.0,
-        ledger: tuple[aioredis.Redis, Names] | None = None,
-    ) -> None:
-        """Wait until every job has a final event; fail at `timeout` or after `stall` s without progress,
-        saying in which ledger phase the missing jobs are."""
-        missing = set(job_ids)
-        deadline = time.monotonic() + timeout
-        progress, last = time.monotonic(), len(missing)
-        while True:
-            missing -= self.final
-            if not missing:
-                return
-            if len(missing) != last:
-                progress, last = time.monotonic(), len(missing)
-            now = time.monotonic()
-            if now > deadline or now - progress > stall:
-                phases: Counter[str] = Counter()
-                if ledger is not None:
-                    redis, names = ledger
-                    for job_id in missing:
-                        phase = await redis.hget(names.redis_key("job", job_id), "phase")
-                        phases[phase.decode() if isinstance(phase, bytes) else str(phase)] += 1
-                pytest.fail(
-                    f"{len(missing)} jobs without a final event after {now - progress:.0f} s without progress, "
-                    f"e.g. {sorted(missing)[:3]}; their ledger phases: {dict(phases)}"
-                )
-            await asyncio.sleep(0.05)
 
 
 async def publish_raw(
