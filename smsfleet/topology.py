@@ -38,6 +38,7 @@ __all__ = [
     "Names",
     "TopologyConflict",
     "declare",
+    "publish_json",
 ]
 
 #: redeliveries before a message that keeps failing its handler is dead-lettered
@@ -227,6 +228,40 @@ async def delete(channel: AbstractChannel, names: Names) -> None:
         names.delay_exchange,
     ):
         await channel.exchange_delete(exchange)
+
+
+async def publish_json(
+    channel: AbstractChannel,
+    exchange: str,
+    body: bytes,
+    routing_key: str,
+    *,
+    mandatory: bool = True,
+    confirm_timeout_s: float | None = None,
+    message_id: str | None = None,
+    headers: dict[str, Any] | None = None,
+) -> None:
+    """Publish persistent JSON (the properties of `message`) on the channel's AMQP channel, and wait for the
+    broker's confirm when the channel confirms. The frames `Exchange.publish(message(...))` sends, without
+    aio-pika's Message and Exchange objects, whose building costs as much CPU as the publish itself (the
+    send worker publishes twice per job). A nack, a timeout or (on a channel with `on_return_raises`) a
+    returned message raises as it does through aio-pika."""
+    underlay = await channel.get_underlay_channel()
+    properties = aiormq.spec.Basic.Properties(
+        content_type="application/json",
+        delivery_mode=2,
+        timestamp=datetime.now(UTC),
+        message_id=message_id,
+        headers=headers,
+    )
+    await underlay.basic_publish(
+        body,
+        exchange=exchange,
+        routing_key=routing_key,
+        properties=properties,
+        mandatory=mandatory,
+        timeout=confirm_timeout_s,
+    )
 
 
 def message(body: bytes, **kwargs: Any) -> aio_pika.Message:

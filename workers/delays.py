@@ -13,7 +13,6 @@ import random
 import time
 from typing import Any
 
-import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from smsfleet.topology import (
@@ -23,7 +22,7 @@ from smsfleet.topology import (
     HEADER_TARGET,
     HEADER_TIER,
     Names,
-    message,
+    publish_json,
 )
 
 __all__ = ["Delayer", "attempt_of", "backoff", "remaining"]
@@ -57,7 +56,6 @@ class Delayer:
     def __init__(self, channel: AbstractChannel, names: Names) -> None:
         self.channel = channel
         self.names = names
-        self._exchange: aio_pika.abc.AbstractExchange | None = None
 
     async def delay(
         self,
@@ -70,8 +68,6 @@ class Delayer:
         message_id: str | None = None,
     ) -> None:
         """Publish `body` to come back to `target` (`send`/`internal`) with `routing_key` after `seconds`."""
-        if self._exchange is None:
-            self._exchange = await self.channel.get_exchange(self.names.delay_exchange, ensure=False)
         not_before = int((time.time() + seconds) * 1000)
         tier = tier_for(seconds)
         all_headers = {
@@ -80,8 +76,6 @@ class Delayer:
             HEADER_TARGET: target,
             HEADER_TIER: str(tier),
         }
-        await self._exchange.publish(
-            message(body, headers=all_headers, message_id=message_id),
-            routing_key=routing_key,
-            mandatory=True,
+        await publish_json(
+            self.channel, self.names.delay_exchange, body, routing_key, headers=all_headers, message_id=message_id
         )

@@ -4,7 +4,7 @@
     <ns>:history:<id>   list of transitions {state, at, source, detail}, TTL 7 days (`smsfleet status`)
     <ns>:job:<id>   hash, TTL 7 days (refreshed on every write)
         phase     claimed | calling | retry | accepted | final
-        owner     the delivery that holds the claim (worker id + delivery tag)
+        owner     the delivery that holds the claim (worker instance + a counter)
         state     the last State reported for the job
         pid       provider message id(s), comma-separated
         job       the job JSON (so status reports can emit full events later)
@@ -12,14 +12,14 @@
         emitted   0 between a final state recorded by the status worker and its event confirmed
         attempt   attempts so far
 
-A send happens only after `begin_call` moved the record from `claimed` to `calling` under the same owner
-(compare-and-set in Lua), so two deliveries of one job can never both reach the provider. A record found
-in `calling` means an earlier attempt may have reached the provider: the send is ambiguous.
+The record is claimed, and moved to `calling` when the send may happen now, by the send worker's admission
+script (`admission`); a claim that must first wait for its rate-limit slot moves to `calling` with
+`begin_call` (compare-and-set on the owner, in Lua), so two deliveries of one job can never both reach the
+provider. A record found in `calling` means an earlier attempt may have reached the provider: the send is
+ambiguous.
 """
 
 from __future__ import annotations
-
-import enum
 
 import msgspec
 import redis.asyncio as aioredis
@@ -27,25 +27,11 @@ import redis.asyncio as aioredis
 from smsfleet.contracts import State, now
 from smsfleet.topology import Names
 
-__all__ = ["JOB_TTL_S", "Claim", "Ledger"]
+__all__ = ["JOB_TTL_S", "Ledger"]
 
 JOB_TTL_S = 7 * 24 * 3600
 #: provider id -> job id: past the default status horizon (72 h) and the job record itself
 PID_TTL_S = 8 * 24 * 3600
-
-_CLAIM = """
-local phase = redis.call('HGET', KEYS[1], 'phase')
-if phase == 'accepted' or phase == 'final' then
-  return {phase, redis.call('HGET', KEYS[1], 'state') or ''}
-end
-if phase == 'calling' then  -- the earlier holder is gone (its delivery came back): the claim is ours now
-  redis.call('HSET', KEYS[1], 'owner', ARGV[1])
-  return {phase, ''}
-end
-redis.call('HSET', KEYS[1], 'phase', 'claimed', 'owner', ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return {'go', ''}
-"""
 
 _BEGIN_CALL = """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
@@ -79,28 +65,16 @@ return 1
 """
 
 
-class Claim(enum.Enum):
-    GO = "go"  # ours: nothing was sent yet
-    CALLING = "calling"  # an earlier attempt may have reached the provider
-    ACCEPTED = "accepted"  # the provider took it already
-    FINAL = "final"  # the job is finished
-
-
 class Ledger:
     def __init__(self, redis: aioredis.Redis, names: Names) -> None:
         self.redis = redis
         self.names = names
-        self._claim = redis.register_script(_CLAIM)
         self._begin = redis.register_script(_BEGIN_CALL)
         self._finish = redis.register_script(_FINISH)
         self._accept = redis.register_script(_ACCEPT)
 
     def key(self, job_id: str) -> str:
         return self.names.redis_key("job", job_id)
-
-    async def claim(self, job_id: str, owner: str) -> tuple[Claim, str]:
-        phase, state = await self._claim(keys=[self.key(job_id)], args=[owner, JOB_TTL_S])
-        return Claim(_text(phase)), _text(state)
 
     async def begin_call(self, job_id: str, owner: str, *, takeover: bool = False) -> bool:
         """Move the claim to `calling`. `takeover` also accepts a record left in `calling` (resend)."""

@@ -47,7 +47,7 @@ import math
 
 import redis.asyncio as aioredis
 
-__all__ = ["DEFAULT_MARGIN", "RateLimitWait", "RateLimiter"]
+__all__ = ["DEFAULT_MARGIN", "GCRA_LUA", "RateLimitWait", "RateLimiter"]
 
 DEFAULT_MARGIN = 0.03
 """Seconds of send-time jitter the window bound tolerates; also the throughput cost (1 / 1.03 = 97 %)."""
@@ -55,28 +55,37 @@ DEFAULT_MARGIN = 0.03
 _US = 1_000_000
 _PAUSE_SUFFIX = ":pause"
 
-# KEYS[1] TAT key, KEYS[2] pause key; ARGV[1] emission interval us, ARGV[2] tau us, ARGV[3] max wait us.
-# Returns {granted (1/0), wait us}. Every number is an integer below 2^53, so Lua's doubles are exact;
-# '%.0f' writes them back without the 14-digit rounding of tostring().
-_ACQUIRE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local tau = tonumber(ARGV[2])
-local max_wait = tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or 0) or 0
-if tat < now then tat = now end
-local allow = tat - tau
-local resume = tonumber(redis.call('GET', KEYS[2]) or 0) or 0
-if allow < resume then allow = resume end
-if allow < now then allow = now end
-local wait = allow - now
-if wait > max_wait then return {0, wait} end
-if tat < allow then tat = allow end
-tat = tat + interval
-redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
-return {1, wait}
+# The GCRA step, a Lua function that other scripts include (the send worker's admission takes its slot in the
+# same script as its claim). Returns granted (1/0) and the wait in us; reserves the slot only when granted.
+# Every number is an integer below 2^53, so Lua's doubles are exact; '%.0f' writes them back without the
+# 14-digit rounding of tostring().
+GCRA_LUA = """
+local function gcra(tat_key, pause_key, interval, tau, max_wait)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local tat = tonumber(redis.call('GET', tat_key) or 0) or 0
+  if tat < now then tat = now end
+  local allow = tat - tau
+  local resume = tonumber(redis.call('GET', pause_key) or 0) or 0
+  if allow < resume then allow = resume end
+  if allow < now then allow = now end
+  local wait = allow - now
+  if wait > max_wait then return 0, wait end
+  if tat < allow then tat = allow end
+  tat = tat + interval
+  redis.call('SET', tat_key, string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+  return 1, wait
+end
 """
+
+# KEYS[1] TAT key, KEYS[2] pause key; ARGV[1] emission interval us, ARGV[2] tau us, ARGV[3] max wait us.
+_ACQUIRE = (
+    GCRA_LUA
+    + """
+local granted, wait = gcra(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
+return {granted, wait}
+"""
+)
 
 # KEYS[1] TAT key, KEYS[2] pause key; ARGV[1] pause length us. A pause only ever grows; it also pushes
 # the TAT to its end. Returns the remaining pause in us.
@@ -169,6 +178,13 @@ class RateLimiter:
             raise ValueError(f"rate must be a finite number > 0, not {rate!r}")
         return max(1, math.ceil(_US * (1 + self._margin) / rate))
 
+    def gcra_args(self, sender_id: str, rate: float, *, max_wait: float) -> tuple[list[str], list[int]]:
+        """The keys and arguments of one `gcra` call (`GCRA_LUA`), for a script that takes a slot itself."""
+        interval = self._interval_us(rate)
+        if not (math.isfinite(max_wait) and max_wait >= 0):
+            raise ValueError(f"max_wait must be a finite number >= 0, not {max_wait!r}")
+        return list(self.keys(sender_id)), [interval, (self._burst - 1) * interval, math.floor(max_wait * _US)]
+
     async def acquire(self, sender_id: str, rate: float, *, max_wait: float) -> float:
         """Reserve the sender's next slot and return the seconds to wait before sending (0.0: now).
 
@@ -176,14 +192,8 @@ class RateLimiter:
         If the wait would exceed ``max_wait`` seconds nothing is reserved and :class:`RateLimitWait`
         is raised. Redis connection and timeout errors propagate unchanged.
         """
-        interval = self._interval_us(rate)
-        if not (math.isfinite(max_wait) and max_wait >= 0):
-            raise ValueError(f"max_wait must be a finite number >= 0, not {max_wait!r}")
-        keys = self.keys(sender_id)
-        reply = await self._acquire(
-            keys=list(keys), args=[interval, (self._burst - 1) * interval, math.floor(max_wait * _US)]
-        )
-        granted, wait_us = (int(v) for v in reply)
+        keys, args = self.gcra_args(sender_id, rate, max_wait=max_wait)
+        granted, wait_us = (int(v) for v in await self._acquire(keys=keys, args=args))
         if not granted:
             raise RateLimitWait(wait_us / _US, sender_id)
         return wait_us / _US

@@ -14,15 +14,16 @@ from typing import Any
 import aio_pika
 import aiohttp
 import redis.asyncio as aioredis
-from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
 from smsfleet import metrics
 from smsfleet.contracts import ErrorInfo, SendJob, State, StatusEvent, encode, now
 from smsfleet.senders import Cipher, SenderCache, SenderRegistry
 from smsfleet.settings import Settings
 from smsfleet.suppression import SuppressionStore
-from smsfleet.topology import HEADER_REASON, HEADER_REASON_CODE, Names, declare, message
+from smsfleet.topology import HEADER_REASON, HEADER_REASON_CODE, Names, declare, publish_json
 
+from .admission import Admitter
 from .delays import Delayer
 from .ledger import Ledger
 from .ratelimit import RateLimiter
@@ -69,8 +70,8 @@ class Runtime:
     ledger: Ledger
     suppression: SuppressionStore
     limiter: RateLimiter
+    admitter: Admitter
     delayer: Delayer
-    _exchanges: dict[str, AbstractExchange]
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -81,8 +82,8 @@ class Runtime:
             stack.push_async_callback(connection.close)
             consume = await connection.channel()
             await consume.set_qos(prefetch_count=prefetch)
-            publish = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            await declare(publish, names)
+            publishing = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            await declare(publishing, names)
             # a blocking pool: at high concurrency a request waits for a connection instead of failing
             pool = aioredis.BlockingConnectionPool.from_url(
                 settings.redis_url,
@@ -99,37 +100,36 @@ class Runtime:
             senders = SenderCache(SenderRegistry(redis, names, cipher))
             await senders.start()
             stack.push_async_callback(senders.stop)
-            exchanges = {
-                name: await publish.get_exchange(name, ensure=False)
-                for name in (
-                    names.events_exchange,
-                    names.dead_exchange,
-                    names.send_exchange,
-                    names.internal_exchange,
-                )
-            }
+            ledger = Ledger(redis, names)
+            limiter = RateLimiter(redis, names.redis_key("rate"))
             yield cls(
                 settings=settings,
                 names=names,
                 connection=connection,
                 consume_channel=consume,
-                publish_channel=publish,
+                publish_channel=publishing,
                 redis=redis,
                 http=http,
                 senders=senders,
-                ledger=Ledger(redis, names),
+                ledger=ledger,
                 suppression=SuppressionStore(redis, names),
-                limiter=RateLimiter(redis, names.redis_key("rate")),
-                delayer=Delayer(publish, names),
-                _exchanges=exchanges,
+                limiter=limiter,
+                admitter=Admitter(ledger, limiter),
+                delayer=Delayer(publishing, names),
             )
 
     async def publish(
         self, exchange: str, body: bytes, routing_key: str, *, mandatory: bool = True, **properties: Any
     ) -> None:
         """Publish persistent JSON with confirms (and `mandatory`); raises when not confirmed in time."""
-        await self._exchanges[exchange].publish(
-            message(body, **properties), routing_key=routing_key, mandatory=mandatory, timeout=PUBLISH_TIMEOUT_S
+        await publish_json(
+            self.publish_channel,
+            exchange,
+            body,
+            routing_key,
+            mandatory=mandatory,
+            confirm_timeout_s=PUBLISH_TIMEOUT_S,
+            **properties,
         )
 
     async def emit(self, event: StatusEvent, gateway: str, *, replay: bool = False) -> None:

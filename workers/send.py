@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 import time
 import uuid
@@ -31,6 +32,7 @@ from smsfleet.segments import count
 from smsfleet.senders import Sender, receiving_url
 from smsfleet.topology import HEADER_ATTEMPT
 
+from .admission import Outcome
 from .checks import (
     Check,
     account_assigned,
@@ -41,8 +43,8 @@ from .checks import (
     verified_caller_id,
     verified_phone,
 )
+from .checks import Verdict as CheckVerdict
 from .delays import attempt_of, backoff, remaining, tier_for
-from .ledger import Claim
 from .ratelimit import RateLimitWait
 from .runtime import Runtime, status_event
 
@@ -82,14 +84,18 @@ class SendWorker:
         self.gateway_cls = gateway_class(kind)
         self._gateways: dict[str, tuple[Sender, Gateway[Any]]] = {}
         self._gates: dict[str, asyncio.Semaphore] = {}
+        suppressed = not_suppressed(rt.suppression)
         self.checks: list[Check] = [
             account_assigned,
             not_expired(),
-            not_suppressed(rt.suppression),
+            suppressed,
             verified_phone,
             verified_caller_id,
             segments_within(self.gateway_cls.max_parts),
         ]
+        # the suppression check runs in Redis with the claim (`admission`); the others need no I/O
+        self.local_checks = [check for check in self.checks if check is not suppressed]
+        self._owners = map(f"{uuid.uuid4().hex[:12]}-{{}}".format, itertools.count())
         self.draining = False
         self.in_flight: set[asyncio.Task[None]] = set()
         self._queue: AbstractQueue | None = None
@@ -189,10 +195,8 @@ class SendWorker:
         if admitted is None:
             return
         job, sender, attempt = admitted
-        owner = uuid.uuid4().hex
         gateway = self._gateway(sender)
-        takeover = await self._claim(msg, job, gateway, owner, attempt)
-        if takeover is not None and await self._wait_turn(msg, job, sender, gateway, attempt, owner, takeover):
+        if await self._clear(msg, job, sender, gateway, attempt):
             await self._call(msg, job, sender, gateway, attempt)
 
     async def _admit(self, msg: AbstractIncomingMessage) -> tuple[SendJob, Sender, int] | None:
@@ -221,67 +225,85 @@ class SendWorker:
             await msg.ack()
             log.info("job.rerouted", job_id=job.id, sender=sender.id, to_gateway=sender.gateway)
             return None
-        verdict = await run_checks(self.checks, job, sender)
-        if verdict is not None:
-            await self.rt.emit(status_event(job, verdict.state, attempt=attempt, error=verdict.error), self.kind)
-            if verdict.state is State.SUPPRESSED:
-                metrics.SUPPRESSION_HITS.labels(self.kind).inc()
-            await msg.ack()
-            log.info("job.refused", job_id=job.id, sender=sender.id, state=verdict.state, code=verdict.code)
+        if await run_checks(self.local_checks, job, sender) is not None:
+            verdict = await run_checks(self.checks, job, sender)  # all of them, in order: the first verdict wins
+            assert verdict is not None
+            await self._refused(msg, job, sender, attempt, verdict)
             return None
         return job, sender, attempt
 
-    async def _claim(
-        self, msg: AbstractIncomingMessage, job: SendJob, gateway: Gateway[Any], owner: str, attempt: int
-    ) -> bool | None:
-        """Claim the job. True: resend over an ambiguous attempt; False: a plain first send; None: settled."""
-        claim, state = await self.rt.ledger.claim(job.id, owner)
-        if claim is Claim.GO:
-            return False
-        if claim is Claim.CALLING:
-            if gateway.dedupes or self.policy.ambiguous == "resend":
-                return True
-            await self._final(msg, job, State.UNKNOWN, attempt, 0, _AMBIGUOUS_REDELIVERY)
-            return None
-        await self._replay(job)
-        if claim is Claim.ACCEPTED:  # the holder may have died before scheduling the recheck: one more is harmless
-            await self._schedule_recheck(job, gateway)
+    async def _refused(
+        self, msg: AbstractIncomingMessage, job: SendJob, sender: Sender, attempt: int, verdict: CheckVerdict
+    ) -> None:
+        await self.rt.emit(status_event(job, verdict.state, attempt=attempt, error=verdict.error), self.kind)
+        if verdict.state is State.SUPPRESSED:
+            metrics.SUPPRESSION_HITS.labels(self.kind).inc()
         await msg.ack()
-        log.info("job.duplicate", job_id=job.id, state=state)
-        return None
+        log.info("job.refused", job_id=job.id, sender=sender.id, state=verdict.state, code=verdict.code)
 
-    async def _wait_turn(  # noqa: PLR0917 - the whole context of one delivery
+    async def _clear(
+        self, msg: AbstractIncomingMessage, job: SendJob, sender: Sender, gateway: Gateway[Any], attempt: int
+    ) -> bool:
+        """Suppression, idempotency claim and a slot of the fleet-wide rate limit. True: call the provider now.
+
+        At most rate x GATE_S of this process's jobs for one sender ask Redis for a slot at once; the others
+        wait their turn here (up to `max_rate_wait_s`), rather than all ask Redis and bounce through delay
+        tiers. A job past that goes through a delay tier.
+        """
+        rate = sender.rate_limit or self.rt.settings.default_rates.get(self.kind) or gateway.default_rate
+        gate = self._gates.get(sender.id)
+        if gate is None:
+            gate = self._gates[sender.id] = asyncio.Semaphore(max(1, math.ceil(rate * GATE_S)))
+        if gate.locked():
+            try:
+                async with asyncio.timeout(self.policy.max_rate_wait_s):
+                    await gate.acquire()
+            except TimeoutError:
+                await self._redelay(msg, 1.0, attempt)
+                return False
+        else:
+            await gate.acquire()  # free: returns at once, without the cost of a timeout
+        try:
+            return await self._claim(msg, job, sender, gateway, attempt, rate)
+        finally:
+            gate.release()
+
+    async def _claim(  # noqa: PLR0917 - the whole context of one delivery
         self,
         msg: AbstractIncomingMessage,
         job: SendJob,
         sender: Sender,
         gateway: Gateway[Any],
         attempt: int,
-        owner: str,
-        takeover: bool,
+        rate: float,
     ) -> bool:
-        """Wait for a slot of the fleet-wide rate limit, then take the call over from the claim.
-
-        A short wait is slept, a long one goes through a delay tier. The limiter spaces slots so that a
-        send up to `margin` late still keeps every 1-s window within the rate; a process that reaches the
-        provider call later than a third of that (a busy event loop, a slow Redis reply) gives its slot up
-        and takes another, rather than send in a burst with others that were late too. True: call now.
-        """
-        rate = sender.rate_limit or self.rt.settings.default_rates.get(self.kind) or gateway.default_rate
-        gate = self._gates.get(sender.id)
-        if gate is None:  # in-process smoothing: only so many of this process's jobs ask Redis for a slot
-            gate = self._gates[sender.id] = asyncio.Semaphore(max(1, math.ceil(rate * GATE_S)))
-        try:
-            async with asyncio.timeout(self.policy.max_rate_wait_s):
-                await gate.acquire()
-        except TimeoutError:
-            await self.rt.ledger.retry(job.id)
-            await self._redelay(msg, 1.0, attempt)
+        """The admission script (see `admission`) and what each of its verdicts means for this delivery."""
+        if self.draining:
+            await msg.nack(requeue=True)
             return False
-        try:
-            return await self._take_slot(msg, job, sender, attempt, owner, takeover, rate)
-        finally:
-            gate.release()
+        owner = next(self._owners)
+        admission = await self.rt.admitter.admit(job, owner, rate, max_wait=self.policy.max_rate_wait_s)
+        match admission.outcome:
+            case Outcome.CALL:
+                metrics.RATE_LIMIT_WAIT.labels(self.kind).observe(0.0)
+                return True
+            case Outcome.CLAIMED:
+                return await self._take_slot(msg, job, sender, attempt, owner, rate, first=admission.wait_s)
+            case Outcome.RETRY:
+                await self._redelay(msg, admission.wait_s, attempt)
+            case Outcome.SUPPRESSED:
+                await self._refused(msg, job, sender, attempt, _SUPPRESSED)
+            case Outcome.CALLING if gateway.dedupes or self.policy.ambiguous == "resend":
+                return await self._take_slot(msg, job, sender, attempt, owner, rate, takeover=True)
+            case Outcome.CALLING:
+                await self._final(msg, job, State.UNKNOWN, attempt, 0, _AMBIGUOUS_REDELIVERY)
+            case Outcome.ACCEPTED | Outcome.FINAL:
+                await self._replay(job)
+                if admission.outcome is Outcome.ACCEPTED:  # the holder may have died before scheduling the recheck
+                    await self._schedule_recheck(job, gateway)
+                await msg.ack()
+                log.info("job.duplicate", job_id=job.id, state=admission.state)
+        return False
 
     async def _take_slot(  # noqa: PLR0917 - the whole context of one delivery
         self,
@@ -290,17 +312,28 @@ class SendWorker:
         sender: Sender,
         attempt: int,
         owner: str,
-        takeover: bool,
         rate: float,
+        *,
+        first: float | None = None,
+        takeover: bool = False,
     ) -> bool:
+        """Sleep until a reserved slot (`first`, or one taken here), then move the claim to `calling`.
+
+        The limiter spaces slots so that a send up to `margin` late still keeps every 1-s window within the
+        rate; a process that reaches the provider call later than a third of that (a busy event loop, a slow
+        Redis reply) gives its slot up and takes another, rather than send in a burst with others that were
+        late too. True: call now.
+        """
         calling = False
+        delay = first
         for _ in range(MAX_SLOTS):
-            try:
-                delay = await self.rt.limiter.acquire(sender.id, rate, max_wait=self.policy.max_rate_wait_s)
-            except RateLimitWait as exc:
-                await self.rt.ledger.retry(job.id)
-                await self._redelay(msg, exc.retry_after, attempt)
-                return False
+            if delay is None:
+                try:
+                    delay = await self.rt.limiter.acquire(sender.id, rate, max_wait=self.policy.max_rate_wait_s)
+                except RateLimitWait as exc:
+                    await self.rt.ledger.retry(job.id)
+                    await self._redelay(msg, exc.retry_after, attempt)
+                    return False
             slot = time.monotonic() + delay
             metrics.RATE_LIMIT_WAIT.labels(self.kind).observe(delay)
             if delay > 0:
@@ -316,6 +349,7 @@ class SendWorker:
                 calling = True
             if time.monotonic() - slot <= self.rt.limiter.margin / 3:
                 return True
+            delay = None
         log.warning("rate_limit.late", job_id=job.id, sender=sender.id)
         await self.rt.ledger.retry(job.id)  # nothing was sent
         await self._redelay(msg, 1.0, attempt)
@@ -464,6 +498,7 @@ MAX_SLOTS = 5
 #: turn in-process (up to `max_rate_wait_s`), instead of all asking Redis and bouncing through delay tiers
 GATE_S = 0.5
 
+_SUPPRESSED = CheckVerdict(State.SUPPRESSED, "suppressed", "the number is on a suppression list")
 _AMBIGUOUS = "the provider may have accepted the message; not resent (policy: unknown)"
 _AMBIGUOUS_REDELIVERY = ErrorInfo(
     "ambiguous_send", "an earlier attempt may have reached the provider; not resent (policy: unknown)"
