@@ -21,6 +21,8 @@ ambiguous.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 import redis.asyncio as aioredis
 
@@ -132,6 +134,14 @@ class Ledger:
     async def get(self, job_id: str) -> dict[str, str]:
         raw = await self.redis.hgetall(self.key(job_id))
         return {_text(k): _text(v) for k, v in raw.items()}
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[dict[str, str]]:
+        """The records of several jobs in one round trip (empty for a job with none)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(self.key(job_id))
+            raws = await pipe.execute()
+        return [{_text(k): _text(v) for k, v in raw.items()} for raw in raws]
 
 
 def _entry(state: State, source: str, detail: str = "") -> bytes:

@@ -46,9 +46,10 @@ from .checks import (
 from .checks import Verdict as CheckVerdict
 from .delays import attempt_of, backoff, remaining, tier_for
 from .ratelimit import RateLimitWait
+from .rechecks import RecheckBatcher
 from .runtime import Runtime, status_event
 
-__all__ = ["Recheck", "SendPolicy", "SendWorker"]
+__all__ = ["SendPolicy", "SendWorker"]
 
 log = structlog.get_logger("smsfleet.workers.send")
 
@@ -64,16 +65,6 @@ class SendPolicy(msgspec.Struct, frozen=True, kw_only=True):
     #: after an ambiguous send to a provider that does not dedupe: `unknown` (never resend) or `resend`
     ambiguous: str = "unknown"
     provider_timeout_s: float = 10.0
-
-
-class Recheck(msgspec.Struct, frozen=True, kw_only=True):
-    """A scheduled status lookup, published to `<ns>.internal` as `recheck.<gateway>`."""
-
-    job_id: str
-    sender: str
-    gateway: str
-    accepted_at: float
-    attempt: int = 1
 
 
 class SendWorker:
@@ -95,6 +86,7 @@ class SendWorker:
         ]
         # the suppression check runs in Redis with the claim (`admission`); the others need no I/O
         self.local_checks = [check for check in self.checks if check is not suppressed]
+        self.rechecks = RecheckBatcher(rt.delayer, kind)
         self._owners = map(f"{uuid.uuid4().hex[:12]}-{{}}".format, itertools.count())
         self.draining = False
         self.in_flight: set[asyncio.Task[None]] = set()
@@ -484,12 +476,9 @@ class SendWorker:
         await self.rt.emit(event, self.kind, replay=True)
 
     async def _schedule_recheck(self, job: SendJob, gateway: Gateway[Any]) -> None:
-        """The first status check: after `await_delivery_s`, or at the horizon for push-only kinds."""
+        """The first status check: after `await_delivery_s`, or at the horizon for push-only kinds (batched)."""
         after_s = gateway.await_delivery_s if gateway.has_status else self.rt.settings.status_horizon_s
-        recheck = Recheck(job_id=job.id, sender=job.sender, gateway=self.kind, accepted_at=_now_s())
-        await self.rt.delayer.delay(
-            encode(recheck), routing_key=f"recheck.{self.kind}", target="internal", seconds=after_s
-        )
+        await self.rechecks.add(job.sender, job.id, after_s)
 
 
 #: slots a job may take in a row when it keeps waking too late for them (see `_wait_turn`)
@@ -515,10 +504,6 @@ _OUTCOMES: dict[type[GatewayError], str] = {
 def _observe(gateway: str, started: float, outcome: str) -> None:
     metrics.PROVIDER_LATENCY.labels(gateway).observe(time.perf_counter() - started)
     metrics.PROVIDER_REQUESTS.labels(gateway, outcome).inc()
-
-
-def _now_s() -> float:
-    return time.time()
 
 
 def _best_effort(body: bytes) -> dict[str, str]:

@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
+from redis.exceptions import RedisError
 
 from gateways import Gateway, GatewayError, StatusRef, gateway_class
 from smsfleet import metrics
@@ -29,8 +30,8 @@ from smsfleet.senders import Sender
 from .consumer import QueueConsumer
 from .delays import remaining
 from .ratelimit import RateLimitWait
+from .rechecks import Recheck
 from .runtime import Runtime, status_event
-from .send import Recheck
 
 __all__ = ["StatusWorker"]
 
@@ -43,6 +44,8 @@ _report_decoder = msgspec.json.Decoder(ReportMessage)
 MATCH_ATTEMPTS = 6
 _FAILED_FIRST = (State.REJECTED, State.UNDELIVERED, State.EXPIRED)
 MAX_RECHECK_INTERVAL_S = 3600.0
+#: status lookups of one recheck batch in flight at once (each also waits for the sender's rate limit)
+RECHECK_CONCURRENCY = 20
 
 
 class StatusWorker(QueueConsumer):
@@ -75,45 +78,67 @@ class StatusWorker(QueueConsumer):
         return cached[1]
 
     async def recheck(self, check: Recheck) -> None:
-        record = await self.rt.ledger.get(check.job_id)
-        if not record or "job" not in record:
-            return
-        job = msgspec.json.decode(record["job"], type=SendJob)
-        if record.get("phase") == "final":
-            if record.get("emitted") == "0":  # finished, but the event was not confirmed: publish it again
-                await self._emit(job, record, State(record["state"]), None)
-            return
+        """Look every job of the batch up; the ones still pending go on together to their next check."""
         sender = self.rt.senders.get(check.sender)
-        bound = log.bind(job_id=job.id, sender=check.sender, gateway=check.gateway, attempt=check.attempt)
-        if sender is None:
-            error = ErrorInfo("unknown_sender", "the sender was deleted")
-            await self._finish(job, record, State.UNKNOWN, error, "poll")
+        records = await self.rt.ledger.get_many(check.job_ids)
+        lookups = asyncio.Semaphore(RECHECK_CONCURRENCY)
+
+        async def one(job_id: str, record: dict[str, str]) -> bool:
+            async with lookups:
+                try:
+                    return await self._recheck(check, sender, record)
+                except (RedisError, OSError):
+                    raise  # the whole batch comes back once Redis does
+                except Exception:  # a bug with one job must not cost the others their rechecks
+                    log.exception("recheck.crashed", job_id=job_id, gateway=check.gateway)
+                    return True
+
+        pending = await asyncio.gather(*(one(j, r) for j, r in zip(check.job_ids, records, strict=True)))
+        job_ids = tuple(j for j, p in zip(check.job_ids, pending, strict=True) if p)
+        if not job_ids or sender is None:
             return
         gateway = self._gateway(sender)
-        report = await self._lookup(gateway, sender, job, record) if gateway.has_status else None
-        if report is not None and report.state is not None:
-            await self._finish(job, record, report.state, report.error, "poll")
-            bound.info("recheck.final", state=report.state)
-            metrics.RECHECKS.labels(check.gateway, "final").inc()
-            return
         age = time.time() - check.accepted_at
-        if age >= self.horizon_s:
-            error = ErrorInfo("no_final_report", f"no final status within {self.horizon_s:g} s")
-            await self._finish(job, record, State.UNKNOWN, error, "horizon")
-            bound.info("recheck.horizon")
-            metrics.RECHECKS.labels(check.gateway, "horizon").inc()
-            return
         interval = min(gateway.await_delivery_s * 2**check.attempt, MAX_RECHECK_INTERVAL_S, self.horizon_s - age)
         if not gateway.has_status:  # push-only: nothing to ask, only the horizon to keep
             interval = self.horizon_s - age
-        metrics.RECHECKS.labels(check.gateway, "pending" if report is not None else "failed").inc()
-        following = msgspec.structs.replace(check, attempt=check.attempt + 1)
+        following = msgspec.structs.replace(check, job_ids=job_ids, attempt=check.attempt + 1)
         await self.rt.delayer.delay(
             encode(following),
             routing_key=f"recheck.{check.gateway}",
             target="internal",
             seconds=max(interval, 1.0),
         )
+
+    async def _recheck(self, check: Recheck, sender: Sender | None, record: dict[str, str]) -> bool:
+        """One job of a recheck batch. True: still pending, check it again later."""
+        if "job" not in record:
+            return False
+        job = msgspec.json.decode(record["job"], type=SendJob)
+        if record.get("phase") == "final":
+            if record.get("emitted") == "0":  # finished, but the event was not confirmed: publish it again
+                await self._emit(job, record, State(record["state"]), None)
+            return False
+        bound = log.bind(job_id=job.id, sender=check.sender, gateway=check.gateway, attempt=check.attempt)
+        if sender is None:
+            error = ErrorInfo("unknown_sender", "the sender was deleted")
+            await self._finish(job, record, State.UNKNOWN, error, "poll")
+            return False
+        gateway = self._gateway(sender)
+        report = await self._lookup(gateway, sender, job, record) if gateway.has_status else None
+        if report is not None and report.state is not None:
+            await self._finish(job, record, report.state, report.error, "poll")
+            bound.info("recheck.final", state=report.state)
+            metrics.RECHECKS.labels(check.gateway, "final").inc()
+            return False
+        if time.time() - check.accepted_at >= self.horizon_s:
+            error = ErrorInfo("no_final_report", f"no final status within {self.horizon_s:g} s")
+            await self._finish(job, record, State.UNKNOWN, error, "horizon")
+            bound.info("recheck.horizon")
+            metrics.RECHECKS.labels(check.gateway, "horizon").inc()
+            return False
+        metrics.RECHECKS.labels(check.gateway, "pending" if report is not None else "failed").inc()
+        return True
 
     async def _lookup(self, gateway: Gateway[Any], sender: Sender, job: SendJob, record: dict[str, str]) -> Any:
         """A status lookup through the sender's rate limit (it is a request too); None when it failed."""

@@ -1,0 +1,98 @@
+"""Status rechecks, scheduled in batches: one delayed message carries the jobs of one sender accepted together.
+
+A recheck per job would put as many messages into the delay tiers as jobs are sent, each written to disk by
+a quorum queue and each a confirmed publish for the send worker. The send worker instead collects the jobs
+a sender accepted within `window_s` (at most `size` of them) into one `Recheck`; the status worker looks
+every job of it up and carries the ones still pending on in one message again.
+
+Nothing is lost to the batching: a job's delivery is acknowledged only after the message that carries its
+recheck is confirmed (`RecheckBatcher.add` returns then). If that publish fails, or the process dies before
+it, the delivery comes back, finds the job accepted, and schedules its recheck again. Nothing is checked
+early either: the delay starts when the batch is published, after every job in it was accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import msgspec
+
+from smsfleet.contracts import encode
+
+from .delays import Delayer
+
+__all__ = ["Recheck", "RecheckBatcher"]
+
+
+class Recheck(msgspec.Struct, frozen=True, kw_only=True):
+    """Scheduled status lookups for jobs of one sender, published to `<ns>.internal` as `recheck.<gateway>`."""
+
+    job_ids: tuple[str, ...]
+    sender: str
+    gateway: str
+    #: when the first job of the batch was accepted (epoch seconds): the status horizon counts from here
+    accepted_at: float
+    attempt: int = 1
+
+
+@dataclass
+class _Batch:
+    accepted_at: float
+    job_ids: list[str] = field(default_factory=list)
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    timer: asyncio.TimerHandle | None = None
+
+
+class RecheckBatcher:
+    def __init__(self, delayer: Delayer, gateway: str, *, window_s: float = 0.05, size: int = 200) -> None:
+        self.delayer = delayer
+        self.gateway = gateway
+        self.window_s = window_s
+        self.size = size
+        self._open: dict[tuple[str, float], _Batch] = {}
+        self._publishing: set[asyncio.Task[None]] = set()
+
+    async def add(self, sender: str, job_id: str, after_s: float) -> None:
+        """Schedule a recheck of `job_id` in `after_s`; returns when the message that carries it is confirmed."""
+        key = (sender, after_s)
+        batch = self._open.get(key)
+        if batch is None:
+            batch = self._open[key] = _Batch(accepted_at=time.time())
+            batch.done.add_done_callback(_retrieve)
+            batch.timer = asyncio.get_running_loop().call_later(self.window_s, self._flush, key)
+        batch.job_ids.append(job_id)
+        if len(batch.job_ids) >= self.size:
+            self._flush(key)
+        await asyncio.shield(batch.done)
+
+    def _flush(self, key: tuple[str, float]) -> None:
+        batch = self._open.pop(key, None)
+        if batch is None:
+            return
+        if batch.timer is not None:
+            batch.timer.cancel()
+        task = asyncio.create_task(self._publish(key, batch))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def _publish(self, key: tuple[str, float], batch: _Batch) -> None:
+        sender, after_s = key
+        recheck = Recheck(
+            job_ids=tuple(batch.job_ids), sender=sender, gateway=self.gateway, accepted_at=batch.accepted_at
+        )
+        try:
+            await self.delayer.delay(
+                encode(recheck), routing_key=f"recheck.{self.gateway}", target="internal", seconds=after_s
+            )
+        except Exception as exc:  # every job of the batch goes back with its delivery
+            batch.done.set_exception(exc)
+        else:
+            batch.done.set_result(None)
+
+
+def _retrieve(done: asyncio.Future[None]) -> None:
+    """Mark a failed batch's exception as seen: its waiters may all have been cancelled (a drain)."""
+    if not done.cancelled():
+        done.exception()
