@@ -86,7 +86,8 @@ class Admitter:
             self.ledger.names.suppress_global_key,
             *gcra_keys,
         ]
-        outcome, state, wait_us = await self._admit(keys=keys, args=[owner, JOB_TTL_S, job.to, *gcra_args])
+        args = [owner, JOB_TTL_S, job.to, *gcra_args]
+        outcome, state, wait_us = await self.ledger.scripts.run(self._admit, keys, args)
         return Admission(Outcome(_text(outcome)), _text(state), int(wait_us) / 1e6)
 
 

@@ -29,6 +29,8 @@ import redis.asyncio as aioredis
 from smsfleet.contracts import State, now
 from smsfleet.topology import Names
 
+from .pipelining import ScriptPipeline
+
 __all__ = ["JOB_TTL_S", "Ledger"]
 
 JOB_TTL_S = 7 * 24 * 3600
@@ -74,6 +76,7 @@ class Ledger:
         self._begin = redis.register_script(_BEGIN_CALL)
         self._finish = redis.register_script(_FINISH)
         self._accept = redis.register_script(_ACCEPT)
+        self.scripts = ScriptPipeline(redis)
 
     def key(self, job_id: str) -> str:
         return self.names.redis_key("job", job_id)
@@ -105,7 +108,7 @@ class Ledger:
             PID_TTL_S,
             _entry(State.ACCEPTED, "send", ",".join(provider_ids)),
         ]
-        await self._accept(keys=keys, args=args)
+        await self.scripts.run(self._accept, keys, args)
 
     async def final(self, job_id: str, state: State, job: bytes = b"", detail: str = "") -> bool:
         """Record a final state from the send path; False when the job was finished already."""
