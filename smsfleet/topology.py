@@ -46,6 +46,8 @@ DELIVERY_LIMIT = 5
 #: delay tiers, seconds: a wait is made of the largest tiers that fit, never overshooting
 DELAY_TIERS = (1, 5, 15, 60, 300, 900, 3600)
 DELAY_TARGETS = ("send", "internal")
+#: a publish the broker has not confirmed by then fails (the delivery it belongs to goes back)
+CONFIRM_TIMEOUT_S = 10.0
 
 HEADER_ATTEMPT = "x-smsfleet-attempt"
 HEADER_NOT_BEFORE = "x-smsfleet-not-before"  # epoch ms: a delayed message is not handled before this
@@ -237,7 +239,7 @@ async def publish_json(
     routing_key: str,
     *,
     mandatory: bool = True,
-    confirm_timeout_s: float | None = None,
+    confirm_timeout_s: float = CONFIRM_TIMEOUT_S,
     message_id: str | None = None,
     headers: dict[str, Any] | None = None,
 ) -> None:

@@ -30,8 +30,6 @@ from .ratelimit import RateLimiter
 
 __all__ = ["Runtime", "status_event"]
 
-PUBLISH_TIMEOUT_S = 10.0
-
 
 def status_event(
     job: SendJob,
@@ -128,7 +126,6 @@ class Runtime:
             body,
             routing_key,
             mandatory=mandatory,
-            confirm_timeout_s=PUBLISH_TIMEOUT_S,
             **properties,
         )
 
