@@ -5,13 +5,15 @@
 
 (from the project root, as a module: it imports the fake SMSC from `tests.fakes`)
 
-All in this process and event loop, on a throw-away namespace of the local broker and Redis, against fake
-SMSC servers served from the same loop:
+The worker and the bare loop run in this process and event loop, on a throw-away namespace of the local
+broker and Redis, against fake SMSC servers served by child processes (or this loop: `--fake-in-process`);
+CPU ms/msg is this process's CPU time per job:
 
 - worker: `run_workers` (send role for `smsc`; every check on: sender lookup, account, expiry,
   suppression, verified phone and caller ID, segments, ledger claim, fleet-wide rate limit, ledger write,
   `accepted` event with confirms, recheck scheduled) for a backlog of `--jobs` jobs to one sender with a
-  rate limit of 1e6/s, fake latency 0; msg/s from the first to the last `accepted` event.
+  rate limit of 1e6/s, fake latency 0; msg/s from the first to the last `accepted` event, as counted by the
+  broker in a queue nobody consumes (polled every 20 ms), so that the worker has this process to itself.
 - bare: the same backlog, consumed from the same queue with the same prefetch, each job decoded and POSTed
   as the same form to the fake's `/sys/send.php`, then acked; msg/s from the first to the last ack.
 - slow provider: the worker again, `--slow-concurrency` sends in flight, against a fake answering after
@@ -33,7 +35,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import aio_pika
@@ -109,27 +111,54 @@ async def until(condition: Callable[[], bool], timeout: float, what: str) -> Non
         await asyncio.sleep(0.01)
 
 
+@contextlib.asynccontextmanager
+async def accepted_count(
+    connection: aio_pika.abc.AbstractRobustConnection, names: Names
+) -> AsyncIterator[Callable[[], Awaitable[int]]]:
+    """How many `accepted` events have been published: a queue bound to them that nobody consumes, counted by
+    the broker, so that this process (where `worker_round` runs the worker) spends nothing per event."""
+    async with connection.channel() as channel:
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(names.events_exchange, routing_key=f"status.{State.ACCEPTED}")
+
+        async def count() -> int:
+            declared = await channel.declare_queue(queue.name, passive=True)
+            return declared.declaration_result.message_count or 0
+
+        yield count
+
+
 async def worker_round(
     settings: Settings,
     connection: aio_pika.abc.AbstractRobustConnection,
     jobs: list[SendJob],
     concurrency: int,
 ) -> tuple[float, float]:
+    """msg/s from the first to the last `accepted` event (polled every 20 ms), and this process's CPU ms a job."""
     names = Names(settings.namespace)
-    async with accepted_events(connection, names) as seen:
+    async with accepted_count(connection, names) as count:
         await publish(connection, names, jobs)
         stop = asyncio.Event()
         policy = SendPolicy(concurrency=concurrency)
         cpu = time.process_time()
         fleet = asyncio.create_task(run_workers(settings, gateways=["smsc"], status=False, policy=policy, stop=stop))
+        deadline = time.monotonic() + 600
+
+        async def until_accepted(n: int) -> float:
+            while (accepted := await count()) < n:
+                if fleet.done() or time.monotonic() > deadline:
+                    raise RuntimeError(f"only {accepted} of {len(jobs)} jobs accepted (worker stopped or timed out)")
+                await asyncio.sleep(0.02)
+            return time.monotonic()
+
         try:
-            await until(lambda: len(seen) >= len(jobs) or fleet.done(), 600, f"{len(jobs)} jobs accepted")
+            first = await until_accepted(1)
+            last = await until_accepted(len(jobs))
             cpu = time.process_time() - cpu
         finally:
             stop.set()
             await fleet
-    times = [seen[j.id] for j in jobs]
-    return (len(jobs) - 1) / (max(times) - min(times)), cpu * 1000 / len(jobs)
+    return (len(jobs) - 1) / (last - first), cpu * 1000 / len(jobs)
 
 
 async def bare_round(
@@ -167,21 +196,26 @@ async def bare_round(
     return (len(done) - 1) / (max(done) - min(done)), cpu * 1000 / len(jobs)
 
 
-async def create_sender(redis: aioredis.Redis, names: Names, sender_id: str, url: str) -> None:
+async def create_sender(redis: aioredis.Redis, names: Names, sender_id: str, url: str, rate_limit: float = 1e6) -> None:
     settings = {"login": LOGIN, "password": PASSWORD, "await_delivery_s": 3600, "base_url": url}
-    doc = {"id": sender_id, "gateway": "smsc", "accounts": ["acme"], "settings": settings, "rate_limit": 1e6}
+    doc = {"id": sender_id, "gateway": "smsc", "accounts": ["acme"], "settings": settings, "rate_limit": rate_limit}
     await SenderRegistry(redis, names).create(parse_sender(doc))
 
 
 @contextlib.asynccontextmanager
-async def fake_smsc(latency: float, in_process: bool) -> AsyncIterator[str]:
-    """A fake SMSC's URL: served by a child process (default), so that its CPU is not the worker's."""
+async def fake_smsc(
+    latency: float, in_process: bool, *, serve_argv: Sequence[str] = ("tests.bench.throughput",)
+) -> AsyncIterator[str]:
+    """A fake SMSC's URL: served by a child process (default), so that its CPU is not the worker's.
+
+    The child is `python -m <serve_argv...> --serve-fake LATENCY`: it prints its URL and serves until its stdin
+    closes (`serve_fake` here; another bench may pass its own module and arguments)."""
     if in_process:
         async with FakeSmsc(LOGIN, PASSWORD, latency=latency) as fake:
             yield fake.url
         return
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.bench.throughput", "--serve-fake", str(latency),
+        sys.executable, "-m", *serve_argv, "--serve-fake", str(latency),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert child.stdin is not None
@@ -205,62 +239,29 @@ async def serve_fake(latency: float) -> None:
         await loop.run_in_executor(None, sys.stdin.read)
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", type=int, default=5000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, default=100, help="worker concurrency = bare prefetch")
-    parser.add_argument("--slow-jobs", type=int, default=5000)
-    parser.add_argument("--slow-concurrency", type=int, default=500)
-    parser.add_argument("--slow-latency", type=float, default=0.2)
+def add_service_args(parser: argparse.ArgumentParser) -> None:
+    """`--amqp-url` and `--redis-url`, from SMSFLEET_TEST_AMQP_URL / SMSFLEET_TEST_REDIS_URL or the local defaults."""
     parser.add_argument(
         "--amqp-url", default=os.environ.get("SMSFLEET_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
     )
     parser.add_argument("--redis-url", default=os.environ.get("SMSFLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    parser.add_argument("--fake-in-process", action="store_true", help="serve the fakes from this event loop")
-    parser.add_argument("--serve-fake", type=float, metavar="LATENCY", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve_fake is not None:
-        await serve_fake(args.serve_fake)
-        return
-    configure("console", "warning")
 
+
+@contextlib.asynccontextmanager
+async def bench_namespace(
+    amqp_url: str, redis_url: str
+) -> AsyncIterator[tuple[Settings, aio_pika.abc.AbstractRobustConnection, aioredis.Redis]]:
+    """A throw-away namespace `bench<hex>`, declared; on exit its queues and exchanges (`topology.delete`) and
+    its Redis keys (by scan) are deleted and the connections closed."""
     ns = f"bench{uuid.uuid4().hex[:8]}"
     names = Names(ns)
-    settings = Settings(amqp_url=args.amqp_url, redis_url=args.redis_url, namespace=ns)
-    redis = aioredis.Redis.from_url(args.redis_url)
-    connection = await aio_pika.connect_robust(args.amqp_url)
-    rates: dict[str, list[float]] = {"worker": [], "bare": [], "slow": []}
-    cpu: dict[str, list[float]] = {"worker": [], "bare": [], "slow": []}
+    settings = Settings(amqp_url=amqp_url, redis_url=redis_url, namespace=ns)
+    redis = aioredis.Redis.from_url(redis_url)
+    connection = await aio_pika.connect_robust(amqp_url)
     try:
         async with connection.channel() as channel:
             await declare(channel, names)
-        async with (
-            fake_smsc(0.0, args.fake_in_process) as fast_url,
-            fake_smsc(args.slow_latency, args.fake_in_process) as slow_url,
-        ):
-            await create_sender(redis, names, "fast", fast_url)
-            await create_sender(redis, names, "slow", slow_url)
-            runs: dict[str, Callable[[int], Any]] = {
-                "worker": lambda r: worker_round(
-                    settings, connection, make_jobs(f"w{r}", "fast", args.jobs), args.concurrency
-                ),
-                "bare": lambda r: bare_round(
-                    connection, names, make_jobs(f"b{r}", "fast", args.jobs), args.concurrency, fast_url
-                ),
-                "slow": lambda r: worker_round(
-                    settings, connection, make_jobs(f"s{r}", "slow", args.slow_jobs), args.slow_concurrency
-                ),
-            }
-            # an untimed warm-up of each, then alternate
-            await worker_round(settings, connection, make_jobs("warm-w", "fast", 500), args.concurrency)
-            await bare_round(connection, names, make_jobs("warm-b", "fast", 500), args.concurrency, fast_url)
-            for r in range(args.rounds):
-                for name, run in runs.items():
-                    rate, cpu_ms = await run(r)
-                    rates[name].append(rate)
-                    cpu[name].append(cpu_ms)
-                    print(f"round {r + 1} {name:<7}{rate:>9,.0f} msg/s  {cpu_ms:5.2f} CPU ms/msg", flush=True)
+        yield settings, connection, redis
     finally:
         with contextlib.suppress(Exception):
             async with connection.channel() as channel:
@@ -270,6 +271,55 @@ async def main() -> None:
         if keys:
             await redis.delete(*keys)
         await redis.aclose()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=100, help="worker concurrency = bare prefetch")
+    parser.add_argument("--slow-jobs", type=int, default=5000)
+    parser.add_argument("--slow-concurrency", type=int, default=500)
+    parser.add_argument("--slow-latency", type=float, default=0.2)
+    add_service_args(parser)
+    parser.add_argument("--fake-in-process", action="store_true", help="serve the fakes from this event loop")
+    parser.add_argument("--serve-fake", type=float, metavar="LATENCY", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_fake is not None:
+        await serve_fake(args.serve_fake)
+        return
+    configure("console", "warning")
+
+    rates: dict[str, list[float]] = {"worker": [], "bare": [], "slow": []}
+    cpu: dict[str, list[float]] = {"worker": [], "bare": [], "slow": []}
+    async with (
+        bench_namespace(args.amqp_url, args.redis_url) as (settings, connection, redis),
+        fake_smsc(0.0, args.fake_in_process) as fast_url,
+        fake_smsc(args.slow_latency, args.fake_in_process) as slow_url,
+    ):
+        names = Names(settings.namespace)
+        await create_sender(redis, names, "fast", fast_url)
+        await create_sender(redis, names, "slow", slow_url)
+        runs: dict[str, Callable[[int], Any]] = {
+            "worker": lambda r: worker_round(
+                settings, connection, make_jobs(f"w{r}", "fast", args.jobs), args.concurrency
+            ),
+            "bare": lambda r: bare_round(
+                connection, names, make_jobs(f"b{r}", "fast", args.jobs), args.concurrency, fast_url
+            ),
+            "slow": lambda r: worker_round(
+                settings, connection, make_jobs(f"s{r}", "slow", args.slow_jobs), args.slow_concurrency
+            ),
+        }
+        # an untimed warm-up of each, then alternate
+        await worker_round(settings, connection, make_jobs("warm-w", "fast", 500), args.concurrency)
+        await bare_round(connection, names, make_jobs("warm-b", "fast", 500), args.concurrency, fast_url)
+        for r in range(args.rounds):
+            for name, run in runs.items():
+                rate, cpu_ms = await run(r)
+                rates[name].append(rate)
+                cpu[name].append(cpu_ms)
+                print(f"round {r + 1} {name:<7}{rate:>9,.0f} msg/s  {cpu_ms:5.2f} CPU ms/msg", flush=True)
 
     worker, bare, slow_rate = (statistics.median(rates[k]) for k in ("worker", "bare", "slow"))
     where = "this process" if args.fake_in_process else "a child process"

@@ -17,8 +17,9 @@ not send it again; for how long it remembers is not documented. The fake answers
 New messages start at `initial_status` (default 0, handed to the operator); tests move them with
 `set_status`, and an end-to-end test may pass `initial_status=1` to have everything delivered. Faults:
 `fail_next(n, code)` (send only); `reset_after_accept_next(n)` (send only: the message is accepted and
-recorded, then the connection is dropped with no reply); `http_status_next(n, status)`, `hang_next(n)`,
-`latency`, and the random `failure_rate` (HTTP 500) and `timeout_rate` (no answer) apply to any request.
+recorded, then the connection is dropped with no reply); `http_status_next(n, status, headers)` (e.g. a 429
+with `Retry-After`), `hang_next(n)`, `latency`, and the random `failure_rate` (HTTP 500) and `timeout_rate`
+(no answer) apply to any request.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class FakeSmsc:
         self.initial_status = initial_status  # e.g. 1: every message is delivered at once
         self._rng = random.Random(seed)
         self._fail: list[int] = []
-        self._http: list[int] = []
+        self._http: list[tuple[int, dict[str, str]]] = []
         self._hang = self._reset = 0
         self._next_id = 1_000_000
         self._stopping = asyncio.Event()
@@ -102,8 +103,8 @@ class FakeSmsc:
     def fail_next(self, n: int, error_code: int) -> None:
         self._fail += [error_code] * n
 
-    def http_status_next(self, n: int, status: int) -> None:
-        self._http += [status] * n
+    def http_status_next(self, n: int, status: int, headers: dict[str, str] | None = None) -> None:
+        self._http += [(status, headers or {})] * n
 
     def hang_next(self, n: int = 1) -> None:
         self._hang += n
@@ -146,7 +147,8 @@ class FakeSmsc:
             await self._wait(None)
             return web.Response(status=503)
         if self._http:
-            return web.Response(status=self._http.pop(0), text="injected fault")
+            status, headers = self._http.pop(0)
+            return web.Response(status=status, headers=headers, text="injected fault")
         if self._rng.random() < self.failure_rate:
             return web.Response(status=500, text="Internal Server Error")
         fmt3 = params.get("fmt") == "3"

@@ -20,8 +20,8 @@ import redis.asyncio as aioredis
 from gateways import gateway_class
 from smsfleet.settings import Settings
 from smsfleet.topology import Names
+from tests.chaos.harness import Events, create_senders, fleet, publish_raw
 from tests.fakes.mts import FakeMts
-from tests.integration.test_worker_pipeline import Events, create_senders, fleet, publish_raw
 from workers import SendPolicy
 
 ACCOUNT = "acme"

@@ -19,11 +19,10 @@ from smsfleet.contracts import SendJob, StatusEvent
 from smsfleet.senders import SenderRegistry, parse_sender, receiving_url
 from smsfleet.settings import Settings
 from smsfleet.topology import Names, message
+from tests.chaos.harness import TimedRequests, all_final, create_sender, publish_jobs, workers
 from tests.fakes.smsc import FakeSmsc
-from tests.integration.test_outages import all_final
 from tests.integration.test_send_worker import fleet, until
 from tests.integration.test_webhooks import path_of
-from tests.integration.test_worker_chaos import TimedRequests, create_sender, publish_jobs, workers
 from webhooks import Receiver, build_app
 from workers.ledger import Ledger
 

@@ -1,19 +1,18 @@
 """The send and status workers end to end, in this process: real RabbitMQ and Redis, fake SMSC servers.
 
 `run_workers` runs as a task with a `stop` event. Jobs are published as raw JSON with publisher confirms
-(malformed ones too), and an exclusive queue bound to `status.*` before the first publish records every
-status event. Each test then checks three ledgers against each other: the events (one final state per job,
-the expected one), what the fake providers received (the valid jobs, each once, by SMSC id), and the dead
-queue (the jobs that can never be sent, with their reason code).
+(malformed ones too), and a queue bound to `status.*` before the first publish records every status event
+(the helpers are `tests.chaos.harness`; the fault-injection tests that lived here are in `tests/chaos/`).
+Each test then checks three ledgers against each other: the events (one final state per job, the expected
+one), what the fake providers received (the valid jobs, each once, by SMSC id), and the dead queue (the jobs
+that can never be sent, with their reason code).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,36 +24,14 @@ import redis.asyncio as aioredis
 
 from gateways.smsc import smsc_id
 from smsfleet.contracts import State
-from smsfleet.senders import SenderRegistry, parse_sender
 from smsfleet.settings import Settings
 from smsfleet.suppression import SuppressionStore
-from smsfleet.topology import HEADER_REASON_CODE, Names, message
+from smsfleet.topology import HEADER_REASON_CODE, Names
+from tests.chaos.harness import SEND_PHP, Events, create_senders, fleet, job_body, phone, publish_raw, smsc_sender
 from tests.fakes.smsc import FakeSmsc
-from tests.integration.test_worker_chaos import Events
-from workers import SendPolicy, run_workers
-
-SEND_PHP = "/sys/send.php"
-
+from workers import SendPolicy
 
 # -- helpers -----------------------------------------------------------------------------------------------
-
-
-async def publish_raw(
-    connection: aio_pika.abc.AbstractRobustConnection,
-    names: Names,
-    items: Sequence[tuple[str, bytes, str]],
-    in_flight: int = 500,
-) -> None:
-    """Publish `(routing_key, body, message_id)` to `<ns>.send`: persistent, mandatory, confirmed."""
-    async with connection.channel(publisher_confirms=True, on_return_raises=True) as channel:
-        exchange = await channel.get_exchange(names.send_exchange, ensure=False)
-        slots = asyncio.Semaphore(in_flight)
-
-        async def one(key: str, body: bytes, message_id: str) -> None:
-            async with slots:
-                await exchange.publish(message(body, message_id=message_id), key, mandatory=True, timeout=30)
-
-        await asyncio.gather(*(one(*item) for item in items))
 
 
 async def drain_dead(connection: aio_pika.abc.AbstractRobustConnection, names: Names) -> list[Any]:
@@ -65,48 +42,6 @@ async def drain_dead(connection: aio_pika.abc.AbstractRobustConnection, names: N
         while (msg := await queue.get(no_ack=True, fail=False)) is not None:
             found.append(msg)
     return found
-
-
-@contextlib.asynccontextmanager
-async def fleet(settings: Settings, gateways: Sequence[str], policy: SendPolicy) -> AsyncIterator[asyncio.Task[None]]:
-    """`run_workers` as a task, stopped (and drained) on the way out."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        run_workers(settings, gateways=gateways, status=True, policy=policy, grace_s=5.0, stop=stop)
-    )
-    try:
-        yield task
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-
-
-async def create_senders(redis: aioredis.Redis, names: Names, docs: Iterable[dict[str, Any]]) -> None:
-    registry = SenderRegistry(redis, names)
-    for doc in docs:
-        await registry.create(parse_sender(doc))
-
-
-def smsc_sender(sender_id: str, fake: FakeSmsc, accounts: Sequence[str], **extra: Any) -> dict[str, Any]:
-    settings = {"login": fake.login, "password": fake.password, "await_delivery_s": 1, "base_url": fake.url}
-    settings |= extra.pop("settings", {})
-    return {"id": sender_id, "gateway": "smsc", "accounts": list(accounts), "settings": settings,
-            "rate_limit": 1e6, **extra}  # fmt: skip
-
-
-def phone(i: int) -> str:
-    return f"+7916{i % 10_000_000:07d}"
-
-
-def job_body(job_id: str, sender: str, account: str, to: str, text: str = "", **extra: Any) -> bytes:
-    doc = {
-        "id": job_id,
-        "sender": sender,
-        "account": account,
-        "to": to,
-        "text": text or f"Your code is {job_id}",
-    }
-    return msgspec.json.encode(doc | extra)
 
 
 @dataclass(frozen=True)
@@ -122,7 +57,7 @@ class Case:
     dead: bool = False  # parked in `<ns>.dead` with this code as `x-smsfleet-reason-code`
 
 
-# -- (a) mixed jobs ------------------------------------------------------------------------------------------
+# -- mixed jobs ------------------------------------------------------------------------------------------
 
 VERIFIED = [phone(9_000_000 + i) for i in range(10)]
 
@@ -259,89 +194,3 @@ async def test_mixed_jobs_at_ten_thousand(
     settings: Settings, names: Names, redis: aioredis.Redis, amqp: aio_pika.abc.AbstractRobustConnection
 ) -> None:
     await run_mixed(settings, names, redis, amqp, scale=10, timeout=240)
-
-
-# -- (b) faults ----------------------------------------------------------------------------------------------
-
-# Tokelau mobile numbers: valid E.164, but only 7 digits, which SMSC refuses with error 7 (bad number format).
-SHORT_NUMBERS = [f"+690{n}" for n in range(7200, 7300)]
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(180)
-async def test_faults_every_job_reaches_one_final_state(
-    settings: Settings, names: Names, redis: aioredis.Redis, amqp: aio_pika.abc.AbstractRobustConnection
-) -> None:
-    """HTTP 500 on 30 % of requests and no answer on 5 %: retries, reconciliation, permanent refusals."""
-    n_valid, n_short = 180, 20
-    policy = SendPolicy(concurrency=100, max_attempts=3, provider_timeout_s=0.5)
-    async with FakeSmsc("acme", "pw", failure_rate=0.3, timeout_rate=0.05, seed=7, initial_status=1) as fake:
-        # await_delivery_s 0: rechecks come every second (the smallest delay tier), so a failed lookup
-        # costs a second, not a doubling backoff
-        await create_senders(redis, names, [smsc_sender("s1", fake, ["acme"], settings={"await_delivery_s": 0})])
-        valid = [f"ok-{i:04d}" for i in range(n_valid)]
-        short = [f"short-{i:04d}" for i in range(n_short)]
-        items = [("smsc.s1", job_body(j, "s1", "acme", phone(i)), j) for i, j in enumerate(valid)]
-        items += [("smsc.s1", job_body(j, "s1", "acme", SHORT_NUMBERS[i]), j) for i, j in enumerate(short)]
-        started = time.monotonic()
-        async with Events.listen(amqp, names) as events:
-            await publish_raw(amqp, names, items)
-            async with fleet(settings, ["smsc"], policy):
-                await events.wait_final(valid + short, timeout=150, ledger=(redis, names))
-        elapsed = time.monotonic() - started
-
-    finals = {j: {e.state for e in events.finals(j)} for j in valid + short}
-    assert all(len(states) == 1 for states in finals.values()), "a job has two different final states"
-    outcome = Counter(next(iter(s)) for s in finals.values())
-    attempts = Counter(path for path, _ in fake.requests)
-    print(f"\n{n_valid + n_short} jobs final in {elapsed:.1f} s: {dict(outcome)}; requests {dict(attempts)}")
-
-    # a permanent refusal is reported once, and nothing was sent
-    for j in short:
-        (state,) = finals[j]
-        assert state in (State.REJECTED, State.FAILED), (j, state)
-        codes = [e.error.code for e in events.finals(j) if e.error]
-        if state is State.REJECTED:
-            assert codes == ["smsc.7"], (j, codes)
-    # a valid job is delivered or gives up after its attempts; none is sent twice
-    for j in valid:
-        assert finals[j] <= {State.DELIVERED, State.FAILED}, (j, finals[j])
-    per_id = Counter(m.id for m in fake.messages)
-    assert max(per_id.values()) == 1
-    delivered = {j for j in valid if finals[j] == {State.DELIVERED}}
-    assert set(per_id) >= {smsc_id(j) for j in delivered}
-    assert outcome[State.DELIVERED] >= n_valid * 0.8  # 0.335 ** 3: about 4 % run out of attempts
-
-
-# -- (c) poison ----------------------------------------------------------------------------------------------
-
-
-async def test_a_job_that_crashes_its_handler_is_parked_without_blocking_others(
-    settings: Settings, names: Names, redis: aioredis.Redis, amqp: aio_pika.abc.AbstractRobustConnection
-) -> None:
-    """A sender whose endpoint makes the HTTP client raise a non-gateway error (`UnicodeError` from the
-    IDNA codec for `http://a..b`): every delivery of its job crashes the handler after the claim, so the
-    quorum queue's delivery limit must dead-letter it, while the other jobs are delivered."""
-    async with FakeSmsc("acme", "pw", initial_status=1) as fake:
-        await create_senders(redis, names, [
-            smsc_sender("s1", fake, ["acme"]),
-            smsc_sender("broken", fake, ["acme"], settings={"base_url": "http://a..b"}),
-        ])  # fmt: skip
-        healthy = [f"ok-{i:03d}" for i in range(50)]
-        items = [("smsc.broken", job_body("poison-1", "broken", "acme", phone(999)), "poison-1")]
-        items += [("smsc.s1", job_body(j, "s1", "acme", phone(i)), j) for i, j in enumerate(healthy)]
-        async with Events.listen(amqp, names) as events:
-            await publish_raw(amqp, names, items)
-            async with fleet(settings, ["smsc"], SendPolicy(concurrency=20)):
-                await events.wait_final(healthy, timeout=30, ledger=(redis, names))
-                dead: list[Any] = []
-                deadline = time.monotonic() + 20
-                while not dead and time.monotonic() < deadline:
-                    dead = await drain_dead(amqp, names)
-                    await asyncio.sleep(0.2)
-
-    assert all(events.finals(j)[0].state is State.DELIVERED for j in healthy)
-    assert len(fake.messages) == len(healthy)
-    assert [m.message_id for m in dead] == ["poison-1"], "the poison job was not dead-lettered"
-    headers = dead[0].headers or {}
-    assert headers.get("x-first-death-reason") == "delivery_limit", headers

@@ -1,0 +1,81 @@
+"""RabbitMQ under the workers: every connection force-closed mid-run, and the broker restarted with a backlog.
+
+Both faults hit every client of the local broker (these tests' own connections too: their robust connections
+come back, and the books' durable events queue keeps what was published meanwhile), so each runs once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aio_pika
+import pytest
+import redis.asyncio as aioredis
+
+from smsfleet.settings import Settings
+from smsfleet.topology import Names
+from tests.chaos.harness import (
+    Books,
+    Events,
+    broker_stopped,
+    create_sender,
+    local_rabbitmqctl,
+    rabbitmqctl,
+    until,
+    valid_jobs,
+    workers,
+)
+from tests.fakes.smsc import FakeSmsc
+
+pytestmark = [pytest.mark.chaos, pytest.mark.slow]
+
+
+@pytest.mark.timeout(150)
+async def test_connections_force_closed(  # noqa: PLR0917 - fixtures
+    settings: Settings,
+    names: Names,
+    redis: aioredis.Redis,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    tmp_path: Path,
+    books: Books,
+) -> None:
+    ctl = local_rabbitmqctl(settings)
+    n = 1500
+    async with FakeSmsc("acme", "pw", initial_status=1, latency=0.01) as fake, Events.listen(amqp, names) as events:
+        await create_sender(redis, names, fake)
+        await books.publish(amqp, names, valid_jobs("cc", n))
+        with workers(settings, tmp_path) as fleet:
+            proc = fleet.start("--concurrency", "20")
+            await until(lambda: len(fake.messages) >= n // 4, 60, f"{n // 4} messages sent", [proc])
+            reconnected = asyncio.Event()  # this test's own connection is closed too: proof that the fault took
+            amqp.reconnect_callbacks.add(lambda *_: reconnected.set())
+            await rabbitmqctl(ctl, "close_all_connections", "chaos")
+            books.note(f"connections closed after {len(fake.messages)} sent")
+            await books.settle(events, fake, timeout=100, procs=[proc], ledger=(redis, names))
+            assert await fleet.stop(proc) == 0, fleet.log(proc)
+    assert reconnected.is_set(), "close_all_connections closed nothing"
+
+
+@pytest.mark.timeout(180)
+async def test_rabbitmq_restarted_with_a_backlog(  # noqa: PLR0917 - fixtures
+    settings: Settings,
+    names: Names,
+    redis: aioredis.Redis,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    tmp_path: Path,
+    books: Books,
+) -> None:
+    ctl = local_rabbitmqctl(settings)
+    n = 1500
+    async with FakeSmsc("acme", "pw", initial_status=1, latency=0.01) as fake, Events.listen(amqp, names) as events:
+        await create_sender(redis, names, fake)
+        await books.publish(amqp, names, valid_jobs("rr", n))
+        with workers(settings, tmp_path) as fleet:
+            proc = fleet.start("--concurrency", "20")
+            await until(lambda: len(fake.messages) >= n // 4, 60, f"{n // 4} messages sent", [proc])
+            async with broker_stopped(ctl):
+                books.note(f"broker stopped for 3 s after {len(fake.messages)} sent")
+                await asyncio.sleep(3)  # the outage itself
+            await books.settle(events, fake, timeout=120, procs=[proc], ledger=(redis, names))
+            assert await fleet.stop(proc) == 0, fleet.log(proc)

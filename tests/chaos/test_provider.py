@@ -1,0 +1,130 @@
+"""The provider misbehaves: HTTP 500, 429 with Retry-After, no answer past the timeout, the connection reset
+after it took the message; and, at random, 30 % 500s and 5 % timeouts over every request.
+
+The send and status workers run in this process (`run_workers`), so the provider timeout is a `SendPolicy`
+field. Faults hit the first requests only (all sends: the first status lookups come a second later), so each
+job needs one retry, whose backoff is 2.5-5 s, well within its attempts. SMSC dedupes by our id, so an
+ambiguous send (timeout, reset) is resent, and the resend creates no second message.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+import aio_pika
+import pytest
+import redis.asyncio as aioredis
+
+from smsfleet.contracts import State
+from smsfleet.settings import Settings
+from smsfleet.topology import Names
+from tests.chaos.harness import (
+    Books,
+    Events,
+    Job,
+    TimedRequests,
+    create_sender,
+    fleet,
+    job_body,
+    valid_jobs,
+)
+from tests.fakes.smsc import FakeSmsc
+from workers import SendPolicy
+
+pytestmark = [pytest.mark.chaos, pytest.mark.slow]
+
+POLICY = SendPolicy(concurrency=20, provider_timeout_s=2.0)
+
+#: fault -> (how to inject it into the fake, how many sends it hits)
+FAULTS: dict[str, tuple[Callable[[FakeSmsc], None], int]] = {
+    "500": (lambda fake: fake.http_status_next(10, 500), 10),  # transient: retried
+    "hang": (lambda fake: fake.hang_next(5), 5),  # no answer within provider_timeout_s: ambiguous, resent
+    "reset_after_accept": (lambda fake: fake.reset_after_accept_next(5), 5),  # taken, then no reply: resent
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("fault", FAULTS)
+async def test_provider(  # noqa: PLR0917 - fixtures
+    fault: str,
+    settings: Settings,
+    names: Names,
+    redis: aioredis.Redis,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    books: Books,
+) -> None:
+    inject, hit = FAULTS[fault]
+    async with FakeSmsc("acme", "pw", initial_status=1) as fake, Events.listen(amqp, names) as events:
+        await create_sender(redis, names, fake)
+        await books.publish(amqp, names, valid_jobs(fault, 20))
+        inject(fake)
+        async with fleet(settings, ["smsc"], POLICY) as task:
+            row = await books.settle(events, fake, timeout=40, procs=[task], ledger=(redis, names))
+    assert row.resends == hit, f"{hit} sends failed, so {hit} must have been sent again"
+
+
+@pytest.mark.timeout(60)
+async def test_provider_429_with_retry_after(
+    settings: Settings,
+    names: Names,
+    redis: aioredis.Redis,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    books: Books,
+) -> None:
+    """The first send gets 429 with `Retry-After: 4`: the worker pauses the whole sender for 4 s (sends whose
+    slot was reserved before still go, at most `max_rate_wait_s` ahead), and retries that job."""
+    n, rate, retry_after = 40, 10, 4.0
+    async with FakeSmsc("acme", "pw", initial_status=1) as fake, Events.listen(amqp, names) as events:
+        fake.requests = requests = TimedRequests()
+        await create_sender(redis, names, fake, rate_limit=rate)
+        await books.publish(amqp, names, valid_jobs("429", n))
+        fake.http_status_next(1, 429, {"Retry-After": f"{retry_after:g}"})
+        async with fleet(settings, ["smsc"], POLICY) as task:
+            row = await books.settle(events, fake, timeout=40, procs=[task], ledger=(redis, names))
+    times = requests.sends()
+    limited = times[0]  # the first request got the 429
+    paused = [t - limited for t in times if limited + POLICY.max_rate_wait_s + 0.2 < t < limited + retry_after - 0.1]
+    books.note(f"sends while paused: {len(paused)}")
+    assert not paused, f"sends during the provider's pause, at {[round(t, 2) for t in paused]} s"
+    assert max(times) > limited + retry_after
+    assert row.resends == 1
+
+
+# Tokelau mobile numbers: valid E.164, but only 7 digits, which SMSC refuses with error 7 (bad number format).
+SHORT_NUMBERS = [f"+690{n}" for n in range(7200, 7300)]
+
+
+@pytest.mark.timeout(150)
+async def test_random_500s_and_timeouts(
+    settings: Settings,
+    names: Names,
+    redis: aioredis.Redis,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    books: Books,
+) -> None:
+    """HTTP 500 on 30 % of requests and no answer on 5 %, three attempts: retries, reconciliation, permanent
+    refusals. A job may run out of attempts (`failed`); none may end otherwise, or be sent twice."""
+    n_valid, n_short = 180, 20
+    policy = SendPolicy(concurrency=100, max_attempts=3, provider_timeout_s=0.5)
+    given_up = frozenset({State.FAILED.value})
+    short = [
+        Job(j, "smsc.s1", job_body(j, "s1", "acme", SHORT_NUMBERS[i]), given_up | {State.REJECTED.value})
+        for i, j in enumerate(f"short-{i:04d}" for i in range(n_short))
+    ]
+    async with (
+        FakeSmsc("acme", "pw", failure_rate=0.3, timeout_rate=0.05, seed=7, initial_status=1) as fake,
+        Events.listen(amqp, names) as events,
+    ):
+        # await_delivery_s 0: rechecks come every second (the smallest delay tier), so a failed lookup
+        # costs a second, not a doubling backoff
+        await create_sender(redis, names, fake, settings={"await_delivery_s": 0})
+        await books.publish(amqp, names, valid_jobs("ok", n_valid, expect=given_up | {State.DELIVERED.value}))
+        await books.publish(amqp, names, short)
+        async with fleet(settings, ["smsc"], policy) as task:
+            row = await books.settle(events, fake, timeout=120, procs=[task], ledger=(redis, names))
+    books.note(f"requests {dict(Counter(path for path, _ in fake.requests))}")
+    for job in short:  # a refusal is SMSC's error 7, reported once
+        if events.final_states(job.id) == {State.REJECTED}:
+            assert [e.error.code for e in events.finals(job.id) if e.error] == ["smsc.7"], job.id
+    assert row.states.get(State.DELIVERED.value, 0) >= n_valid * 0.8  # 0.335 ** 3: about 4 % run out of attempts

@@ -1,0 +1,114 @@
+"""Redis stops answering (the local redis-server is sent SIGSTOP, then SIGCONT): while the worker rate-limits,
+and right after the provider accepted messages, while their `accepted` ledger writes are due.
+
+A worker that cannot reach Redis stops taking jobs and never sends unthrottled; bookkeeping after a provider
+call is retried for ~30 s (`_until_done` in workers/send.py), so an accepted message is neither lost nor sent
+again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aio_pika
+import pytest
+import redis.asyncio as aioredis
+
+from smsfleet.settings import Settings
+from smsfleet.topology import Names
+from tests.chaos.harness import (
+    SEND_PHP,
+    Books,
+    Events,
+    TimedRequests,
+    create_sender,
+    max_per_window,
+    redis_paused,
+    redis_pid,
+    until,
+    valid_jobs,
+    workers,
+)
+from tests.fakes.smsc import FakeSmsc
+
+pytestmark = [pytest.mark.chaos, pytest.mark.slow]
+
+
+def local_redis(settings: Settings) -> int:
+    pid = redis_pid(settings.redis_url)
+    if pid is None:
+        pytest.skip("needs the local redis-server to pause")
+    return pid
+
+
+@pytest.mark.timeout(150)
+async def test_redis_paused_during_rate_limiting(  # noqa: PLR0917 - fixtures
+    settings: Settings,
+    names: Names,
+    redis: aioredis.Redis,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    tmp_path: Path,
+    books: Books,
+) -> None:
+    pid = local_redis(settings)
+    n, rate, pause = 500, 49, 10.0
+    async with FakeSmsc("acme", "pw", initial_status=1) as fake, Events.listen(amqp, names) as events:
+        fake.requests = requests = TimedRequests()
+        await create_sender(redis, names, fake, rate_limit=rate)
+        await books.publish(amqp, names, valid_jobs("rf", n))
+        with workers(settings, tmp_path) as fleet:
+            proc = fleet.start("--concurrency", "50")
+            await until(lambda: len(fake.messages) >= 100, 60, "100 messages sent", [proc])
+            with redis_paused(pid):
+                paused_at, sent_before = time.time(), len(fake.messages)
+                await asyncio.sleep(pause)  # the outage itself
+                sent_while_paused = len(fake.messages) - sent_before
+            books.note(f"Redis paused {pause:g} s after {sent_before} sent; {sent_while_paused} sent meanwhile")
+            await books.settle(events, fake, timeout=90, procs=[proc], ledger=(redis, names))
+            assert await fleet.stop(proc) == 0, fleet.log(proc)
+    times = requests.sends()
+    worst = max_per_window(times)
+    books.note(f"max {worst} sends in a 1-s window")
+    assert worst <= rate
+    assert sent_while_paused <= 5, "sends went on without the rate limiter"
+    assert max(times) > paused_at + pause  # and sending resumed by itself afterwards
+
+
+@pytest.mark.timeout(150)
+async def test_redis_paused_during_the_idempotency_write(  # noqa: PLR0917 - fixtures
+    settings: Settings,
+    names: Names,
+    redis: aioredis.Redis,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    tmp_path: Path,
+    books: Books,
+) -> None:
+    """The provider answers in 2 s. Redis is paused (longer than the worker's 5-s socket timeout) while 100
+    sends are in flight, so their replies arrive, and their `accepted` writes are due, while it is away."""
+    pid = local_redis(settings)
+    n, concurrency, latency, pause = 300, 100, 2.0, 7.0
+    async with (
+        FakeSmsc("acme", "pw", initial_status=1, latency=latency) as fake,
+        Events.listen(amqp, names) as events,
+    ):
+        await create_sender(redis, names, fake)
+        await books.publish(amqp, names, valid_jobs("iw", n))
+
+        def in_flight() -> int:
+            return sum(path == SEND_PHP for path, _ in fake.requests) - len(fake.messages)
+
+        with workers(settings, tmp_path) as fleet:
+            proc = fleet.start("--concurrency", str(concurrency))
+            await until(lambda: in_flight() >= concurrency * 0.8, 30, "the worker's sends in flight", [proc])
+            with redis_paused(pid):
+                before, cut = len(fake.messages), in_flight()
+                await asyncio.sleep(pause)  # the outage itself
+                accepted_while_paused = len(fake.messages) - before
+            books.note(
+                f"Redis paused {pause:g} s with {cut} sends in flight; {accepted_while_paused} accepted meanwhile"
+            )
+            await books.settle(events, fake, timeout=90, procs=[proc], ledger=(redis, names))
+            assert await fleet.stop(proc) == 0, fleet.log(proc)
+    assert accepted_while_paused >= concurrency // 2, "the provider's replies did not come while Redis was away"
