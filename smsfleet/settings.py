@@ -28,6 +28,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     default_region: str | None = None
     play_mobile_rate: float = 49.0
     status_horizon_s: float = 72 * 3600.0
+    #: how far apart in time the fleet-wide rate limiter keeps slots beyond 1/rate (see `workers.ratelimit`)
+    rate_margin_s: float = 0.03
     webhook_rapporto_ips: tuple[str, ...] = ()
 
     @property
@@ -58,22 +60,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         namespace = get("SMSFLEET_NAMESPACE", "smsfleet") or "smsfleet"
         if not namespace.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"SMSFLEET_NAMESPACE may hold letters, digits, - and _ only, not {namespace!r}")
-        rate = get("PLAY_MOBILE_LIMIT_REQUESTS_PER_SEC", "49") or "49"
-        try:
-            play_mobile_rate = float(rate)
-        except ValueError:
-            raise ConfigError(f"PLAY_MOBILE_LIMIT_REQUESTS_PER_SEC must be a number, not {rate!r}") from None
-        if play_mobile_rate <= 0:
-            raise ConfigError("PLAY_MOBILE_LIMIT_REQUESTS_PER_SEC must be above 0")
-        horizon = get("SMSFLEET_STATUS_HORIZON_S") or str(d.status_horizon_s)
-        try:
-            status_horizon_s = float(horizon)
-        except ValueError:
-            raise ConfigError(f"SMSFLEET_STATUS_HORIZON_S must be a number of seconds, not {horizon!r}") from None
+
+        def number(name: str, default: float, what: str, *, low: float, high: float = float("inf")) -> float:
+            text = get(name) or str(default)
+            try:
+                value = float(text)
+            except ValueError:
+                raise ConfigError(f"{name} must be {what}, not {text!r}") from None
+            if not low <= value <= high:
+                raise ConfigError(f"{name} must be {what} from {low:g} to {high:g}, not {text!r}")
+            return value
+
+        play_mobile_rate = number("PLAY_MOBILE_LIMIT_REQUESTS_PER_SEC", 49, "a number", low=1e-3)
+        status_horizon_s = number("SMSFLEET_STATUS_HORIZON_S", d.status_horizon_s, "a number of seconds", low=1)
+        margin_ms = number("SMSFLEET_RATE_MARGIN_MS", d.rate_margin_s * 1000, "milliseconds", low=0, high=500)
         ips = tuple(ip.strip() for ip in (get("SMSFLEET_WEBHOOK_RAPPORTO_IPS") or "").split(",") if ip.strip())
         return cls(
             webhook_rapporto_ips=ips,
             status_horizon_s=status_horizon_s,
+            rate_margin_s=margin_ms / 1000,
             amqp_url=get("SMSFLEET_AMQP_URL") or d.amqp_url,
             redis_url=get("SMSFLEET_REDIS_URL") or d.redis_url,
             namespace=namespace,

@@ -99,7 +99,7 @@ class Runtime:
             await senders.start()
             stack.push_async_callback(senders.stop)
             ledger = Ledger(redis, names)
-            limiter = RateLimiter(redis, names.redis_key("rate"))
+            limiter = RateLimiter(redis, names.redis_key("rate"), margin=settings.rate_margin_s)
             yield cls(
                 settings=settings,
                 names=names,

@@ -108,7 +108,7 @@ def worker_deployments() -> list[tuple[dict[str, Any], dict[str, Any], Namespace
 
 @cache
 def settings_env_vars() -> frozenset[str]:
-    """The variables `Settings.from_env` reads: the names given to `get(...)` in smsfleet/settings.py."""
+    """The variables `Settings.from_env` reads: the names given to `get(...)` and `number(...)` in settings.py."""
     tree = ast.parse((ROOT / "smsfleet" / "settings.py").read_text(encoding="utf-8"))
     names = set()
     for node in ast.walk(tree):
@@ -116,7 +116,7 @@ def settings_env_vars() -> frozenset[str]:
             func = node.func
             called = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
             value = node.args[0].value
-            if called == "get" and isinstance(value, str) and re.fullmatch(r"[A-Z][A-Z0-9_]+", value):
+            if called in ("get", "number") and isinstance(value, str) and re.fullmatch(r"[A-Z][A-Z0-9_]+", value):
                 names.add(value)
     assert "SMSFLEET_AMQP_URL" in names, "settings.py no longer reads variables through get(...): update this test"
     return frozenset(names)
