@@ -121,9 +121,10 @@ async def accepted_count(
         queue = await channel.declare_queue(exclusive=True)
         await queue.bind(names.events_exchange, routing_key=f"status.{State.ACCEPTED}")
 
-        async def count() -> int:
-            declared = await channel.declare_queue(queue.name, passive=True)
-            return declared.declaration_result.message_count or 0
+        async def count() -> int:  # on the AMQP channel: aio-pika's robust channel answers a passive
+            # declaration of a queue it declared itself from its cache, with the count of that time
+            declared = await (await channel.get_underlay_channel()).queue_declare(queue.name, passive=True)
+            return declared.message_count or 0
 
         yield count
 
