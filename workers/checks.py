@@ -17,6 +17,7 @@ from smsfleet.senders import Sender
 from smsfleet.suppression import SuppressionStore
 
 __all__ = [
+    "SUPPRESSED",
     "Check",
     "Verdict",
     "account_assigned",
@@ -57,11 +58,12 @@ def not_expired(clock: Callable[[], datetime] = now) -> Check:
     return check
 
 
+SUPPRESSED = Verdict(State.SUPPRESSED, "suppressed", "the number is on a suppression list")
+
+
 def not_suppressed(store: SuppressionStore) -> Check:
     async def check(job: SendJob, sender: Sender) -> Verdict | None:
-        if not await store.is_suppressed(job.account, job.to):
-            return None
-        return Verdict(State.SUPPRESSED, "suppressed", "the number is on a suppression list")
+        return SUPPRESSED if await store.is_suppressed(job.account, job.to) else None
 
     return check
 

@@ -2,9 +2,9 @@
 
 For each delivery, in order (DESIGN §7.1): wait out a delay -> decode -> sender of this gateway -> checks
 (account, expiry, suppression, verified phone and caller ID, segments) -> idempotency claim -> fleet-wide
-rate limit -> provider call -> ledger and event -> ack. Every outcome is published (with confirms) before
-the delivery is acknowledged, so a crash at any point leads to a redelivery, never to a loss; the ledger
-makes the redelivery safe.
+rate limit -> provider call -> ledger and event -> ack; suppression, claim and rate-limit slot are one Redis
+script (`admission`). Every outcome is published (with confirms) before the delivery is acknowledged, so a
+crash at any point leads to a redelivery, never to a loss; the ledger makes the redelivery safe.
 
 Nothing waits unacknowledged: retries, long rate-limit waits and status rechecks go through delay tiers.
 The worker never names a provider: what differs between gateways lives in the adapter.
@@ -34,6 +34,7 @@ from smsfleet.topology import HEADER_ATTEMPT
 
 from .admission import Outcome
 from .checks import (
+    SUPPRESSED,
     Check,
     account_assigned,
     not_expired,
@@ -284,7 +285,7 @@ class SendWorker:
             case Outcome.RETRY:
                 await self._redelay(msg, admission.wait_s, attempt)
             case Outcome.SUPPRESSED:
-                await self._refused(msg, job, sender, attempt, _SUPPRESSED)
+                await self._refused(msg, job, sender, attempt, SUPPRESSED)
             case Outcome.CALLING if gateway.dedupes or self.policy.ambiguous == "resend":
                 return await self._take_slot(msg, job, sender, attempt, owner, rate, takeover=True)
             case Outcome.CALLING:
@@ -481,13 +482,11 @@ class SendWorker:
         await self.rechecks.add(job.sender, job.id, after_s)
 
 
-#: slots a job may take in a row when it keeps waking too late for them (see `_wait_turn`)
+#: slots a job may take in a row when it keeps waking too late for them (see `_take_slot`)
 MAX_SLOTS = 5
-#: each process lets at most rate x GATE_S of a sender's jobs wait for a slot at once; the others wait their
-#: turn in-process (up to `max_rate_wait_s`), instead of all asking Redis and bouncing through delay tiers
+#: each process lets at most rate x GATE_S of a sender's jobs ask for a slot at once (see `_clear`)
 GATE_S = 0.5
 
-_SUPPRESSED = CheckVerdict(State.SUPPRESSED, "suppressed", "the number is on a suppression list")
 _AMBIGUOUS = "the provider may have accepted the message; not resent (policy: unknown)"
 _AMBIGUOUS_REDELIVERY = ErrorInfo(
     "ambiguous_send", "an earlier attempt may have reached the provider; not resent (policy: unknown)"
