@@ -2,8 +2,11 @@
 
 A recheck per job would put as many messages into the delay tiers as jobs are sent, each written to disk by
 a quorum queue and each a confirmed publish for the send worker. The send worker instead collects the jobs
-a sender accepted within `window_s` (at most `size` of them) into one `Recheck`; the status worker looks
-every job of it up and carries the ones still pending on in one message again.
+of a sender into one `Recheck`, by group commit: the first job opens a batch, which is published on the
+next event-loop turn; jobs that arrive while a sender's batch is being published gather in the next one,
+published as soon as the broker confirms the current one (or at `size` jobs). So a job waits at most about
+one publish for its recheck to be on its way, and the batches grow with the load by themselves. The status
+worker looks every job of a batch up and carries the ones still pending on in one message again.
 
 Nothing is lost to the batching: a job's delivery is acknowledged only after the message that carries its
 recheck is confirmed (`RecheckBatcher.add` returns then). If that publish fails, or the process dies before
@@ -42,17 +45,15 @@ class _Batch:
     accepted_at: float
     job_ids: list[str] = field(default_factory=list)
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    timer: asyncio.TimerHandle | None = None
 
 
 class RecheckBatcher:
-    def __init__(self, delayer: Delayer, gateway: str, *, window_s: float = 0.05, size: int = 200) -> None:
+    def __init__(self, delayer: Delayer, gateway: str, *, size: int = 500) -> None:
         self.delayer = delayer
         self.gateway = gateway
-        self.window_s = window_s
         self.size = size
         self._open: dict[tuple[str, float], _Batch] = {}
-        self._publishing: set[asyncio.Task[None]] = set()
+        self._publishing: dict[tuple[str, float], asyncio.Task[None]] = {}
 
     async def add(self, sender: str, job_id: str, after_s: float) -> None:
         """Schedule a recheck of `job_id` in `after_s`; returns when the message that carries it is confirmed."""
@@ -61,7 +62,8 @@ class RecheckBatcher:
         if batch is None:
             batch = self._open[key] = _Batch(accepted_at=time.time())
             batch.done.add_done_callback(_retrieve)
-            batch.timer = asyncio.get_running_loop().call_later(self.window_s, self._flush, key)
+            if key not in self._publishing:  # else it goes when the batch being published is confirmed
+                asyncio.get_running_loop().call_soon(self._flush, key)
         batch.job_ids.append(job_id)
         if len(batch.job_ids) >= self.size:
             self._flush(key)
@@ -71,11 +73,13 @@ class RecheckBatcher:
         batch = self._open.pop(key, None)
         if batch is None:
             return
-        if batch.timer is not None:
-            batch.timer.cancel()
-        task = asyncio.create_task(self._publish(key, batch))
-        self._publishing.add(task)
-        task.add_done_callback(self._publishing.discard)
+        task = self._publishing[key] = asyncio.create_task(self._publish(key, batch))
+        task.add_done_callback(lambda _: self._published(key, task))
+
+    def _published(self, key: tuple[str, float], task: asyncio.Task[None]) -> None:
+        if self._publishing.get(key) is task:
+            del self._publishing[key]
+        self._flush(key)  # the batch that gathered meanwhile, if any
 
     async def _publish(self, key: tuple[str, float], batch: _Batch) -> None:
         sender, after_s = key

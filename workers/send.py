@@ -367,10 +367,8 @@ class SendWorker:
         parts = receipt.parts or parts
         await _until_done(lambda: self.rt.ledger.accepted(job.id, self.kind, receipt.ids, encode(job), attempt, parts))
         pid = receipt.provider_message_id
-        await self.rt.emit(
-            status_event(job, State.ACCEPTED, attempt=attempt, parts=parts, provider_message_id=pid), self.kind
-        )
-        await self._schedule_recheck(job, gateway)
+        event = status_event(job, State.ACCEPTED, attempt=attempt, parts=parts, provider_message_id=pid)
+        await asyncio.gather(self.rt.emit(event, self.kind), self._schedule_recheck(job, gateway))
         await msg.ack()
         log.info("sms.sent", job_id=job.id, sender=sender.id, provider_message_id=pid, parts=parts, attempt=attempt)
 

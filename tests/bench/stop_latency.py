@@ -23,6 +23,7 @@ import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from smsfleet.logs import configure
 from smsfleet.senders import SenderRegistry, parse_sender, receiving_url
 from smsfleet.settings import Settings
 from smsfleet.suppression import SuppressionStore
@@ -51,6 +52,7 @@ def inbound(number: str) -> dict[str, object]:
 
 
 async def main(stops: int, concurrency: int) -> None:
+    configure("console", "warning")
     settings = Settings.from_env()
     names = Names(f"bench{uuid.uuid4().hex[:8]}")
     settings = Settings(amqp_url=settings.amqp_url, redis_url=settings.redis_url, namespace=names.ns)

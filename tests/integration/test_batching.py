@@ -91,7 +91,7 @@ async def test_rechecks_of_one_sender_travel_together_and_each_waiter_returns_wh
     amqp: aio_pika.abc.AbstractRobustConnection, names: Names
 ) -> None:
     async with amqp.channel(publisher_confirms=True) as channel:
-        batcher = RecheckBatcher(Delayer(channel, names), "smsc", window_s=0.05, size=100)
+        batcher = RecheckBatcher(Delayer(channel, names), "smsc", size=100)
         adds = [batcher.add("s1", f"j{i}", 1.0) for i in range(250)] + [batcher.add("s2", "other", 1.0)]
         await asyncio.gather(*adds)
         rechecks = await _rechecks(channel, names, expected=4)
