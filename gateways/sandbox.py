@@ -82,7 +82,7 @@ class SandboxGateway(Gateway[SandboxSettings]):
                 Report(
                     provider_message_id=str(pid) if pid else None,
                     job_id=str(job_id) if job_id else None,
-                    state=state,
+                    state=state if state.final else None,  # `accepted`: nothing new
                     raw_status=state.value,
                 )
             )

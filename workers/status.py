@@ -126,7 +126,7 @@ class StatusWorker(QueueConsumer):
             return False
         gateway = self._gateway(sender)
         report = await self._lookup(gateway, sender, job, record) if gateway.has_status else None
-        if report is not None and report.state is not None:
+        if report is not None and report.state is not None and report.state.final:
             await self._finish(job, record, report.state, report.error, "poll")
             bound.info("recheck.final", state=report.state)
             metrics.RECHECKS.labels(check.gateway, "final").inc()
@@ -170,7 +170,7 @@ class StatusWorker(QueueConsumer):
                 log.warning("report.unmatched", gateway=report.gateway, provider_message_id=report.provider_message_id)
                 metrics.REPORTS.labels(report.gateway, "unmatched").inc()
             return
-        if report.state is None or record.get("phase") == "final":
+        if report.state is None or not report.state.final or record.get("phase") == "final":
             metrics.REPORTS.labels(report.gateway, "ignored").inc()
             return  # not final, or a late or duplicate report: final states are never overwritten
         metrics.REPORTS.labels(report.gateway, "matched").inc()

@@ -80,6 +80,11 @@ def test_callback_one_or_many(http: aiohttp.ClientSession) -> None:
     ]
 
 
+def test_an_accepted_callback_is_not_final(http: aiohttp.ClientSession) -> None:
+    [report] = sandbox(http).parse_callback(post({"id": "sbx-1", "state": "accepted"})).reports
+    assert (report.state, report.raw_status) == (None, "accepted")
+
+
 @pytest.mark.parametrize(
     "body",
     [b"not json", b'{"id": "a", "state": "lost"}', b'{"state": "delivered"}', b"[1]"],

@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateways.smsc import smsc_id
-from smsfleet.contracts import SendJob, StatusEvent
+from smsfleet.contracts import ReportMessage, SendJob, State, StatusEvent, encode, now
 from smsfleet.senders import SenderRegistry, parse_sender, receiving_url
 from smsfleet.settings import Settings
 from smsfleet.topology import Names, message
@@ -125,6 +125,26 @@ async def test_early_duplicate_and_disordered_reports_give_one_delivered_event(
         await until(lambda: "delivered" in events.states("early"), within=20)
         await asyncio.sleep(2.0)  # time for any duplicate to show
     assert Counter(events.states("early")) == Counter({"accepted": 1, "delivered": 1})
+
+
+async def test_a_report_of_a_state_that_is_not_final_changes_nothing(
+    settings: Settings, names: Names, redis: aioredis.Redis, amqp: aio_pika.abc.AbstractConnection
+) -> None:
+    doc = {"id": "quick", "gateway": "sandbox", "accounts": ["acme"], "settings": {"await_delivery_s": 3600}}
+    await SenderRegistry(redis, names).create(parse_sender(doc))
+    async with amqp.channel() as channel, fleet(settings, ["sandbox"]):
+        events = await listen(channel, names)
+        send = await channel.get_exchange(names.send_exchange)
+        internal = await channel.get_exchange(names.internal_exchange)
+        await send.publish(message(job("nf", "quick")), routing_key="sandbox.quick")
+        await until(lambda: "accepted" in events.states("nf"))
+        for state in (State.ACCEPTED, State.DELIVERED):  # as a gateway that reported `accepted` would publish it
+            report = ReportMessage(gateway="sandbox", sender="quick", provider_message_id=None, job_id="nf",
+                                   state=state, received_at=now())  # fmt: skip
+            await internal.publish(message(encode(report)), routing_key="report.sandbox")
+            await asyncio.sleep(0.5)
+        await until(lambda: "delivered" in events.states("nf"))
+    assert events.states("nf") == ["accepted", "delivered"]
 
 
 @pytest.mark.slow
