@@ -22,13 +22,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import msgspec
 
 from .errors import Ambiguous, Permanent, RateLimited, Transient
 
-__all__ = ["Reply", "request", "retry_after"]
+__all__ = ["FORM", "Reply", "request", "retry_after"]
+
+FORM = "application/x-www-form-urlencoded"
 
 
 class Reply(msgspec.Struct, frozen=True):
@@ -81,6 +84,9 @@ async def request(
     **kwargs: Any,
 ) -> Reply:
     """One HTTP request to a provider, its failures mapped onto the error tree (see the module doc)."""
+    if isinstance(form := kwargs.get("data"), Mapping):  # aiohttp's FormData makes the same body for 3x the CPU
+        kwargs["data"] = urlencode(form).encode()
+        kwargs["headers"] = {"Content-Type": FORM, **kwargs.get("headers", {})}
     if not resend:
         kwargs["middlewares"] = (_no_resend,)
         kwargs["headers"] = {**kwargs.get("headers", {}), "Connection": "close"}

@@ -37,13 +37,16 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 import aio_pika
 import aiohttp
 import msgspec
 import redis.asyncio as aioredis
 
+from gateways.http import FORM
 from gateways.smsc import smsc_id
+from smsfleet.cli import run
 from smsfleet.contracts import SendJob, State, StatusEvent, encode
 from smsfleet.logs import configure
 from smsfleet.senders import SenderRegistry, parse_sender
@@ -51,6 +54,8 @@ from smsfleet.settings import Settings
 from smsfleet.topology import Names, declare, delete, message
 from tests.fakes.smsc import FakeSmsc
 from workers import SendPolicy, run_workers
+
+FORM_HEADERS = {"Content-Type": FORM}  # the body encoded as the worker's gateways encode it
 
 LOGIN, PASSWORD = "bench", "pw"
 _event_decoder = msgspec.json.Decoder(StatusEvent)
@@ -182,7 +187,7 @@ async def bare_round(
             job = _job_decoder.decode(msg.body)
             form = {"login": LOGIN, "psw": PASSWORD, "fmt": "3", "charset": "utf-8",
                     "phones": job.to, "mes": job.text, "id": str(smsc_id(job.id))}  # fmt: skip
-            async with http.post(url + "/sys/send.php", data=form) as resp:
+            async with http.post(url + "/sys/send.php", data=urlencode(form).encode(), headers=FORM_HEADERS) as resp:
                 await resp.json(content_type=None)
             await msg.ack()
             done.append(time.time())
@@ -274,7 +279,7 @@ async def bench_namespace(
         await redis.aclose()
 
 
-async def main() -> None:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3)
@@ -284,11 +289,17 @@ async def main() -> None:
     parser.add_argument("--slow-latency", type=float, default=0.2)
     add_service_args(parser)
     parser.add_argument("--fake-in-process", action="store_true", help="serve the fakes from this event loop")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--serve-fake", type=float, metavar="LATENCY", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fake is not None:
-        await serve_fake(args.serve_fake)
+        asyncio.run(serve_fake(args.serve_fake))
         return
+    # the loop the `smsfleet` command runs on (uvloop where installed), or the standard one
+    (asyncio.run if args.loop == "asyncio" else run)(bench(args))
+
+
+async def bench(args: argparse.Namespace) -> None:
     configure("console", "warning")
 
     rates: dict[str, list[float]] = {"worker": [], "bare": [], "slow": []}
@@ -340,4 +351,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
