@@ -44,10 +44,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 
 import redis.asyncio as aioredis
 
-__all__ = ["DEFAULT_MARGIN", "GCRA_LUA", "RateLimitWait", "RateLimiter"]
+__all__ = ["DEFAULT_MARGIN", "GCRA_LUA", "RateLimitWait", "RateLimiter", "sleep_until"]
 
 DEFAULT_MARGIN = 0.03
 """Seconds of send-time jitter the window bound tolerates; also the throughput cost (1 / 1.03 = 97 %)."""
@@ -105,6 +106,14 @@ if tat < resume then
 end
 return resume - now
 """
+
+
+async def sleep_until(deadline: float) -> None:
+    """Sleep until `time.monotonic()` reaches `deadline`. An event loop's timer can fire early (uvloop's by up
+    to a millisecond: libuv keeps its clock in whole milliseconds), and a reserved slot must never be used
+    before its time: what is left is slept again."""
+    while (left := deadline - time.monotonic()) > 0:  # noqa: ASYNC110 - a deadline, not an event to wait for
+        await asyncio.sleep(left)
 
 
 class RateLimitWait(Exception):
@@ -201,8 +210,7 @@ class RateLimiter:
     async def wait(self, sender_id: str, rate: float, *, max_wait: float) -> None:
         """:meth:`acquire`, then sleep until the reserved slot. Cancelling the sleep wastes the slot."""
         delay = await self.acquire(sender_id, rate, max_wait=max_wait)
-        if delay > 0:
-            await asyncio.sleep(delay)
+        await sleep_until(time.monotonic() + delay)
 
     async def pause(self, sender_id: str, seconds: float) -> None:
         """The provider asked us to back off (429 / Retry-After): grant no send for ``seconds``.

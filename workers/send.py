@@ -46,7 +46,7 @@ from .checks import (
 )
 from .checks import Verdict as CheckVerdict
 from .delays import attempt_of, backoff, remaining, tier_for
-from .ratelimit import RateLimitWait
+from .ratelimit import RateLimitWait, sleep_until
 from .rechecks import RecheckBatcher
 from .runtime import Runtime, status_event
 
@@ -329,8 +329,7 @@ class SendWorker:
                     return False
             slot = time.monotonic() + delay
             metrics.RATE_LIMIT_WAIT.labels(self.kind).observe(delay)
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await sleep_until(slot)
             if not calling:
                 if self.draining:
                     await self.rt.ledger.retry(job.id)
