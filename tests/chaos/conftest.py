@@ -9,9 +9,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import pytest
+import redis.asyncio as aioredis
 
-from tests.chaos.harness import ROW_KEY, Books
+from smsfleet.settings import Settings
+from smsfleet.topology import Names
+from tests.chaos.harness import ROW_KEY, Books, Case
 
 COLUMNS = ("case", "jobs", "published", "final", "lost", "duplicated", "unknown", "resends", "states", "notes")
 
@@ -21,6 +25,18 @@ _rows: list[dict[str, Any]] = []
 @pytest.fixture
 def books(request: pytest.FixtureRequest) -> Books:
     return Books(request.node.name.removeprefix("test_"), request.node.user_properties)
+
+
+@pytest.fixture
+def case(  # noqa: PLR0917 - fixtures
+    settings: Settings,
+    names: Names,
+    redis: aioredis.Redis,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    books: Books,
+    tmp_path: Path,
+) -> Case:
+    return Case(settings, names, redis, amqp, books, tmp_path)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -570,3 +570,30 @@ class Books:
             notes="",
         )
         return row, problems
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One chaos case's fixtures (the `case` fixture) and the set-up every case starts from."""
+
+    settings: Settings
+    names: Names
+    redis: aioredis.Redis
+    amqp: aio_pika.abc.AbstractRobustConnection
+    books: Books
+    tmp_path: Path
+
+    @contextlib.asynccontextmanager
+    async def backlog(
+        self, fake: FakeSmsc, jobs: Sequence[Job], *, dead: bool = False, **sender: Any
+    ) -> AsyncIterator[Events]:
+        """`fake` serving sender `s1` (`sender`: its fields beyond the defaults of `smsc_sender`), the
+        events collected (`dead`: `<ns>.dead` too), then `jobs` published; the fake stops on the way out."""
+        async with fake, Events.listen(self.amqp, self.names, dead=dead) as events:
+            await create_sender(self.redis, self.names, fake, **sender)
+            await self.books.publish(self.amqp, self.names, jobs)
+            yield events
+
+    async def settle(self, events: Events, fake: FakeSmsc, *, timeout: float, procs: Sequence[Running]) -> Row:  # noqa: ASYNC109 - a polling deadline
+        """`Books.settle`, a lost job looked up in this case's ledger."""
+        return await self.books.settle(events, fake, timeout=timeout, procs=procs, ledger=(self.redis, self.names))

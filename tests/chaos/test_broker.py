@@ -7,19 +7,12 @@ come back, and the books' durable events queue keeps what was published meanwhil
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
-import aio_pika
 import pytest
-import redis.asyncio as aioredis
 
-from smsfleet.settings import Settings
-from smsfleet.topology import Names
 from tests.chaos.harness import (
-    Books,
-    Events,
+    Case,
     broker_stopped,
-    create_sender,
     local_rabbitmqctl,
     rabbitmqctl,
     until,
@@ -32,50 +25,34 @@ pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
 
 @pytest.mark.timeout(150)
-async def test_connections_force_closed(  # noqa: PLR0917 - fixtures
-    settings: Settings,
-    names: Names,
-    redis: aioredis.Redis,
-    amqp: aio_pika.abc.AbstractRobustConnection,
-    tmp_path: Path,
-    books: Books,
-) -> None:
-    ctl = local_rabbitmqctl(settings)
+async def test_connections_force_closed(case: Case) -> None:
+    ctl = local_rabbitmqctl(case.settings)
     n = 1500
-    async with FakeSmsc("acme", "pw", initial_status=1, latency=0.01) as fake, Events.listen(amqp, names) as events:
-        await create_sender(redis, names, fake)
-        await books.publish(amqp, names, valid_jobs("cc", n))
-        with workers(settings, tmp_path) as fleet:
+    fake = FakeSmsc("acme", "pw", initial_status=1, latency=0.01)
+    async with case.backlog(fake, valid_jobs("cc", n)) as events:
+        with workers(case.settings, case.tmp_path) as fleet:
             proc = fleet.start("--concurrency", "20")
             await until(lambda: len(fake.messages) >= n // 4, 60, f"{n // 4} messages sent", [proc])
             reconnected = asyncio.Event()  # this test's own connection is closed too: proof that the fault took
-            amqp.reconnect_callbacks.add(lambda *_: reconnected.set())
+            case.amqp.reconnect_callbacks.add(lambda *_: reconnected.set())
             await rabbitmqctl(ctl, "close_all_connections", "chaos")
-            books.note(f"connections closed after {len(fake.messages)} sent")
-            await books.settle(events, fake, timeout=100, procs=[proc], ledger=(redis, names))
+            case.books.note(f"connections closed after {len(fake.messages)} sent")
+            await case.settle(events, fake, timeout=100, procs=[proc])
             assert await fleet.stop(proc) == 0, fleet.log(proc)
     assert reconnected.is_set(), "close_all_connections closed nothing"
 
 
 @pytest.mark.timeout(180)
-async def test_rabbitmq_restarted_with_a_backlog(  # noqa: PLR0917 - fixtures
-    settings: Settings,
-    names: Names,
-    redis: aioredis.Redis,
-    amqp: aio_pika.abc.AbstractRobustConnection,
-    tmp_path: Path,
-    books: Books,
-) -> None:
-    ctl = local_rabbitmqctl(settings)
+async def test_rabbitmq_restarted_with_a_backlog(case: Case) -> None:
+    ctl = local_rabbitmqctl(case.settings)
     n = 1500
-    async with FakeSmsc("acme", "pw", initial_status=1, latency=0.01) as fake, Events.listen(amqp, names) as events:
-        await create_sender(redis, names, fake)
-        await books.publish(amqp, names, valid_jobs("rr", n))
-        with workers(settings, tmp_path) as fleet:
+    fake = FakeSmsc("acme", "pw", initial_status=1, latency=0.01)
+    async with case.backlog(fake, valid_jobs("rr", n)) as events:
+        with workers(case.settings, case.tmp_path) as fleet:
             proc = fleet.start("--concurrency", "20")
             await until(lambda: len(fake.messages) >= n // 4, 60, f"{n // 4} messages sent", [proc])
             async with broker_stopped(ctl):
-                books.note(f"broker stopped for 3 s after {len(fake.messages)} sent")
+                case.books.note(f"broker stopped for 3 s after {len(fake.messages)} sent")
                 await asyncio.sleep(3)  # the outage itself
-            await books.settle(events, fake, timeout=120, procs=[proc], ledger=(redis, names))
+            await case.settle(events, fake, timeout=120, procs=[proc])
             assert await fleet.stop(proc) == 0, fleet.log(proc)

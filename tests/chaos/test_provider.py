@@ -12,19 +12,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
-import aio_pika
 import pytest
-import redis.asyncio as aioredis
 
 from smsfleet.contracts import State
-from smsfleet.settings import Settings
-from smsfleet.topology import Names
 from tests.chaos.harness import (
-    Books,
-    Events,
+    Case,
     Job,
     TimedRequests,
-    create_sender,
     fleet,
     job_body,
     valid_jobs,
@@ -46,46 +40,31 @@ FAULTS: dict[str, tuple[Callable[[FakeSmsc], None], int]] = {
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("fault", FAULTS)
-async def test_provider(  # noqa: PLR0917 - fixtures
-    fault: str,
-    settings: Settings,
-    names: Names,
-    redis: aioredis.Redis,
-    amqp: aio_pika.abc.AbstractRobustConnection,
-    books: Books,
-) -> None:
+async def test_provider(fault: str, case: Case) -> None:
     inject, hit = FAULTS[fault]
-    async with FakeSmsc("acme", "pw", initial_status=1) as fake, Events.listen(amqp, names) as events:
-        await create_sender(redis, names, fake)
-        await books.publish(amqp, names, valid_jobs(fault, 20))
+    fake = FakeSmsc("acme", "pw", initial_status=1)
+    async with case.backlog(fake, valid_jobs(fault, 20)) as events:
         inject(fake)
-        async with fleet(settings, ["smsc"], POLICY) as task:
-            row = await books.settle(events, fake, timeout=40, procs=[task], ledger=(redis, names))
+        async with fleet(case.settings, ["smsc"], POLICY) as task:
+            row = await case.settle(events, fake, timeout=40, procs=[task])
     assert row.resends == hit, f"{hit} sends failed, so {hit} must have been sent again"
 
 
 @pytest.mark.timeout(60)
-async def test_provider_429_with_retry_after(
-    settings: Settings,
-    names: Names,
-    redis: aioredis.Redis,
-    amqp: aio_pika.abc.AbstractRobustConnection,
-    books: Books,
-) -> None:
+async def test_provider_429_with_retry_after(case: Case) -> None:
     """The first send gets 429 with `Retry-After: 4`: the worker pauses the whole sender for 4 s (sends whose
     slot was reserved before still go, at most `max_rate_wait_s` ahead), and retries that job."""
     n, rate, retry_after = 40, 10, 4.0
-    async with FakeSmsc("acme", "pw", initial_status=1) as fake, Events.listen(amqp, names) as events:
-        fake.requests = requests = TimedRequests()
-        await create_sender(redis, names, fake, rate_limit=rate)
-        await books.publish(amqp, names, valid_jobs("429", n))
+    fake = FakeSmsc("acme", "pw", initial_status=1)
+    fake.requests = requests = TimedRequests()
+    async with case.backlog(fake, valid_jobs("429", n), rate_limit=rate) as events:
         fake.http_status_next(1, 429, {"Retry-After": f"{retry_after:g}"})
-        async with fleet(settings, ["smsc"], POLICY) as task:
-            row = await books.settle(events, fake, timeout=40, procs=[task], ledger=(redis, names))
+        async with fleet(case.settings, ["smsc"], POLICY) as task:
+            row = await case.settle(events, fake, timeout=40, procs=[task])
     times = requests.sends()
     limited = times[0]  # the first request got the 429
     paused = [t - limited for t in times if limited + POLICY.max_rate_wait_s + 0.2 < t < limited + retry_after - 0.1]
-    books.note(f"sends while paused: {len(paused)}")
+    case.books.note(f"sends while paused: {len(paused)}")
     assert not paused, f"sends during the provider's pause, at {[round(t, 2) for t in paused]} s"
     assert max(times) > limited + retry_after
     assert row.resends == 1
@@ -96,13 +75,7 @@ SHORT_NUMBERS = [f"+690{n}" for n in range(7200, 7300)]
 
 
 @pytest.mark.timeout(150)
-async def test_random_500s_and_timeouts(
-    settings: Settings,
-    names: Names,
-    redis: aioredis.Redis,
-    amqp: aio_pika.abc.AbstractRobustConnection,
-    books: Books,
-) -> None:
+async def test_random_500s_and_timeouts(case: Case) -> None:
     """HTTP 500 on 30 % of requests and no answer on 5 %, three attempts: retries, reconciliation, permanent
     refusals. A job may run out of attempts (`failed`); none may end otherwise, or be sent twice."""
     n_valid, n_short = 180, 20
@@ -112,18 +85,16 @@ async def test_random_500s_and_timeouts(
         Job(j, "smsc.s1", job_body(j, "s1", "acme", SHORT_NUMBERS[i]), given_up | {State.REJECTED.value})
         for i, j in enumerate(f"short-{i:04d}" for i in range(n_short))
     ]
+    fake = FakeSmsc("acme", "pw", failure_rate=0.3, timeout_rate=0.05, seed=7, initial_status=1)
+    jobs = [*valid_jobs("ok", n_valid, expect=given_up | {State.DELIVERED.value}), *short]
+    # await_delivery_s 0: rechecks come every second (the smallest delay tier), so a failed lookup costs a
+    # second, not a doubling backoff
     async with (
-        FakeSmsc("acme", "pw", failure_rate=0.3, timeout_rate=0.05, seed=7, initial_status=1) as fake,
-        Events.listen(amqp, names) as events,
+        case.backlog(fake, jobs, settings={"await_delivery_s": 0}) as events,
+        fleet(case.settings, ["smsc"], policy) as task,
     ):
-        # await_delivery_s 0: rechecks come every second (the smallest delay tier), so a failed lookup
-        # costs a second, not a doubling backoff
-        await create_sender(redis, names, fake, settings={"await_delivery_s": 0})
-        await books.publish(amqp, names, valid_jobs("ok", n_valid, expect=given_up | {State.DELIVERED.value}))
-        await books.publish(amqp, names, short)
-        async with fleet(settings, ["smsc"], policy) as task:
-            row = await books.settle(events, fake, timeout=120, procs=[task], ledger=(redis, names))
-    books.note(f"requests {dict(Counter(path for path, _ in fake.requests))}")
+        row = await case.settle(events, fake, timeout=120, procs=[task])
+    case.books.note(f"requests {dict(Counter(path for path, _ in fake.requests))}")
     for job in short:  # a refusal is SMSC's error 7, reported once
         if events.final_states(job.id) == {State.REJECTED}:
             assert [e.error.code for e in events.finals(job.id) if e.error] == ["smsc.7"], job.id

@@ -10,20 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
-import aio_pika
 import pytest
-import redis.asyncio as aioredis
 
 from smsfleet.settings import Settings
-from smsfleet.topology import Names
 from tests.chaos.harness import (
     SEND_PHP,
-    Books,
-    Events,
+    Case,
     TimedRequests,
-    create_sender,
     max_per_window,
     redis_paused,
     redis_pid,
@@ -44,71 +38,52 @@ def local_redis(settings: Settings) -> int:
 
 
 @pytest.mark.timeout(150)
-async def test_redis_paused_during_rate_limiting(  # noqa: PLR0917 - fixtures
-    settings: Settings,
-    names: Names,
-    redis: aioredis.Redis,
-    amqp: aio_pika.abc.AbstractRobustConnection,
-    tmp_path: Path,
-    books: Books,
-) -> None:
-    pid = local_redis(settings)
+async def test_redis_paused_during_rate_limiting(case: Case) -> None:
+    pid = local_redis(case.settings)
     n, rate, pause = 500, 49, 10.0
-    async with FakeSmsc("acme", "pw", initial_status=1) as fake, Events.listen(amqp, names) as events:
-        fake.requests = requests = TimedRequests()
-        await create_sender(redis, names, fake, rate_limit=rate)
-        await books.publish(amqp, names, valid_jobs("rf", n))
-        with workers(settings, tmp_path) as fleet:
+    fake = FakeSmsc("acme", "pw", initial_status=1)
+    fake.requests = requests = TimedRequests()
+    async with case.backlog(fake, valid_jobs("rf", n), rate_limit=rate) as events:
+        with workers(case.settings, case.tmp_path) as fleet:
             proc = fleet.start("--concurrency", "50")
             await until(lambda: len(fake.messages) >= 100, 60, "100 messages sent", [proc])
             with redis_paused(pid):
                 paused_at, sent_before = time.time(), len(fake.messages)
                 await asyncio.sleep(pause)  # the outage itself
                 sent_while_paused = len(fake.messages) - sent_before
-            books.note(f"Redis paused {pause:g} s after {sent_before} sent; {sent_while_paused} sent meanwhile")
-            await books.settle(events, fake, timeout=90, procs=[proc], ledger=(redis, names))
+            case.books.note(f"Redis paused {pause:g} s after {sent_before} sent; {sent_while_paused} sent meanwhile")
+            await case.settle(events, fake, timeout=90, procs=[proc])
             assert await fleet.stop(proc) == 0, fleet.log(proc)
     times = requests.sends()
     worst = max_per_window(times)
-    books.note(f"max {worst} sends in a 1-s window")
+    case.books.note(f"max {worst} sends in a 1-s window")
     assert worst <= rate
     assert sent_while_paused <= 5, "sends went on without the rate limiter"
     assert max(times) > paused_at + pause  # and sending resumed by itself afterwards
 
 
 @pytest.mark.timeout(150)
-async def test_redis_paused_during_the_idempotency_write(  # noqa: PLR0917 - fixtures
-    settings: Settings,
-    names: Names,
-    redis: aioredis.Redis,
-    amqp: aio_pika.abc.AbstractRobustConnection,
-    tmp_path: Path,
-    books: Books,
-) -> None:
+async def test_redis_paused_during_the_idempotency_write(case: Case) -> None:
     """The provider answers in 2 s. Redis is paused (longer than the worker's 5-s socket timeout) while 100
     sends are in flight, so their replies arrive, and their `accepted` writes are due, while it is away."""
-    pid = local_redis(settings)
+    pid = local_redis(case.settings)
     n, concurrency, latency, pause = 300, 100, 2.0, 7.0
-    async with (
-        FakeSmsc("acme", "pw", initial_status=1, latency=latency) as fake,
-        Events.listen(amqp, names) as events,
-    ):
-        await create_sender(redis, names, fake)
-        await books.publish(amqp, names, valid_jobs("iw", n))
+    fake = FakeSmsc("acme", "pw", initial_status=1, latency=latency)
+    async with case.backlog(fake, valid_jobs("iw", n)) as events:
 
         def in_flight() -> int:
             return sum(path == SEND_PHP for path, _ in fake.requests) - len(fake.messages)
 
-        with workers(settings, tmp_path) as fleet:
+        with workers(case.settings, case.tmp_path) as fleet:
             proc = fleet.start("--concurrency", str(concurrency))
             await until(lambda: in_flight() >= concurrency * 0.8, 30, "the worker's sends in flight", [proc])
             with redis_paused(pid):
                 before, cut = len(fake.messages), in_flight()
                 await asyncio.sleep(pause)  # the outage itself
                 accepted_while_paused = len(fake.messages) - before
-            books.note(
+            case.books.note(
                 f"Redis paused {pause:g} s with {cut} sends in flight; {accepted_while_paused} accepted meanwhile"
             )
-            await books.settle(events, fake, timeout=90, procs=[proc], ledger=(redis, names))
+            await case.settle(events, fake, timeout=90, procs=[proc])
             assert await fleet.stop(proc) == 0, fleet.log(proc)
     assert accepted_while_paused >= concurrency // 2, "the provider's replies did not come while Redis was away"
