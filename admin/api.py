@@ -1,16 +1,21 @@
 """The JSON API. Senders are the documents of DESIGN §6, as `smsfleet senders show --json` prints them.
 
-    GET    /api/senders          {"senders": [sender, ...]}  (secrets masked; with receiving_url)
+    GET    /api/senders          {"senders": [sender, ...], "unreadable": {id: why, ...}}  (secrets masked;
+                                 with receiving_url; `unreadable`: stored records that do not decode)
     POST   /api/senders          create: 201 + the sender; 409 when the id is taken
     GET    /api/senders/{id}     the sender
     PUT    /api/senders/{id}     replace it with the document (secrets left out, blank or masked are kept)
     PATCH  /api/senders/{id}     change the fields given (settings merged key by key)
     DELETE /api/senders/{id}     204
+    POST   /api/senders/{id}/rotate-token   a new webhook token: the sender, with its new receiving_url (the old
+                                 token stops working as soon as running processes pick up the change)
     GET    /api/gateways         {"gateways": [{kind, title, callbacks, fields: [...]}, ...]}
     GET    /api/gateways/{kind}  one kind
 
 A document that fails validation gets 422 `{"errors": {"<field>": "<message>", ...}}` keyed by the
-document's paths (`settings.login`); anything else that goes wrong gets `{"error": "<message>"}`.
+document's paths (`settings.login`, `webhook_token`: a token given in a document must be at least 32
+characters, at least 10 of them different); anything else that goes wrong gets `{"error": "<message>"}`.
+Every POST, PUT and PATCH is `Content-Type: application/json` (rotate-token: `{}`; see `admin.security`).
 Secrets are write-only: answers show them as `********`. Every write reaches running workers through the
 registry's change notification.
 """
@@ -24,7 +29,7 @@ import msgspec
 from aiohttp import web
 
 from smsfleet.kinds import KIND_SETTINGS, fields
-from smsfleet.senders import Sender, SenderError, sender_doc
+from smsfleet.senders import Sender, SenderError, UnreadableSender, sender_doc
 
 from .context import REGISTRY, SETTINGS
 from .errors import Invalid, Problem
@@ -61,15 +66,23 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 async def _existing(request: web.Request) -> Sender:
     sender_id = request.match_info["id"]
-    sender = await request.app[REGISTRY].get(sender_id)
+    try:
+        sender = await request.app[REGISTRY].get(sender_id)
+    except UnreadableSender as exc:
+        raise Problem(500, f"{exc}; delete the sender and create it again") from None
     if sender is None:
         raise Problem(404, f"no sender with id {sender_id!r}")
     return sender
 
 
 async def list_senders(request: web.Request) -> web.StreamResponse:
-    senders = await request.app[REGISTRY].list()
-    return json_response({"senders": [_doc(request, s) for s in senders]})
+    senders, unreadable = await request.app[REGISTRY].load()
+    return json_response(
+        {
+            "senders": [_doc(request, senders[i]) for i in sorted(senders)],
+            "unreadable": {exc.sender_id: exc.reason for exc in unreadable},
+        }
+    )
 
 
 async def get_sender(request: web.Request) -> web.StreamResponse:
@@ -108,6 +121,11 @@ async def patch_sender(request: web.Request) -> web.StreamResponse:
     return json_response(_doc(request, sender))
 
 
+async def rotate_token(request: web.Request) -> web.StreamResponse:
+    existing = await _existing(request)
+    return json_response(_doc(request, await request.app[REGISTRY].rotate_token(existing.id)))
+
+
 async def delete_sender(request: web.Request) -> web.StreamResponse:
     sender_id = request.match_info["id"]
     if not await request.app[REGISTRY].delete(sender_id):
@@ -133,5 +151,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_put(f"/api/senders/{ID}", replace_sender)
     app.router.add_patch(f"/api/senders/{ID}", patch_sender)
     app.router.add_delete(f"/api/senders/{ID}", delete_sender)
+    app.router.add_post(f"/api/senders/{ID}/rotate-token", rotate_token)
     app.router.add_get("/api/gateways", list_gateways)
     app.router.add_get("/api/gateways/{kind}", get_gateway)

@@ -31,12 +31,12 @@ async def cmd_admin(args: argparse.Namespace, settings: Settings) -> int:
         config = AdminConfig.from_env(os.environ)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    # before listening, in one line: a bad SMSFLEET_SECRET_KEY (2), Redis down (1), senders it cannot read (2)
+    # before listening, in one line: a bad SMSFLEET_SECRET_KEY (2), Redis down (1), stored secrets it cannot
+    # decrypt (2); a single record that does not decode is shown on the page instead
     async with _registry(settings) as registry:
-        try:
-            await registry.list()
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
+        _, unreadable = await registry.load()
+        if key := next((exc for exc in unreadable if exc.key_problem), None):
+            raise UserError(str(key))
     if not _loopback(args.host):
         structlog.get_logger("smsfleet.admin").warning(
             "admin.exposed", host=args.host, hint="serve it behind TLS: Basic auth sends the token in every request"

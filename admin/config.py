@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from smsfleet.senders import MIN_TOKEN_LENGTH, weak_token
+
 __all__ = ["MIN_TOKEN_LENGTH", "TOKEN_HINT", "USER", "AdminConfig"]
 
 #: the user name of HTTP Basic auth; the password is the token
 USER = "admin"
-MIN_TOKEN_LENGTH = 16
 TOKEN_HINT = "make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"  # noqa: S105 - how to make a token, not one
 
 
@@ -21,8 +22,10 @@ class AdminConfig:
     user: str = USER
 
     def __post_init__(self) -> None:
-        if len(self.token) < MIN_TOKEN_LENGTH:
-            raise ValueError(f"SMSFLEET_ADMIN_TOKEN must be at least {MIN_TOKEN_LENGTH} characters; {TOKEN_HINT}")
+        """The rule of every token a person chooses (`smsfleet.senders.weak_token`): at least 32 characters,
+        at least 10 of them different."""
+        if problem := weak_token(self.token, url=False):
+            raise ValueError(f"SMSFLEET_ADMIN_TOKEN {problem}; {TOKEN_HINT}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AdminConfig:

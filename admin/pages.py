@@ -6,6 +6,7 @@
     POST /senders/new            create; or, with action=switch, the form again for the chosen gateway
     GET  /senders/{id}/edit      the edit form, with the sender's SMS Receiving URL
     POST /senders/{id}/edit      save; or action=switch as above
+    POST /senders/{id}/rotate-token   a new webhook token; back to the edit page, with the new receiving URL
     GET  /senders/{id}/delete    "delete this sender?"
     POST /senders/{id}/delete    delete when confirmed=yes (the script asks first), else the question page
 
@@ -22,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from smsfleet.kinds import KIND_SETTINGS
-from smsfleet.senders import Sender, SenderError, receiving_url
+from smsfleet.senders import Sender, SenderError, UnreadableSender, receiving_url
 
 from .context import GUARD, REGISTRY, SETTINGS, TEMPLATES
 from .errors import Invalid, Problem
@@ -33,7 +34,7 @@ from .validation import invalid, validate
 __all__ = ["add_routes", "render"]
 
 ID = "{id:[A-Za-z0-9_-]{1,64}}"
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # fullmatch: `$` would let a final newline through
 
 
 def render(
@@ -72,7 +73,10 @@ class SenderRow:
 
 async def _sender(request: web.Request) -> Sender:
     sender_id = request.match_info["id"]
-    sender = await request.app[REGISTRY].get(sender_id)
+    try:
+        sender = await request.app[REGISTRY].get(sender_id)
+    except UnreadableSender as exc:
+        raise Problem(500, f"{exc}. Delete the sender and create it again.") from None
     if sender is None:
         raise Problem(404, f"There is no sender {sender_id!r}. It may have been deleted.")
     return sender
@@ -83,10 +87,11 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 async def list_senders(request: web.Request) -> web.StreamResponse:
-    senders = await request.app[REGISTRY].list()
+    senders, unreadable = await request.app[REGISTRY].load()
     deleted = request.query.get("deleted", "")
-    notice = f"Sender {deleted} deleted." if _ID.match(deleted) else None
-    return render(request, "senders.html", senders=[SenderRow.of(s) for s in senders], notice=notice)
+    notice = f"Sender {deleted} deleted." if _ID.fullmatch(deleted) else None
+    rows = [SenderRow.of(senders[i]) for i in sorted(senders)]
+    return render(request, "senders.html", senders=rows, notice=notice, unreadable=[str(e) for e in unreadable])
 
 
 def _form_page(
@@ -135,6 +140,11 @@ async def edit_form(request: web.Request) -> web.StreamResponse:
         notice = "Sender created."
     elif "saved" in request.query:
         notice = "Changes saved. Running workers use them within seconds."
+    elif "rotated" in request.query:
+        notice = (
+            "New webhook token. Give the provider the new SMS Receiving URL below: the old one stops working "
+            "within seconds."
+        )
     return _form_page(request, SenderForm.for_sender(sender), sender=sender, notice=notice)
 
 
@@ -152,6 +162,12 @@ async def save(request: web.Request) -> web.StreamResponse:
         return _form_page(request, form, sender=existing, status=422)
     await request.app[REGISTRY].put(sender)
     raise web.HTTPSeeOther(f"/senders/{sender.id}/edit?saved=1")
+
+
+async def rotate_token(request: web.Request) -> web.StreamResponse:
+    sender = await _sender(request)
+    await request.app[REGISTRY].rotate_token(sender.id)
+    raise web.HTTPSeeOther(f"/senders/{sender.id}/edit?rotated=1")
 
 
 async def confirm_delete(request: web.Request) -> web.StreamResponse:
@@ -180,5 +196,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/senders/new", create)
     app.router.add_get(f"/senders/{ID}/edit", edit_form)
     app.router.add_post(f"/senders/{ID}/edit", save)
+    app.router.add_post(f"/senders/{ID}/rotate-token", rotate_token)
     app.router.add_get(f"/senders/{ID}/delete", confirm_delete)
     app.router.add_post(f"/senders/{ID}/delete", delete)

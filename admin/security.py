@@ -38,7 +38,7 @@ CSRF_COOKIE = "smsfleet_admin_csrf"
 CSRF_FIELD = "csrf_token"
 REALM = "smsfleet admin"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_NONCE = re.compile(r"^[A-Za-z0-9_-]{32,128}$")
+_NONCE = re.compile(r"[A-Za-z0-9_-]{32,128}")  # fullmatch: `$` would let a final newline through
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -72,7 +72,7 @@ class Guard:
     def nonce(request: web.Request) -> tuple[str, bool]:
         """The request's CSRF nonce from its cookie, or a new one (then True: the response must set it)."""
         nonce = request.cookies.get(CSRF_COOKIE, "")
-        if _NONCE.match(nonce):
+        if _NONCE.fullmatch(nonce):
             return nonce, False
         return secrets.token_urlsafe(32), True
 
@@ -80,7 +80,7 @@ class Guard:
         return hmac.new(self._csrf_key, nonce.encode(), hashlib.sha256).hexdigest()
 
     def csrf_valid(self, nonce: str | None, token: str | None) -> bool:
-        if not nonce or not token or not _NONCE.match(nonce):
+        if not nonce or not token or not _NONCE.fullmatch(nonce):
             return False
         return hmac.compare_digest(self.csrf_token(nonce), token)
 

@@ -21,7 +21,7 @@ __all__ = ["REQUIRED", "error_key", "humanize", "invalid", "missing", "validate"
 
 REQUIRED = "this field is required"
 ID_RULE = "use 1 to 64 letters, digits, - or _ (the id is part of routing keys and URLs)"  # the kernel's words
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # fullmatch: `$` would let a final newline through
 _OPS = {">=": "at least", ">": "above", "<=": "at most", "<": "below"}
 _RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^Object missing required field"), REQUIRED),
@@ -34,12 +34,12 @@ _RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^Expected `str` of length >= 1"), "must not be empty"),
     (re.compile(r"^Object contains unknown field"), "unknown field"),
 ]
-_BOUND = re.compile(r"^Expected `(int|float)` (>=|>|<=|<) (\S+)$")
+_BOUND = re.compile(r"Expected `(int|float)` (>=|>|<=|<) (\S+)")
 
 
 def error_key(field: str) -> str:
     """`accounts[0]` -> `accounts`; a problem with the whole document -> `document`."""
-    return re.sub(r"(\[\d+\])+$", "", field) or "document"
+    return re.sub(r"(\[\d+\])+\Z", "", field) or "document"
 
 
 def humanize(field: str, message: str) -> str:
@@ -47,7 +47,7 @@ def humanize(field: str, message: str) -> str:
         return "assign at least one account"
     if field.startswith("settings.") and message.startswith("Object contains unknown field"):
         return "not a setting of this gateway"
-    if bound := _BOUND.match(message):
+    if bound := _BOUND.fullmatch(message):
         kind, op, value = bound.groups()
         number = f"{float(value):g}"
         return f"must be {'a whole number ' if kind == 'int' else ''}{_OPS[op]} {number}"
@@ -73,7 +73,7 @@ def missing(doc: Mapping[str, Any], existing: Sender | None = None) -> dict[str,
     sender_id = doc.get("id")
     if _blank(sender_id):
         errors["id"] = REQUIRED
-    elif isinstance(sender_id, str) and not _ID.match(sender_id):
+    elif isinstance(sender_id, str) and not _ID.fullmatch(sender_id):
         errors["id"] = ID_RULE
     if _blank(doc.get("accounts")):
         errors["accounts"] = "assign at least one account"

@@ -5,7 +5,13 @@ the environment or touches Redis) and offers up to three things:
 
 - `send(message) -> Receipt`, raising the error tree of `gateways.errors`;
 - `status(ref) -> Report`, when the provider has a status lookup (`has_status`);
-- `parse_callback(request) -> Callback`, when the provider pushes reports or inbound SMS.
+- `parse_callback(request) -> Callback`, when the provider pushes reports or inbound SMS;
+- `find(message) -> Receipt | None`, when the provider lets us look a message up by what we sent
+  (`can_find`): the reconciliation of an ambiguous send, before anything is sent again.
+
+Where the provider takes an id of ours with a message, `Outgoing.ref` is that id: the job id, or, for
+providers that want a number (`numeric_ref`), a number the worker allocates once per job from a counter per
+provider account (`ref_space`), so two jobs never share one and every attempt of a job carries the same.
 
 `send_many` exists for providers that take several messages in one request; the default sends them one by
 one, so an adapter only overrides it when its API really batches.
@@ -51,6 +57,13 @@ class Outgoing(msgspec.Struct, frozen=True, kw_only=True):
     parts: int = 1
     #: the sender's SMS Receiving URL, for providers that take a report URL with each message
     callback_url: str | None = None
+    #: the id the provider sees, allocated by the worker for kinds with `numeric_ref` ('' = the job id)
+    ref: str = ""
+
+    @property
+    def wire_id(self) -> str:
+        """Our id for this message at the provider: the same on every attempt of the job."""
+        return self.ref or self.job_id
 
 
 class Receipt(msgspec.Struct, frozen=True, kw_only=True):
@@ -86,6 +99,8 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     at: datetime | None = None
     error: ErrorInfo | None = None
     raw_status: str = ""
+    #: the destination, where the report names it (E.164): a report for another number is not the job's
+    to: str | None = None
 
 
 class Inbound(msgspec.Struct, frozen=True, kw_only=True):
@@ -138,9 +153,10 @@ class Gateway(Generic[S]):
     default_await_delivery_s: ClassVar[int] = 60
     #: what this adapter assumes because the provider's documentation was not found or is thin
     assumptions: ClassVar[tuple[str, ...]] = ()
-    #: the provider deduplicates a repeated send of the same job id, so a resend after an ambiguous
-    #: outcome is safe
-    dedupes: ClassVar[bool] = False
+    #: `find` looks a message up by what we sent: an ambiguous send is reconciled, never blindly repeated
+    can_find: ClassVar[bool] = False
+    #: the provider wants a number as our message id: `Outgoing.ref` is allocated from a counter
+    numeric_ref: ClassVar[bool] = False
 
     #: seconds a provider request may take; the worker sets it from its policy
     timeout_s: float = 10.0
@@ -165,8 +181,18 @@ class Gateway(Generic[S]):
 
         return list(await asyncio.gather(*(one(m) for m in messages)))
 
+    @property
+    def ref_space(self) -> str:
+        """The provider account whose numeric ids one counter allocates (`numeric_ref` kinds)."""
+        return self.kind
+
     async def status(self, ref: StatusRef) -> Report:
         raise NotImplementedError(f"{self.kind} has no status lookup")
+
+    async def find(self, message: Outgoing) -> Receipt | None:
+        """The provider's record of `message` (sent by an earlier attempt), or None when it has none.
+        Raises `GatewayError` when the provider could not say."""
+        raise NotImplementedError(f"{self.kind} cannot look a message up by what we sent")
 
     def parse_callback(self, request: CallbackRequest) -> Callback:
         raise NotImplementedError(f"{self.kind} does not push callbacks")

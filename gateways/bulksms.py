@@ -9,11 +9,15 @@ bodies are arrays of the same Message objects: `type` SENT for status updates, R
 Decisions:
 - `deduplication-id` (query, int32) is BulkSMS's documented idempotency key: a resubmission with the same id
   within about 12 h "succeeds" and is "indistinguishable from a non-duplicated submission", and sends nothing.
-  Ours is derived from the job id (`dedup_id`), so every attempt of a job carries the same one: `dedupes`.
+  Ours is a number the worker allocates once per job from a counter per BulkSMS account (`Outgoing.ref`,
+  `numeric_ref`): two jobs never share one (a hash of the job id did, and BulkSMS then silently dropped the
+  second job), and every attempt of a job carries the same. Past the 12 h a resend would be sent again, so
+  an ambiguous send is first reconciled by `find`: `GET /messages?filter=userSuppliedId=…`.
 - `userSuppliedId` (the client correlation id, at most 20 characters) is the job id when it fits, else `~` and
   19 hex digits of its sha256 (`user_supplied_id`): it shows in BulkSMS's web app and filters. Reports are
   matched by BulkSMS's message id alone (we always hold it: a deduplicated resend answers the first ids), never
-  by userSuppliedId, which another application on the same account may set to anything.
+  by userSuppliedId, which another application on the same account may set to anything; `find` therefore
+  also checks the number and the text of what it finds.
 - BulkSMS takes no report URL per message (webhooks are registered per account), so `callback_url` is unused:
   the operator registers the sender's SMS Receiving URL as a SENT and a RECEIVED webhook.
 - `longMessageMaxParts` is always sent: the sender's `max_parts`, else this class's `max_parts`. BulkSMS's
@@ -45,7 +49,7 @@ from ._json_api import call, e164, pushed_json, timestamp
 from .base import Callback, CallbackRequest, Gateway, Inbound, Outgoing, Receipt, Report, StatusRef
 from .errors import Ambiguous, GatewayError, Permanent, Transient
 
-__all__ = ["GATEWAY", "BulksmsGateway", "dedup_id", "user_supplied_id"]
+__all__ = ["GATEWAY", "BulksmsGateway", "user_supplied_id"]
 
 DEFAULT_BASE_URL = "https://api.bulksms.com/v1"
 
@@ -73,11 +77,6 @@ STATUSES: dict[str, tuple[State | None, str]] = {
 _FAILED = {State.UNDELIVERED, State.EXPIRED, State.REJECTED}
 
 
-def dedup_id(job_id: str) -> int:
-    """The job's `deduplication-id`: the first 31 bits of sha256(job id), 1..2**31-1 (an int32)."""
-    return int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:4], "big") >> 1 or 1
-
-
 def user_supplied_id(job_id: str) -> str:
     return job_id if len(job_id) <= 20 else "~" + hashlib.sha256(job_id.encode()).hexdigest()[:19]
 
@@ -94,6 +93,7 @@ def _report(message: Any) -> Report:
         state=state,
         error=ErrorInfo(f"bulksms.{raw}", meaning) if state in _FAILED else None,
         raw_status=raw,
+        to=e164(message["to"]) if message.get("to") else None,
     )
 
 
@@ -118,7 +118,8 @@ class BulksmsGateway(Gateway[BulksmsSettings]):
     settings_type = BulksmsSettings
     max_parts = 10
     has_status = True
-    dedupes = True
+    can_find = True
+    numeric_ref = True
     assumptions = (
         "BulkSMS documents no request rate; 20 requests/s per sender is a guess",
         "BulkSMS documents no upper bound for longMessageMaxParts (default 3); 10 parts is our default limit",
@@ -131,6 +132,10 @@ class BulksmsGateway(Gateway[BulksmsSettings]):
         self.base_url = (settings.base_url or DEFAULT_BASE_URL).rstrip("/")
         basic = base64.b64encode(f"{settings.login}:{settings.password}".encode()).decode()
         self._auth = {"Authorization": f"Basic {basic}"}  # sent up front, as BulkSMS asks
+
+    @property
+    def ref_space(self) -> str:
+        return f"bulksms|{self.base_url}|{self.settings.login}"
 
     def __repr__(self) -> str:
         return f"BulksmsGateway(login={self.settings.login!r}, base_url={self.base_url!r})"
@@ -145,7 +150,9 @@ class BulksmsGateway(Gateway[BulksmsSettings]):
         if message.originator:
             shortcode = message.originator.isdigit() and len(message.originator) <= 6
             entry["from"] = {"type": "SHORTCODE", "address": message.originator} if shortcode else message.originator
-        params = {"deduplication-id": str(dedup_id(message.job_id)), "auto-unicode": "true"}
+        if not message.ref.isdigit():
+            raise Permanent("bulksms.no_ref", "a BulkSMS message needs a numeric deduplication-id from the worker")
+        params = {"deduplication-id": message.ref, "auto-unicode": "true"}
         url = f"{self.base_url}/messages"
         status, data = await call(
             self, "POST", url, provider="BulkSMS", headers=self._auth, body=[entry], params=params
@@ -160,6 +167,21 @@ class BulksmsGateway(Gateway[BulksmsSettings]):
         kind = str(problem.get("type", "")).partition("#")[2]  # ".../errors#insufficient-credits"
         detail = str(problem.get("detail") or problem.get("title") or "").strip()[:200]
         raise cls(f"bulksms.{status}" + (f".{kind}" if kind else ""), f"{meaning}: {detail}" if detail else meaning)
+
+    async def find(self, message: Outgoing) -> Receipt | None:
+        url = f"{self.base_url}/messages"
+        clause = "userSuppliedId=" + quote(user_supplied_id(message.job_id), safe="")  # clauses are URL-encoded
+        params = {"filter": clause, "limit": "100"}
+        status, data = await call(self, "GET", url, provider="BulkSMS", headers=self._auth, params=params, lookup=True)
+        if status != 200 or not isinstance(data, list):
+            raise Transient(f"bulksms.lookup.{status}", f"BulkSMS message search answered HTTP {status}")
+        to = message.to.lstrip("+")
+        found = [
+            m for m in data
+            if isinstance(m, dict) and m.get("id") and m.get("type") != "RECEIVED"
+            and str(m.get("to", "")).lstrip("+") == to and m.get("body") in (message.text, None)
+        ]  # fmt: skip
+        return Receipt(provider_message_id=str(found[0]["id"])) if found else None
 
     async def status(self, ref: StatusRef) -> Report:
         pid = ref.provider_message_id

@@ -15,7 +15,9 @@ Decisions:
 - `destinations[].messageId` is our job id (Infobip takes 200 characters; ours have at most 128): reports
   carry it (hence `Report.job_id`), a lookup works even when the send's reply was lost, and Infobip refuses
   a second message with that id (status 23, REJECTED_DUPLICATE_MESSAGE_ID). send() takes that refusal as
-  proof that an earlier attempt was accepted, hence `dedupes`; a report of status 23 is never the message's fate.
+  proof that an earlier attempt was accepted; a report of status 23 is never the message's fate. For how long
+  Infobip remembers an id is not documented, so an ambiguous send is first reconciled by `find`: the logs by
+  messageId, which Infobip keeps 48 h.
 - `to` goes as digits, as in all of Infobip's examples; inbound numbers come as digits and leave as E.164.
 - `validityPeriod` from `valid_until`: whole minutes, 1..2880 (Infobip's cap is 48 h). Reports are pushed to
   the sender's SMS Receiving URL (`callback_url`), as JSON. Inbound SMS go where the number's forwarding
@@ -117,6 +119,7 @@ def _report(item: Any) -> Report:
     return Report(
         provider_message_id=pid,
         job_id=pid,
+        to=e164(item["to"]) if item.get("to") else None,
         state=status.state,
         at=timestamp(item.get("doneAt")),
         error=info,
@@ -158,10 +161,10 @@ class InfobipGateway(Gateway[InfobipSettings]):
     default_rate = 50.0
     max_parts = 25  # Infobip refuses more than 25 parts (REJECTED_MESSAGE_TOO_LONG)
     has_status = True
-    dedupes = True
+    can_find = True
     assumptions = (
         "Infobip refuses a repeated messageId in the send reply (status 23); for how long it remembers ids is "
-        "not documented, so a resend after an ambiguous send relies on it within the worker's retry budget",
+        "not documented, so an ambiguous send is looked up in the logs (48 h) before any resend",
         "Infobip rate-limits sends only per account, by answering 429; 50 requests/s per sender is a guess",
     )
 
@@ -214,6 +217,16 @@ class InfobipGateway(Gateway[InfobipSettings]):
         parts = details.get("messageCount") if isinstance(details, dict) else item.get("smsCount")
         pid = str(item.get("messageId") or message.job_id)
         return Receipt(provider_message_id=pid, parts=parts if isinstance(parts, int) else None)
+
+    async def find(self, message: Outgoing) -> Receipt | None:
+        url = self.base_url + self.api.logs
+        params = {"messageId": message.job_id}
+        status, data = await call(self, "GET", url, provider="Infobip", headers=self._auth, params=params, lookup=True)
+        results = data.get("results") if status == 200 and isinstance(data, dict) else None
+        if not isinstance(results, list):
+            raise Transient(f"infobip.lookup.{status}", f"Infobip log lookup answered HTTP {status}")
+        found = any(isinstance(r, dict) and r.get("messageId") == message.job_id for r in results)
+        return Receipt(provider_message_id=message.job_id) if found else None
 
     async def status(self, ref: StatusRef) -> Report:
         pid = ref.provider_message_id or ref.job_id

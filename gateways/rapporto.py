@@ -8,10 +8,12 @@ never GET: credentials stay out of URLs, and aiohttp re-sends an idempotent GET 
 connection turns out dead.
 
 Decisions:
-- `partnerMsgId` is our job id (hashed when longer than Rapporto's 50 characters): Rapporto sends a repeated
-  key once and answers every repeat with the first request's id, so a resend after an ambiguous outcome is
-  safe (`dedupes`). While the first request with a key is still being processed a repeat gets 503: Transient,
-  retried after a pause. Reports echo `partnerMsgId`, so they carry our job id besides Rapporto's.
+- `partnerMsgId` is our job id (hashed when longer than Rapporto's 50 characters). Where Rapporto's manager
+  has enabled it, Rapporto sends a repeated key once and answers every repeat with the first request's id;
+  since that is an account setting we cannot see, and Rapporto has no lookup, an ambiguous send follows the
+  worker's policy (`unknown` by default). While the first request with a key is still being processed a
+  repeat gets 503: Transient, retried after a pause. Reports echo `partnerMsgId`, but only Rapporto's own
+  id matches a report to a job: the echo is the caller's word, and the bare URL has no token.
 - 408 is Rapporto's "too fast" (not 429): RateLimited. 500 asks for a pause of at least a minute: RateLimited
   with 60 s, which pauses the whole sender, as the docs ask. 409 is the anti-duplicate filter (same number,
   same text within a day; off by default): Permanent, as the docs say never to repeat it.
@@ -147,7 +149,6 @@ class RapportoGateway(Gateway[RapportoSettings]):
     kind = "rapporto"
     settings_type = RapportoSettings
     default_rate = 10.0
-    dedupes = True
     assumptions = (
         "partnerMsgId deduplication must be enabled for the account by Rapporto's manager; without it a resend "
         "after an ambiguous send reaches the subscriber twice",

@@ -10,17 +10,19 @@ Decisions:
 - `phones` is our E.164 with its '+'. Numbers reach us already validated and normalized; without '+' SMSC
   may "auto-correct" a number, which for a valid one can only make it another number. With '+' it does not.
   Status lookups send the digits, the form in which SMSC itself reports phones.
-- `id` is ours, derived from the job id (`smsc_id`), so every attempt of a job carries the same id: SMSC
-  refuses a repeated identical send with error 9 (hence `dedupes`; see `assumptions` for the caveat), and the
-  message can be looked up by (id, phone) even when the reply to the send was lost.
-- Error 9 (duplicate request) on a send means an identical request came before. We look the message up:
-  found, the earlier attempt was accepted and this is a success; not found, or the lookup fails: Ambiguous.
+- `id` is ours: a number the worker allocates once per job from a counter per SMSC account
+  (`Outgoing.ref`, `numeric_ref`), so two jobs never share one and every attempt of a job carries the same.
+  SMSC does not deduplicate by it: error 9 only refuses an *identical request within a minute*. What makes
+  a resend safe is `find`: status.php by (id, phone) says whether an earlier attempt reached SMSC, and the
+  worker looks before it sends again.
+- Error 9 (duplicate request) on a send means an identical request came within the minute. We look the
+  message up: found, the earlier attempt was accepted and this is a success; not found, or the lookup
+  fails: Ambiguous.
 - HTTP 200 whose body is neither a success nor an error: Ambiguous, since SMSC may have taken the message.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -33,7 +35,7 @@ from .base import Callback, CallbackRequest, Gateway, Outgoing, Receipt, Report,
 from .errors import Ambiguous, GatewayError, Permanent, RateLimited, Transient
 from .http import request
 
-__all__ = ["GATEWAY", "SmscGateway", "smsc_id"]
+__all__ = ["GATEWAY", "SmscGateway"]
 
 DEFAULT_BASE_URL = "https://smsc.ru"
 
@@ -69,12 +71,9 @@ STATUSES: dict[int, tuple[State | None, str]] = {
 _FAILED = {State.UNDELIVERED, State.EXPIRED, State.REJECTED}
 
 
-def smsc_id(job_id: str) -> int:
-    """Our SMSC message id for a job: the first 31 bits of sha256(job id), 1..2**31-1 (SMSC's int range)."""
-    return int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:4], "big") >> 1 or 1
-
-
-def _report(provider_id: str, status: int, err: int, job_id: str | None = None, ts: Any = None) -> Report:
+def _report(  # noqa: PLR0917 - the fields of one SMSC status
+    provider_id: str, status: int, err: int, job_id: str | None = None, ts: Any = None, phone: str = ""
+) -> Report:
     state, meaning = STATUSES.get(status, (None, f"unknown status {status}"))
     error = None
     if err:
@@ -89,6 +88,7 @@ def _report(provider_id: str, status: int, err: int, job_id: str | None = None, 
         at=at,
         error=error,
         raw_status=str(status),
+        to="+" + phone.lstrip("+") if phone.lstrip("+").isdigit() else None,
     )
 
 
@@ -99,11 +99,13 @@ class SmscGateway(Gateway[SmscSettings]):
     settings_type = SmscSettings
     default_rate = 30.0
     has_status = True
-    dedupes = True
+    can_find = True
+    numeric_ref = True
     assumptions = (
         "SMSC publishes no request rate; 30 requests/s per sender is a guess",
-        "a repeated identical send (same id, phones, text) gets error 9 and is not sent again; how long SMSC "
-        "remembers a request is not documented, so send() confirms error 9 with a status lookup",
+        "SMSC does not deduplicate by our id: an identical request is refused (error 9) within one minute "
+        "only; an ambiguous send is reconciled by status.php (id, phone) before any resend",
+        "status.php answers status -3 for a message it does not have, at once after the send was taken",
         "pushed reports are form fields id, status, err (and phone), as a POST body or a query string; "
         "other fields and any signature are not documented (providers-A §3.5: low-medium)",
         "`valid` is the lifetime in whole hours, 1..24 (medium)",
@@ -114,12 +116,16 @@ class SmscGateway(Gateway[SmscSettings]):
     def base_url(self) -> str:
         return (self.settings.base_url or DEFAULT_BASE_URL).rstrip("/")
 
+    @property
+    def ref_space(self) -> str:
+        return f"smsc|{self.base_url}|{self.settings.login}"
+
     def __repr__(self) -> str:
         return f"SmscGateway(login={self.settings.login!r}, base_url={self.base_url!r})"
 
     async def send(self, message: Outgoing) -> Receipt:
-        sid = smsc_id(message.job_id)
-        params = {"phones": message.to, "mes": message.text, "id": str(sid)}
+        sid = _sid(message)
+        params = {"phones": message.to, "mes": message.text, "id": sid}
         if message.originator:
             params["sender"] = message.originator
         if message.valid_until is not None:
@@ -130,21 +136,28 @@ class SmscGateway(Gateway[SmscSettings]):
         except Ambiguous as exc:
             if exc.code != "smsc.9":
                 raise
-            ref = StatusRef(job_id=message.job_id, provider_message_id=str(sid), to=message.to)
             try:
-                found = (await self.status(ref)).raw_status != "-3"
+                found = await self.find(message)
             except GatewayError:
-                found = False
-            if not found:
+                found = None
+            if found is None:
                 raise Ambiguous("smsc.9", "duplicate request, and no earlier message found") from None
-            return Receipt(provider_message_id=str(sid))
+            return found
         if "id" not in data:
             raise Ambiguous("smsc.bad_reply", "HTTP 200 without id or error")
         cnt = data.get("cnt")
         return Receipt(provider_message_id=str(data["id"]), parts=cnt if isinstance(cnt, int) else None)
 
+    async def find(self, message: Outgoing) -> Receipt | None:
+        sid = _sid(message)
+        ref = StatusRef(job_id=message.job_id, provider_message_id=sid, to=message.to)
+        found = await self.status(ref)
+        return None if found.raw_status == "-3" else Receipt(provider_message_id=sid)
+
     async def status(self, ref: StatusRef) -> Report:
-        pid = ref.provider_message_id or str(smsc_id(ref.job_id))
+        pid = ref.provider_message_id
+        if not pid:
+            raise Transient("smsc.no_id", "no SMSC message id to look up")
         try:
             data = await self._call("/sys/status.php", {"phone": ref.to.lstrip("+"), "id": pid})
         except Ambiguous as exc:  # a lookup changes nothing: a lost reply is only transient
@@ -165,7 +178,7 @@ class SmscGateway(Gateway[SmscSettings]):
             code, err = int(status), int(fields.get("err") or 0)
         except ValueError:
             raise ValueError("smsc callback status and err must be integers") from None
-        return Callback(reports=[_report(pid, code, err)])
+        return Callback(reports=[_report(pid, code, err, phone=fields.get("phone", "").strip())])
 
     async def _call(self, path: str, params: dict[str, str]) -> dict[str, Any]:
         """POST to SMSC; the JSON object of a success, or the error tree. Messages never hold credentials."""
@@ -187,6 +200,13 @@ class SmscGateway(Gateway[SmscSettings]):
                 raise RateLimited(f"smsc.{code}", text, retry_after=60.0)
             raise cls(f"smsc.{code}", text)
         return data
+
+
+def _sid(message: Outgoing) -> str:
+    """Our SMSC id of the message: the worker's numeric ref (SMSC's ids are integers up to 2**31-1)."""
+    if not message.ref.isdigit():
+        raise Permanent("smsc.no_ref", "an SMSC message needs a numeric id from the worker")
+    return message.ref
 
 
 GATEWAY = SmscGateway

@@ -8,6 +8,7 @@ async with Publisher.connect(Settings.from_env()) as publisher:
 
 from .bulk import BulkFileError, Summary, count_records, publish_file, read_jobs
 from .publisher import (
+    InvalidJobId,
     NotConfirmed,
     Publisher,
     PublishError,
@@ -20,6 +21,7 @@ from .publisher import (
 
 __all__ = [
     "BulkFileError",
+    "InvalidJobId",
     "NotConfirmed",
     "PublishError",
     "Publisher",

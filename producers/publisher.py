@@ -35,12 +35,13 @@ import msgspec
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 
-from smsfleet.contracts import SendJob, encode
+from smsfleet.contracts import JOB_ID_MAX_BYTES, SendJob, encode
 from smsfleet.senders import Cipher, SenderCache, SenderRegistry
 from smsfleet.settings import Settings
 from smsfleet.topology import Names, message
 
 __all__ = [
+    "InvalidJobId",
     "NotConfirmed",
     "PublishError",
     "Publisher",
@@ -86,6 +87,10 @@ class PublishError(Exception):
 
 class UnknownSender(PublishError):
     code = "unknown_sender"
+
+
+class InvalidJobId(PublishError):
+    code = "invalid_id"
 
 
 class Unroutable(PublishError):
@@ -338,6 +343,11 @@ class Publisher:
             raise group_error.exceptions[0] from None  # the first failure; the others are its echoes
 
     def _gateway(self, job: SendJob) -> str:
+        """The job's gateway; also refuses an id that cannot be an AMQP message id (a job built by hand)."""
+        if len(job.id.encode()) > JOB_ID_MAX_BYTES:
+            raise InvalidJobId(
+                job.id, f"the job id is {len(job.id.encode())} bytes in UTF-8; at most {JOB_ID_MAX_BYTES}"
+            )
         gateway = self.route(job.sender)
         if gateway is None:
             raise UnknownSender(job.id, f"unknown sender {job.sender!r}")

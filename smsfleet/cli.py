@@ -25,7 +25,16 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .kinds import KIND_SETTINGS, fields
 from .logs import configure
-from .senders import Cipher, Sender, SenderError, SenderRegistry, parse_sender, sender_doc
+from .senders import (
+    Cipher,
+    Sender,
+    SenderError,
+    SenderRegistry,
+    UnreadableSender,
+    parse_sender,
+    receiving_url,
+    sender_doc,
+)
 from .settings import ConfigError, Settings, redact_url
 from .topology import Names
 
@@ -53,9 +62,25 @@ T = TypeVar("T")
 
 
 def _console() -> Any:
+    """Rich output. Every value that comes from a user or a provider goes through `_plain` (a table cell)
+    or `_esc` (inside a line with markup): `[/bold]` in an account name is text, not markup."""
     from rich.console import Console  # noqa: PLC0415 - rich is only needed for human output
 
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 132)
+    return Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 132)
+
+
+def _plain(value: object) -> Any:
+    """A table cell showing `value` as it is: no markup, no emoji codes."""
+    from rich.text import Text  # noqa: PLC0415
+
+    return Text(str(value))
+
+
+def _esc(value: object) -> str:
+    """`value` escaped for a line printed with markup."""
+    from rich.markup import escape  # noqa: PLC0415
+
+    return escape(str(value))
 
 
 def _print_json(data: Any) -> None:
@@ -158,22 +183,28 @@ def _show_sender(sender: Sender, settings: Settings) -> None:
     table.add_column(style="bold")
     table.add_column()
     kind = KIND_SETTINGS[sender.gateway]
-    table.add_row("id", sender.id)
-    table.add_row("gateway", f"{sender.gateway} ({kind.title})")
-    table.add_row("accounts", ", ".join(sender.accounts))
+    rows: list[tuple[str, str]] = [
+        ("id", sender.id),
+        ("gateway", f"{sender.gateway} ({kind.title})"),
+        ("accounts", ", ".join(sender.accounts)),
+    ]
     for spec in fields(kind):
         value = doc["settings"].get(spec.name)
-        table.add_row(f"  {spec.label}", "" if value is None else str(value))
-    table.add_row("verified caller IDs", ", ".join(sender.verified_caller_ids) or "(any)")
-    table.add_row("verified phones", ", ".join(sender.verified_phones) or "(any)")
-    table.add_row("stop words", ", ".join(sender.stop_words))
-    table.add_row("add to global suppress list", "yes" if sender.add_to_global_suppress else "no")
-    table.add_row("rate limit", f"{sender.rate_limit:g}/s" if sender.rate_limit else "(gateway default)")
+        rows.append((f"  {spec.label}", "" if value is None else str(value)))
+    rows += [
+        ("verified caller IDs", ", ".join(sender.verified_caller_ids) or "(any)"),
+        ("verified phones", ", ".join(sender.verified_phones) or "(any)"),
+        ("stop words", ", ".join(sender.stop_words)),
+        ("add to global suppress list", "yes" if sender.add_to_global_suppress else "no"),
+        ("rate limit", f"{sender.rate_limit:g}/s" if sender.rate_limit else "(gateway default)"),
+    ]
+    for label, value in rows:
+        table.add_row(_plain(label), _plain(value))
     console = _console()
     console.print(table)
     if doc.get("receiving_url"):
         console.print("SMS Receiving URL (give it to the provider):")
-        console.print(doc["receiving_url"], soft_wrap=True)
+        console.print(_plain(doc["receiving_url"]), soft_wrap=True)
 
 
 # -- commands ----------------------------------------------------------------------------------------
@@ -181,7 +212,10 @@ def _show_sender(sender: Sender, settings: Settings) -> None:
 
 async def cmd_senders_list(args: argparse.Namespace, settings: Settings) -> int:
     async with _registry(settings) as registry:
-        senders = [s for s in await registry.list() if not args.gateway or s.gateway == args.gateway]
+        found, unreadable = await registry.load()
+    senders = sorted((s for s in found.values() if not args.gateway or s.gateway == args.gateway), key=lambda s: s.id)
+    for exc in unreadable:  # the others are still listed
+        print(f"smsfleet: warning: {exc}", file=sys.stderr)
     if args.json:
         _print_json([sender_doc(s, public_url=settings.public_url) for s in senders])
         return 0
@@ -190,7 +224,8 @@ async def cmd_senders_list(args: argparse.Namespace, settings: Settings) -> int:
     table = Table("id", "gateway", "accounts", "caller IDs", "rate limit")
     for s in senders:
         rate = f"{s.rate_limit:g}/s" if s.rate_limit else "default"
-        table.add_row(s.id, s.gateway, ", ".join(s.accounts), ", ".join(s.verified_caller_ids) or "any", rate)
+        cells = (s.id, s.gateway, ", ".join(s.accounts), ", ".join(s.verified_caller_ids) or "any", rate)
+        table.add_row(*map(_plain, cells))
     console = _console()
     console.print(table if senders else "no senders yet: create one with `smsfleet senders create`")
     return 0
@@ -252,7 +287,7 @@ async def _report_saved(args: argparse.Namespace, settings: Settings, senders: l
         return 0
     console = _console()
     for s in senders:
-        console.print(f"{verb} sender [bold]{s.id}[/bold] ({s.gateway})")
+        console.print(f"{verb} sender [bold]{_esc(s.id)}[/bold] ({_esc(s.gateway)})")
         if len(senders) == 1:
             _show_sender(s, settings)
     return 0
@@ -260,15 +295,38 @@ async def _report_saved(args: argparse.Namespace, settings: Settings, senders: l
 
 async def cmd_senders_delete(args: argparse.Namespace, settings: Settings) -> int:
     async with _registry(settings) as registry:
-        missing = [i for i in args.ids if await registry.get(i) is None]
+        missing = [i for i in args.ids if not await registry.exists(i)]  # an unreadable record can be deleted
         if missing:
             raise UserError(f"no sender with id {', '.join(map(repr, missing))}")
         for i in args.ids:
             await registry.delete(i)
     if not args.json:
-        _console().print(f"deleted {', '.join(args.ids)}")
+        _console().print(f"deleted {_esc(', '.join(args.ids))}")
     else:
         _print_json({"deleted": args.ids})
+    return 0
+
+
+async def cmd_senders_rotate_token(args: argparse.Namespace, settings: Settings) -> int:
+    async with _registry(settings) as registry:
+        sender = await registry.get(args.id)
+        if sender is None:
+            raise UserError(f"no sender with id {args.id!r}")
+        sender = await registry.rotate_token(sender.id)
+    if args.json:
+        _print_json(sender_doc(sender, public_url=settings.public_url))
+        return 0
+    console = _console()
+    url = receiving_url(sender, settings.public_url)
+    console.print(
+        f"new webhook token for sender [bold]{_esc(sender.id)}[/bold]: the old one stops working as soon as "
+        "running processes pick up the change (seconds)"
+    )
+    if url is None:
+        console.print(f"{_esc(sender.gateway)} pushes nothing to smsfleet: this sender has no receiving URL")
+    else:
+        console.print("new SMS Receiving URL (give it to the provider now):")
+        console.print(_plain(url), soft_wrap=True)
     return 0
 
 
@@ -311,7 +369,7 @@ async def cmd_gateways(args: argparse.Namespace, settings: Settings) -> int:
         notes = "\n".join(f"assumes: {a}" for a in r["assumptions"])
         if not r["implemented"]:
             notes = "adapter not implemented yet" + (f"\n{notes}" if notes else "")
-        table.add_row(r["kind"], r["title"], specs, "yes" if r["callbacks"] else "", notes)
+        table.add_row(*map(_plain, (r["kind"], r["title"], specs, "yes" if r["callbacks"] else "", notes)))
     _console().print(table)
     return 0
 
@@ -322,14 +380,14 @@ async def cmd_topology_declare(args: argparse.Namespace, settings: Settings) -> 
     async with _amqp(settings) as connection:
         channel = await connection.channel()
         try:
-            await declare(channel, Names(settings.namespace))
+            await declare(channel, Names(settings.namespace), settings.queue_limits)
         except TopologyConflict as exc:
             raise UserError(str(exc)) from None
         finally:
             if not channel.is_closed:
                 await channel.close()
     if not args.json:
-        _console().print(f"declared the topology of namespace [bold]{settings.namespace}[/bold]")
+        _console().print(f"declared the topology of namespace [bold]{_esc(settings.namespace)}[/bold]")
     return 0
 
 
@@ -431,6 +489,12 @@ def build_parser(extra: Sequence[Callable[[Any], None]] = ()) -> argparse.Argume
     p = ssub.add_parser("delete", help="delete senders")
     p.add_argument("ids", nargs="+", metavar="ID")
     p.set_defaults(func=cmd_senders_delete)
+    p = ssub.add_parser(
+        "rotate-token",
+        help="give a sender a new webhook token and print its new SMS Receiving URL (the old one stops working)",
+    )
+    p.add_argument("id")
+    p.set_defaults(func=cmd_senders_rotate_token)
     for p in (*ssub.choices.values(),):
         p.add_argument("--json", action="store_true", help="JSON output")
 
@@ -474,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure(settings.log_format, settings.log_level or ("info" if service else "warning"))
         func: Command = args.func
         return run(func(args, settings))
-    except (UserError, SenderError, ConfigError) as exc:
+    except (UserError, SenderError, UnreadableSender, ConfigError) as exc:
         print(f"smsfleet: error: {exc}", file=sys.stderr)
         return 2
     except Unavailable as exc:

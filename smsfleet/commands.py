@@ -46,6 +46,7 @@ async def _check_services(settings: Settings) -> None:
 async def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console  # noqa: PLC0415
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
 
     from producers import BulkFileError, Publisher, PublishError, publish_file  # noqa: PLC0415
 
@@ -61,7 +62,7 @@ async def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
         except InvalidJob as exc:
             raise user_error(f"{exc.code}: {exc.message}") from None
     await _check_services(settings)
-    console = Console(stderr=True, highlight=False)
+    console = Console(stderr=True, highlight=False, emoji=False)
     async with Publisher.connect(settings) as publisher:
         if job is not None:
             try:
@@ -85,11 +86,11 @@ async def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps({"published": summary.published, "rejected": summary.rejected,
                           "elapsed_s": round(summary.elapsed, 3)}))  # fmt: skip
     else:
-        out = Console(highlight=False)
+        out = Console(highlight=False, emoji=False)
         out.print(f"published {summary.published} jobs in {summary.elapsed:.1f} s ({rate:,.0f}/s), "
                   f"rejected {len(summary.rejected)}")  # fmt: skip
         for line, reason in summary.rejected[:200]:
-            out.print(f"  line {line}: {reason}", soft_wrap=True)
+            out.print(Text(f"  line {line}: {reason}"), soft_wrap=True)  # the reason quotes the record
         if len(summary.rejected) > 200:
             out.print(f"  ... and {len(summary.rejected) - 200} more (use --json for all)")
     return 0 if not summary.rejected else 3
@@ -128,7 +129,9 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console  # noqa: PLC0415
+    from rich.markup import escape  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
 
     from workers.ledger import Ledger  # noqa: PLC0415
 
@@ -155,12 +158,13 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(summary, ensure_ascii=False))
         return 0
-    console = Console(highlight=False)
-    console.print(f"job [bold]{args.job_id}[/bold]: {summary['state']} (sender {summary['sender']}, "
-                  f"gateway {summary['gateway']}, attempt {summary['attempt']})")  # fmt: skip
+    console = Console(highlight=False, emoji=False)
+    console.print(f"job [bold]{escape(args.job_id)}[/bold]: "
+                  + escape(f"{summary['state']} (sender {summary['sender']}, gateway {summary['gateway']}, "
+                           f"attempt {summary['attempt']})"))  # fmt: skip
     table = Table("at", "state", "source", "detail")
-    for entry in history:
-        table.add_row(entry["at"], entry["state"], entry["source"], entry.get("detail", ""))
+    for entry in history:  # as recorded: provider texts and job values are shown as text, never as markup
+        table.add_row(*(Text(str(entry.get(key, ""))) for key in ("at", "state", "source", "detail")))
     console.print(table)
     return 0
 
@@ -182,7 +186,7 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from .senders import parse_sender  # noqa: PLC0415
 
     await _check_services(settings)
-    console = Console(highlight=False)
+    console = Console(highlight=False, emoji=False)
     simulated = {"latency_ms": args.latency_ms, "delivered_rate": 0.95, "await_delivery_s": 1}
     sender = {"id": "demo-sandbox", "gateway": "sandbox", "accounts": ["demo"], "settings": simulated}
     async with _registry(settings) as registry:
@@ -237,7 +241,7 @@ async def _demo_run(args: argparse.Namespace, settings: Settings, console: Any) 
     async with await aio_pika.connect_robust(settings.amqp_url) as connection:
         channel = await connection.channel()
         names = Names(settings.namespace)
-        await declare(channel, names)
+        await declare(channel, names, settings.queue_limits)
         events = await channel.declare_queue(exclusive=True, auto_delete=True)
         await events.bind(names.events_exchange, routing_key="status.*")
         await events.consume(on_event)
@@ -321,7 +325,7 @@ async def cmd_webhooks(args: argparse.Namespace, settings: Settings) -> int:
     from webhooks import serve  # noqa: PLC0415
 
     await _check_services(settings)
-    await serve(settings, args.host, args.port)
+    await serve(settings, args.host, args.port, metrics_port=args.metrics_port)
     return 0
 
 
@@ -399,6 +403,7 @@ def _add_webhooks(sub: Any) -> None:
     p = sub.add_parser("webhooks", help="the receiver of provider callbacks")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")  # noqa: S104
     p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--metrics-port", type=int, help="serve /metrics, /livez and /readyz on this port (not public)")
     p.set_defaults(func=cmd_webhooks, service=True)
 
 

@@ -16,6 +16,7 @@ import phonenumbers
 
 __all__ = [
     "FINAL_STATES",
+    "JOB_ID_MAX_BYTES",
     "ErrorInfo",
     "InboundEvent",
     "InboundMessage",
@@ -50,7 +51,10 @@ class State(enum.StrEnum):
 
 FINAL_STATES = frozenset(s for s in State if s.final)
 
-JobId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+#: a job id is also the AMQP `message_id`, a shortstr of at most 255 bytes: the limit is in UTF-8 bytes
+#: (`decode_job` checks the bytes; the character limit here only stops the longest ids early)
+JOB_ID_MAX_BYTES = 128
+JobId = Annotated[str, msgspec.Meta(min_length=1, max_length=JOB_ID_MAX_BYTES)]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 
 
@@ -168,6 +172,8 @@ def decode_job(data: bytes | str, default_region: str | None = None) -> SendJob:
         raise InvalidJob("schema", str(exc)) from None
     except msgspec.DecodeError as exc:
         raise InvalidJob("malformed", f"not a JSON job: {exc}") from None
+    if (size := len(job.id.encode())) > JOB_ID_MAX_BYTES:
+        raise InvalidJob("schema", f"id is {size} bytes in UTF-8; at most {JOB_ID_MAX_BYTES} - at `$.id`")
     if not job.text.strip():
         raise InvalidJob("empty_text", "text is empty")
     if job.valid_until is not None and job.valid_until.tzinfo is None:
@@ -192,6 +198,7 @@ class ReportMessage(msgspec.Struct, frozen=True, kw_only=True):
     raw_status: str = ""
     received_at: datetime
     attempt: int = 1  # matching attempts (a report can arrive before the send reply is stored)
+    to: str | None = None  # the destination, where the report names it: a report for another number is not ours
 
 
 class InboundMessage(msgspec.Struct, frozen=True, kw_only=True):

@@ -7,18 +7,25 @@ admin API and in the files `smsfleet senders create|update --file` reads:
      "verified_caller_ids": [], "verified_phones": [], "stop_words": ["STOP"],
      "add_to_global_suppress": false, "rate_limit": null}
 
-Secrets (the settings marked secret in `kinds`) are encrypted with Fernet when SMSFLEET_SECRET_KEY is
-set, shown as `********` everywhere else, and kept when an update leaves them blank or masked.
+Secrets (the settings marked secret in `kinds`, and the webhook token) are encrypted with Fernet when
+SMSFLEET_SECRET_KEY is set, shown as `********` everywhere else, and kept when an update leaves them blank
+or masked. The webhook token is never shown on its own: it is part of the sender's receiving URL, which is
+what `senders show` and the admin print. It is generated (256 bits) at creation and by `rotate_token`; a
+token given by a person must pass `weak_token`.
 
 Change notification: every write bumps `<ns>:senders:version` and publishes the sender id on
 `<ns>:senders:changed` in the same transaction. `SenderCache` (in every running process) reloads a
 sender on that message, and compares the version every few seconds as a safety net for missed messages.
+A stored record that does not decode (`UnreadableSender`) is skipped by the cache, logged once per
+version of the record, and never stops it following.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import re
 import secrets
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any
@@ -35,14 +42,19 @@ from .topology import Names
 
 __all__ = [
     "MASK",
+    "MIN_TOKEN_DISTINCT",
+    "MIN_TOKEN_LENGTH",
     "Cipher",
     "Sender",
     "SenderCache",
     "SenderError",
     "SenderRegistry",
+    "UnreadableSender",
+    "new_token",
     "parse_sender",
     "receiving_url",
     "sender_doc",
+    "weak_token",
 ]
 
 MASK = "********"
@@ -50,10 +62,16 @@ _ENC_PREFIX = "fernet:"
 
 log = structlog.get_logger("smsfleet.senders")
 
+#: the rule of a person-chosen token (webhook or admin): long, and not made of a few characters repeated
+MIN_TOKEN_LENGTH = 32
+MIN_TOKEN_DISTINCT = 10
+_URL_TOKEN = re.compile(r"[A-Za-z0-9._~-]{1,256}")
+
 SenderId = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        # msgspec searches (re.search): `\A`/`\Z`, because `$` also matches before a final newline ("nl\n")
+        pattern=r"\A[A-Za-z0-9_-]{1,64}\Z",
         description="letters, digits, - and _ (it is part of AMQP routing keys and URLs)",
     ),
 ]
@@ -121,7 +139,44 @@ class Cipher:
         try:
             return self._fernet.decrypt(value.removeprefix(_ENC_PREFIX).encode()).decode()
         except InvalidToken:
-            raise ValueError("a stored secret does not decrypt with SMSFLEET_SECRET_KEY") from None
+            raise SecretKeyError("a stored secret does not decrypt with SMSFLEET_SECRET_KEY") from None
+
+
+class SecretKeyError(ValueError):
+    """This process cannot read stored secrets: SMSFLEET_SECRET_KEY is missing or is not the key they need."""
+
+
+class UnreadableSender(ValueError):
+    """A sender record in Redis that does not decode. The message never quotes the record."""
+
+    def __init__(self, sender_id: str, reason: str, record: bytes, *, key_problem: bool = False) -> None:
+        super().__init__(f"sender {sender_id!r}: its stored record cannot be read: {reason}")
+        self.sender_id = sender_id
+        self.reason = reason
+        #: the record may be fine: this process lacks the key (a configuration mistake, not a bad record)
+        self.key_problem = key_problem
+        #: tells one write of the record from the next (kept in memory, never logged)
+        self.version = hashlib.blake2b(record, digest_size=16).digest()
+
+
+def weak_token(token: str, *, url: bool = True) -> str | None:
+    """Why `token` may not authenticate anything (too short, too few different characters, or, with `url`,
+    characters a URL would mangle), or None when it will do. Never quotes the token."""
+    if len(token) < MIN_TOKEN_LENGTH:
+        return f"is {len(token)} characters long; use at least {MIN_TOKEN_LENGTH}"
+    if len(set(token)) < MIN_TOKEN_DISTINCT:
+        return (
+            f"is made of {len(set(token))} different characters; use a random one with at least "
+            f"{MIN_TOKEN_DISTINCT} different characters"
+        )
+    if url and not _URL_TOKEN.fullmatch(token):
+        return "goes into the receiving URL: use letters, digits, -, _, . and ~ only, at most 256 of them"
+    return None
+
+
+def new_token() -> str:
+    """A webhook token: 256 random bits, URL-safe."""
+    return secrets.token_urlsafe(32)
 
 
 def _field_of(exc: msgspec.ValidationError, prefix: str = "") -> tuple[str, str]:
@@ -166,7 +221,10 @@ def parse_sender(
         phones = [normalize_phone(p, default_region) for p in raw.verified_phones]
     except InvalidJob as exc:
         raise SenderError("verified_phones", exc.message, raw.id) from None
-    token = raw.webhook_token or (existing.webhook_token if existing else "") or secrets.token_urlsafe(24)
+    token = raw.webhook_token
+    if token and (existing is None or token != existing.webhook_token) and (problem := weak_token(token)):
+        raise SenderError("webhook_token", f"the token {problem}; or leave it out to have one generated", raw.id)
+    token = token or (existing.webhook_token if existing else "") or new_token()
     return Sender(
         id=raw.id,
         gateway=raw.gateway,
@@ -187,7 +245,7 @@ def receiving_url(sender: Sender, public_url: str) -> str | None:
     if not cls.callbacks:
         return None
     base = f"{public_url.rstrip('/')}/smslistener/listen_type/sms_{sender.gateway}"
-    return base if sender.gateway == "rapporto" else f"{base}?sender={sender.id}&token={sender.webhook_token}"
+    return f"{base}?sender={sender.id}&token={sender.webhook_token}"
 
 
 def sender_doc(
@@ -208,20 +266,43 @@ def sender_doc(
         del doc["webhook_token"]
         if public_url is not None:
             doc["receiving_url"] = receiving_url(sender, public_url)
+    elif secrets_as == "store" and cipher is not None and sender.webhook_token:
+        doc["webhook_token"] = cipher.encrypt(sender.webhook_token)
     return doc
 
 
-def _decode_stored(data: bytes | str, cipher: Cipher | None) -> Sender:
-    doc = msgspec.json.decode(data)
-    cls = KIND_SETTINGS[doc["gateway"]]
-    for name in secret_fields(cls):
-        value = doc["settings"].get(name)
-        if isinstance(value, str) and value.startswith(_ENC_PREFIX):
-            if cipher is None:
-                raise ValueError(f"sender {doc['id']!r} has encrypted secrets but SMSFLEET_SECRET_KEY is not set")
-            doc["settings"][name] = cipher.decrypt(value)
-    settings = msgspec.convert(doc.pop("settings"), cls)
-    return msgspec.structs.replace(msgspec.convert({**doc, "settings": {}}, Sender), settings=settings)
+def _decrypted(value: Any, cipher: Cipher | None) -> Any:
+    if not (isinstance(value, str) and value.startswith(_ENC_PREFIX)):
+        return value
+    if cipher is None:
+        raise SecretKeyError("it has encrypted secrets but SMSFLEET_SECRET_KEY is not set")
+    return cipher.decrypt(value)
+
+
+def _decode_stored(sender_id: str, data: bytes | str, cipher: Cipher | None) -> Sender:
+    """The sender stored under `sender_id`, or UnreadableSender (saying why in our words, never the record's)."""
+    record = data.encode() if isinstance(data, str) else data
+    try:
+        doc = msgspec.json.decode(record)
+        cls = KIND_SETTINGS[doc["gateway"]]
+        settings = doc.pop("settings")
+        for name in secret_fields(cls) & settings.keys():
+            settings[name] = _decrypted(settings[name], cipher)
+        doc["webhook_token"] = _decrypted(doc.get("webhook_token", ""), cipher)
+        sender = msgspec.structs.replace(
+            msgspec.convert({**doc, "settings": {}}, Sender), settings=msgspec.convert(settings, cls)
+        )
+    except SecretKeyError as exc:
+        raise UnreadableSender(sender_id, str(exc), record, key_problem=True) from None
+    except (msgspec.MsgspecError, LookupError, TypeError, AttributeError, ValueError) as exc:
+        raise UnreadableSender(sender_id, f"not a sender document ({type(exc).__name__})", record) from None
+    if sender.id != sender_id:
+        raise UnreadableSender(sender_id, "the document is stored under another id", record)
+    return sender
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 class SenderRegistry:
@@ -275,13 +356,44 @@ class SenderRegistry:
         log.info("sender.updated", sender=sender.id, gateway=sender.gateway)
         return sender
 
+    async def rotate_token(self, sender_id: str) -> Sender:
+        """Give the sender a new webhook token. The old one stops working as soon as each process's cache
+        has the change (the change message: at once; the version poll: within seconds)."""
+        existing = await self.get(sender_id)
+        if existing is None:
+            raise SenderError("id", f"no sender with id {sender_id!r}")
+        sender = msgspec.structs.replace(existing, webhook_token=new_token())
+        await self._write(sender, create=False)
+        log.info("sender.token_rotated", sender=sender.id, gateway=sender.gateway)
+        return sender
+
     async def get(self, sender_id: str) -> Sender | None:
+        """The sender, None when there is none; UnreadableSender when its record does not decode."""
         data = await self.redis.hget(self.names.senders_key, sender_id)
-        return None if data is None else _decode_stored(data, self.cipher)
+        return None if data is None else _decode_stored(sender_id, data, self.cipher)
+
+    async def exists(self, sender_id: str) -> bool:
+        return bool(await self.redis.hexists(self.names.senders_key, sender_id))
 
     async def list(self) -> list[Sender]:
-        data = await self.redis.hgetall(self.names.senders_key)
-        return sorted((_decode_stored(v, self.cipher) for v in data.values()), key=lambda s: s.id)
+        """Every sender, by id; UnreadableSender for the first record that does not decode."""
+        senders, unreadable = await self.load()
+        if unreadable:
+            raise unreadable[0]
+        return sorted(senders.values(), key=lambda s: s.id)
+
+    async def load(self) -> tuple[dict[str, Sender], tuple[UnreadableSender, ...]]:
+        """Every sender that decodes, by id, and why each other record does not."""
+        senders: dict[str, Sender] = {}
+        unreadable = []
+        for key, data in (await self.redis.hgetall(self.names.senders_key)).items():
+            try:
+                sender = _decode_stored(_text(key), data, self.cipher)
+            except UnreadableSender as exc:
+                unreadable.append(exc)
+            else:
+                senders[sender.id] = sender
+        return senders, tuple(sorted(unreadable, key=lambda e: e.sender_id))
 
     async def delete(self, sender_id: str) -> bool:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -303,12 +415,18 @@ class SenderCache:
     `get` is a dict lookup. A background task listens on the change channel and reloads the named
     sender; every `poll_s` seconds it compares the version counter and reloads everything when a change
     was missed (a dropped pub/sub connection loses messages).
+
+    A record that does not decode is skipped: the cache keeps the last good copy of that sender it had (a
+    process that starts has none), logs `sender.unreadable` once per version of the record, and goes on
+    following; the next good write of the sender is picked up as any other. `start` refuses only when this
+    process cannot read the stored secrets at all (SMSFLEET_SECRET_KEY missing or wrong).
     """
 
     def __init__(self, registry: SenderRegistry, poll_s: float = 5.0) -> None:
         self.registry = registry
         self.poll_s = poll_s
         self._senders: dict[str, Sender] = {}
+        self._unreadable: dict[str, bytes] = {}  # sender id -> version of its bad record, once logged
         self._version = -1
         self._task: asyncio.Task[None] | None = None
         self.changed = asyncio.Event()
@@ -319,14 +437,33 @@ class SenderCache:
     def all(self) -> Iterable[Sender]:
         return self._senders.values()
 
+    def _skip(self, exc: UnreadableSender) -> None:
+        if self._unreadable.get(exc.sender_id) == exc.version:
+            return
+        self._unreadable[exc.sender_id] = exc.version
+        kept = "the last good copy" if exc.sender_id in self._senders else "nothing"
+        log.error("sender.unreadable", sender=exc.sender_id[:100], reason=exc.reason, using=kept)
+
     async def reload(self) -> None:
         version = await self.registry.version()
-        self._senders = {s.id: s for s in await self.registry.list()}
+        senders, unreadable = await self.registry.load()
+        for exc in unreadable:
+            self._skip(exc)
+            if (kept := self._senders.get(exc.sender_id)) is not None:
+                senders[exc.sender_id] = kept
+        bad = {exc.sender_id for exc in unreadable}
+        self._unreadable = {k: v for k, v in self._unreadable.items() if k in bad}
+        self._senders = senders
         self._version = version
         self.changed.set()
 
     async def refresh(self, sender_id: str) -> None:
-        sender = await self.registry.get(sender_id)
+        try:
+            sender = await self.registry.get(sender_id)
+        except UnreadableSender as exc:
+            self._skip(exc)
+            return
+        self._unreadable.pop(sender_id, None)
         if sender is None:
             self._senders.pop(sender_id, None)
         else:
@@ -334,6 +471,9 @@ class SenderCache:
         self.changed.set()
 
     async def start(self) -> None:
+        _, unreadable = await self.registry.load()
+        if key := next((exc for exc in unreadable if exc.key_problem), None):
+            raise key
         await self.reload()
         self._task = asyncio.create_task(self._follow(), name="sender-cache")
 
@@ -352,9 +492,12 @@ class SenderCache:
                     while True:
                         msg = await pubsub.get_message(timeout=self.poll_s)
                         if msg is not None:
-                            await self.refresh(msg["data"].decode())
+                            await self.refresh(_text(msg["data"]))
                         elif await self.registry.version() != self._version:
                             await self.reload()
             except (RedisError, OSError) as exc:
                 log.warning("sender_cache.disconnected", error=str(exc))
+                await asyncio.sleep(1.0)
+            except Exception as exc:  # the follower must outlive anything one message or record brings
+                log.error("sender_cache.error", error=type(exc).__name__)
                 await asyncio.sleep(1.0)

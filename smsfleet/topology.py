@@ -13,6 +13,13 @@
 All queues are quorum queues. Work queues have an explicit delivery limit and dead-letter at least once
 (`overflow reject-publish`) into `<ns>.dead`, so a message that keeps crashing its handler is parked, not
 lost.
+
+Every queue is bounded (`settings.QueueLimits`, SMSFLEET_QUEUE_MAX_LENGTH and
+SMSFLEET_DEAD_QUEUE_MAX_LENGTH; 0: unbounded): `x-max-length` with `x-overflow: reject-publish`, so a
+publish to a full queue is nacked (the publisher sees it: the receiver answers 503, a worker gives the
+delivery back) instead of the broker running out of memory, and a dead-lettering into a full queue waits
+in its source queue (at-least-once). The broker does not change a queue's arguments in place: see the
+README for moving an existing queue to new limits.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel, ExchangeType
 
 from .kinds import KINDS
+from .settings import QueueLimits
 
 __all__ = [
     "DELAY_TIERS",
@@ -39,6 +47,7 @@ __all__ = [
     "TopologyConflict",
     "declare",
     "publish_json",
+    "queue_arguments",
 ]
 
 #: redeliveries before a message that keeps failing its handler is dead-lettered
@@ -139,27 +148,36 @@ class Names:
         return ":".join((self.ns, *parts))
 
 
-def _work_queue_args(names: Names) -> dict[str, Any]:
+def _bounded(max_length: int) -> dict[str, Any]:
+    """A queue that refuses publishes once it holds `max_length` messages (0: unbounded; the overflow mode
+    stays: at-least-once dead-lettering out of a queue needs it)."""
+    return {"x-overflow": "reject-publish", **({"x-max-length": max_length} if max_length else {})}
+
+
+def _work_queue_args(names: Names, limits: QueueLimits) -> dict[str, Any]:
     return {
         "x-queue-type": "quorum",
         "x-delivery-limit": DELIVERY_LIMIT,
         "x-dead-letter-exchange": names.dead_exchange,
         "x-dead-letter-strategy": "at-least-once",
-        "x-overflow": "reject-publish",
+        **_bounded(limits.work),
     }
 
 
-async def declare(channel: AbstractChannel, names: Names) -> None:
+async def declare(channel: AbstractChannel, names: Names, limits: QueueLimits | None = None) -> None:
     """Declare everything. Idempotent; raises TopologyConflict when the broker disagrees on arguments.
 
-    A conflict closes the channel (that is how AMQP reports it), so the caller needs a fresh channel after.
+    `limits`: the queues' max lengths (`settings.queue_limits`; default: the defaults). Every process of a
+    namespace must pass the same. A conflict closes the channel (that is how AMQP reports it), so the
+    caller needs a fresh channel after.
     """
     try:
-        await _declare(channel, names)
+        await _declare(channel, names, limits or QueueLimits())
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
         raise TopologyConflict(
             f"the broker already has {_reply_text(exc)}; delete that object or use another "
-            f"SMSFLEET_NAMESPACE (now {names.ns!r})"
+            f"SMSFLEET_NAMESPACE (now {names.ns!r}); to change an existing queue's limits, see the README "
+            "(Broker topology)"
         ) from None
 
 
@@ -168,7 +186,27 @@ def _reply_text(exc: aiormq.exceptions.ChannelPreconditionFailed) -> str:
     return text.removeprefix("PRECONDITION_FAILED - ")
 
 
-async def _declare(channel: AbstractChannel, names: Names) -> None:
+def queue_arguments(names: Names, limits: QueueLimits) -> dict[str, dict[str, Any]]:
+    """Every queue of the namespace, with the arguments it is declared with."""
+    work = _work_queue_args(names, limits)
+    # unbounded, the dead queue is declared as before the bounds (it dead-letters nothing: no overflow mode)
+    queues = {names.dead_queue: {"x-queue-type": "quorum", **(_bounded(limits.dead) if limits.dead else {})}}
+    queues |= {names.send_queue(kind): work for kind in KINDS}
+    queues |= {names.status_queue: work, names.inbound_queue: work}
+    targets = {"send": names.send_exchange, "internal": names.internal_exchange}
+    for target in DELAY_TARGETS:
+        for tier in DELAY_TIERS:
+            queues[names.delay_queue(target, tier)] = {
+                "x-queue-type": "quorum",
+                "x-message-ttl": tier * 1000,
+                "x-dead-letter-exchange": targets[target],
+                "x-dead-letter-strategy": "at-least-once",
+                **_bounded(limits.work),
+            }
+    return queues
+
+
+async def _declare(channel: AbstractChannel, names: Names, limits: QueueLimits) -> None:
     send = await channel.declare_exchange(names.send_exchange, ExchangeType.TOPIC, durable=True)
     # a report or inbound message whose routing key nothing binds is parked, never dropped: it would otherwise
     # also block the at-least-once dead-lettering of the delay tier it comes back from
@@ -182,34 +220,19 @@ async def _declare(channel: AbstractChannel, names: Names) -> None:
     dead = await channel.declare_exchange(names.dead_exchange, ExchangeType.FANOUT, durable=True)
     delay = await channel.declare_exchange(names.delay_exchange, ExchangeType.HEADERS, durable=True)
 
-    dead_queue = await channel.declare_queue(names.dead_queue, durable=True, arguments={"x-queue-type": "quorum"})
-    await dead_queue.bind(dead)
-
-    args = _work_queue_args(names)
+    queues = {
+        name: await channel.declare_queue(name, durable=True, arguments=arguments)
+        for name, arguments in queue_arguments(names, limits).items()
+    }
+    await queues[names.dead_queue].bind(dead)
     for kind in KINDS:
-        queue = await channel.declare_queue(names.send_queue(kind), durable=True, arguments=args)
-        await queue.bind(send, routing_key=f"{kind}.*")
-    status = await channel.declare_queue(names.status_queue, durable=True, arguments=args)
-    await status.bind(internal, routing_key="report.*")
-    await status.bind(internal, routing_key="recheck.*")
-    inbound = await channel.declare_queue(names.inbound_queue, durable=True, arguments=args)
-    await inbound.bind(internal, routing_key="inbound.*")
-
-    targets = {"send": names.send_exchange, "internal": names.internal_exchange}
-    for target, exchange in targets.items():
+        await queues[names.send_queue(kind)].bind(send, routing_key=f"{kind}.*")
+    await queues[names.status_queue].bind(internal, routing_key="report.*")
+    await queues[names.status_queue].bind(internal, routing_key="recheck.*")
+    await queues[names.inbound_queue].bind(internal, routing_key="inbound.*")
+    for target in DELAY_TARGETS:
         for tier in DELAY_TIERS:
-            queue = await channel.declare_queue(
-                names.delay_queue(target, tier),
-                durable=True,
-                arguments={
-                    "x-queue-type": "quorum",
-                    "x-message-ttl": tier * 1000,
-                    "x-dead-letter-exchange": exchange,
-                    "x-dead-letter-strategy": "at-least-once",
-                    "x-overflow": "reject-publish",
-                },
-            )
-            await queue.bind(
+            await queues[names.delay_queue(target, tier)].bind(
                 delay,
                 arguments={"x-match": "all", HEADER_TARGET: target, HEADER_TIER: str(tier)},
             )
@@ -217,10 +240,7 @@ async def _declare(channel: AbstractChannel, names: Names) -> None:
 
 async def delete(channel: AbstractChannel, names: Names) -> None:
     """Remove a namespace's exchanges and queues (tests, tear-down of a demo namespace)."""
-    queues = [names.send_queue(k) for k in KINDS]
-    queues += [names.status_queue, names.inbound_queue, names.dead_queue]
-    queues += [names.delay_queue(t, tier) for t in DELAY_TARGETS for tier in DELAY_TIERS]
-    for queue in queues:
+    for queue in queue_arguments(names, QueueLimits()):
         await channel.queue_delete(queue)
     for exchange in (
         names.send_exchange,

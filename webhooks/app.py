@@ -3,64 +3,104 @@
     GET|POST /smslistener/listen_type/sms_<kind>?sender=<id>&token=<token>   every kind that pushes
     GET|POST /smslistener/listen_type/sms_rapporto                          Rapporto (the seed's exact path)
     GET /healthz   the process is up         GET /readyz   the broker connection is open
+    (/metrics is not here: `serve(..., metrics_port=...)` serves it on a port of its own)
 
 A callback is authenticated (the sender's token, compared in constant time; an unknown sender and a bad
 token get the same 401), parsed by the sender's gateway adapter, and each delivery report or inbound SMS
 is published to `<ns>.internal` (`report.<kind>` / `inbound.<kind>`) with publisher confirms. Only then
-does the provider get the reply it expects. When the broker cannot take the messages, the answer is a 503
-with Retry-After, so the provider retries: never a 200 for something not stored.
+does the provider get the reply it expects. When the broker cannot take the messages (down, a nack from a
+full queue, a return), the answer is a 503 with Retry-After, so the provider retries: never a 200 for
+something not stored.
 
-Rapporto's URL carries no token: a Rapporto report is accepted only when it names a message we sent (its
-id is in the provider-id map). Restrict the path to Rapporto's addresses at the ingress as well
-(`SMSFLEET_WEBHOOK_RAPPORTO_IPS` lists the allowed client addresses; empty allows any).
+Rapporto's bare URL carries no token, so nothing on it is believed that a stranger could write:
+- a delivery report goes on with no sender and no job id; the status worker matches it only through the
+  provider ids we recorded, sender by sender. Every report gets the same answer, ours or not (no oracle);
+- an inbound SMS (a STOP suppresses a number) is taken only from the networks in
+  SMSFLEET_WEBHOOK_RAPPORTO_IPS (none configured: refused), and credited to the one Rapporto sender whose
+  service id is the SMS's `to`, or to the only Rapporto sender; never to "the first".
+The per-sender form `…/sms_rapporto?sender=<id>&token=<token>` authenticates like every other kind.
 
-Bad input gets a 4xx and is never published; nothing a provider sends makes this answer 5xx except an
-unavailable broker.
+Bad input gets a 4xx and is never published; nothing a client sends makes this answer 5xx except an
+unavailable broker. Each rejected request is one log line, within a per-client budget (`guard.QuietLog`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
+import logging
+import math
+import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import aio_pika
 import aiohttp
-import msgspec
 import redis.asyncio as aioredis
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
-from gateways import CallbackRequest, Gateway, gateway_class
+from gateways import Callback, CallbackRequest, Gateway, gateway_class
 from smsfleet import metrics
 from smsfleet.contracts import InboundMessage, ReportMessage, encode, normalize_phone, now
-from smsfleet.kinds import KIND_SETTINGS
+from smsfleet.kinds import KIND_SETTINGS, RapportoSettings
 from smsfleet.senders import Cipher, Sender, SenderCache, SenderRegistry
 from smsfleet.settings import Settings
 from smsfleet.topology import Names, declare, message
 
-__all__ = ["MAX_BODY", "Receiver", "build_app"]
+from .guard import Options, QuietLog, QuietServerErrors, RateLimiter, client_address, networks, within
+
+__all__ = ["MAX_BODY", "SERVER_OPTIONS", "Receiver", "build_app"]
 
 log = structlog.get_logger("smsfleet.webhooks")
 
 MAX_BODY = 256 * 1024
 PUSH_KINDS = tuple(kind for kind, cls in KIND_SETTINGS.items() if cls.callbacks)
+PROBES = frozenset({"/healthz", "/readyz"})
+CONFIGURE_RAPPORTO = (
+    "inbound SMS on the bare Rapporto URL are refused: list Rapporto's networks in "
+    "SMSFLEET_WEBHOOK_RAPPORTO_IPS, or give Rapporto the sender's URL (smsfleet senders show)"
+)
+
+#: what an AppRunner of the receiver takes: no access log of aiohttp's (ours has no query string)
+SERVER_OPTIONS: dict[str, Any] = {"access_log": None}
 
 
 class Unavailable(Exception):
     pass
 
 
-class Receiver:
-    """The receiver's state: one broker channel with confirms, a Redis client, the sender cache."""
+class Rejected(Exception):
+    """A request answered with a 4xx (or a 503): `reason` goes to the log and, unless `public`, to the caller."""
 
-    def __init__(self, settings: Settings, *, rapporto_ips: tuple[str, ...] = ()) -> None:
+    def __init__(self, status: int, reason: str, *, public: str | None = None, retry_after: float = 0) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.public, self.retry_after = status, reason, public or reason, retry_after
+
+    def response(self) -> web.Response:
+        headers = {"Retry-After": str(max(1, math.ceil(self.retry_after)))} if self.retry_after else None
+        return web.json_response({"error": self.public}, status=self.status, headers=headers)
+
+
+class Receiver:
+    """The receiver's state: one broker channel with confirms, a Redis client, the sender cache, and the
+    per-client rate limiter and log budget."""
+
+    def __init__(
+        self, settings: Settings, *, rapporto_ips: Iterable[str] | None = None, options: Options | None = None
+    ) -> None:
         self.settings = settings
+        self.options = options or Options.of(settings)
         self.names = Names(settings.namespace)
-        self.rapporto_nets = [ipaddress.ip_network(ip, strict=False) for ip in rapporto_ips]
+        ips = settings.webhook_rapporto_ips if rapporto_ips is None else rapporto_ips
+        self.rapporto_nets = networks(ips, "SMSFLEET_WEBHOOK_RAPPORTO_IPS")
+        self.trusted_proxies = networks(self.options.trusted_proxies, "SMSFLEET_TRUSTED_PROXIES")
+        self.limiter = RateLimiter(self.options.rate_limit)
+        self.quiet = QuietLog(self.options.log_per_minute)
         self.connection: AbstractRobustConnection | None = None
         self.channel: AbstractChannel | None = None
         self.exchange: AbstractExchange | None = None
@@ -77,7 +117,7 @@ class Receiver:
         self.http = aiohttp.ClientSession()  # adapters want one; parsing callbacks makes no request
         self.connection = await aio_pika.connect_robust(self.settings.amqp_url)
         self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
-        await declare(self.channel, self.names)
+        await declare(self.channel, self.names, self.settings.queue_limits)
         self.exchange = await self.channel.get_exchange(self.names.internal_exchange, ensure=False)
 
     async def stop(self, _: web.Application | None = None) -> None:
@@ -96,6 +136,9 @@ class Receiver:
         connected = self.connection is not None and not self.connection.is_closed
         return connected and self.channel is not None and not self.channel.is_closed
 
+    def client(self, request: web.Request) -> str:
+        return client_address(request.remote, request.headers.getall("X-Forwarded-For", ()), self.trusted_proxies)
+
     def adapter(self, sender: Sender) -> Gateway[Any]:
         assert self.http is not None
         cached = self._adapters.get(sender.id)
@@ -103,8 +146,13 @@ class Receiver:
             cached = self._adapters[sender.id] = (sender, gateway_class(sender.gateway)(sender.settings, self.http))
         return cached[1]
 
+    def rapporto_parser(self) -> Gateway[Any]:
+        """Rapporto's adapter with no sender's settings: parsing a callback needs none."""
+        assert self.http is not None
+        return gateway_class("rapporto")(RapportoSettings(service_id="", password="", url=""), self.http)
+
     async def publish(self, bodies: list[tuple[str, bytes]]) -> None:
-        """Publish with confirms; Unavailable when the broker does not take them."""
+        """Publish with confirms; Unavailable when the broker does not take them (a nack or a return too)."""
         if self.exchange is None or not self.ready:
             raise Unavailable("broker connection is down")
         try:
@@ -115,91 +163,108 @@ class Receiver:
                 )
             )
         except (aio_pika.exceptions.AMQPError, TimeoutError, ConnectionError, RuntimeError) as exc:
-            raise Unavailable(str(exc)) from None
+            raise Unavailable(f"{type(exc).__name__}: {exc}"[:200]) from None
 
 
 RECEIVER = web.AppKey("receiver", Receiver)
 
 
-def _unauthorized() -> web.Response:
-    return web.json_response({"error": "unknown sender or bad token"}, status=401)
-
-
-async def callback(request: web.Request) -> web.StreamResponse:  # noqa: PLR0911 - one answer per way to fail
+async def callback(request: web.Request) -> web.StreamResponse:
     receiver = request.app[RECEIVER]
     kind = request.match_info["kind"]
     if kind not in PUSH_KINDS:
-        return web.json_response({"error": f"no callbacks for {kind!r}"}, status=404)
+        raise Rejected(404, f"no callbacks for {kind[:40]!r}")
     assert receiver.senders is not None
-    if kind == "rapporto":
-        sender = _rapporto_sender(receiver, request)
-        if sender is None:
-            return web.json_response({"error": "not accepted"}, status=403)
-    else:
-        sender_id, token = request.query.get("sender", ""), request.query.get("token", "")
-        found = receiver.senders.get(sender_id)
-        expected = found.webhook_token if found is not None and found.gateway == kind else uuid.uuid4().hex
-        if not token or not hmac.compare_digest(token.encode(), expected.encode()) or found is None:
-            return _unauthorized()
-        sender = found
-    body = await request.read()
+    if kind == "rapporto" and "sender" not in request.query and "token" not in request.query:
+        return await _rapporto_bare(request, receiver)
+    sender_id, token = request.query.get("sender", ""), request.query.get("token", "")
+    found = receiver.senders.get(sender_id)
+    expected = found.webhook_token if found is not None and found.gateway == kind else uuid.uuid4().hex
+    if not token or not hmac.compare_digest(token.encode(), expected.encode()) or found is None:
+        raise Rejected(401, "unknown sender or bad token")
+    parsed = _parse(receiver.adapter(found), request, await request.read())
+    await _publish(receiver, kind, parsed, found.id, [found.id] * len(parsed.inbound))
+    return _reply(parsed)
+
+
+async def _rapporto_bare(request: web.Request, receiver: Receiver) -> web.StreamResponse:
+    client = receiver.client(request)
+    if receiver.rapporto_nets and not within(client, receiver.rapporto_nets):
+        raise Rejected(403, "not an address in SMSFLEET_WEBHOOK_RAPPORTO_IPS", public="not accepted")
+    parsed = _parse(receiver.rapporto_parser(), request, await request.read())
+    credited: list[str] = []
+    if parsed.inbound:
+        if not receiver.rapporto_nets:
+            raise Rejected(403, CONFIGURE_RAPPORTO, public="not accepted")
+        for sms in parsed.inbound:
+            sender = _rapporto_sender_for(receiver, sms.to)
+            if sender is None:
+                raise Rejected(403, "no single Rapporto sender for this short number", public="not accepted")
+            credited.append(sender.id)
+    await _publish(receiver, "rapporto", parsed, None, credited)
+    return _reply(parsed)
+
+
+def _rapporto_sender_for(receiver: Receiver, to: str) -> Sender | None:
+    """The Rapporto sender whose service id (or short number) is `to`, else the only Rapporto sender."""
+    assert receiver.senders is not None
+    rapporto = [s for s in receiver.senders.all() if s.gateway == "rapporto"]
+    to = to.strip()
+    named = [s for s in rapporto if to and to in _service_numbers(s)]
+    if len(named) == 1:
+        return named[0]
+    return rapporto[0] if not named and len(rapporto) == 1 else None
+
+
+def _service_numbers(sender: Sender) -> set[str]:
+    found = {getattr(sender.settings, "service_id", ""), getattr(sender.settings, "short_number", "")}
+    return {str(n).strip() for n in found if n}
+
+
+def _parse(adapter: Gateway[Any], request: web.Request, body: bytes) -> Callback:
     query = {k: v for k, v in request.query.items() if k not in ("sender", "token")}
     raw = CallbackRequest(method=request.method, query=query, headers=dict(request.headers), body=body)
     try:
-        parsed = receiver.adapter(sender).parse_callback(raw)
+        return adapter.parse_callback(raw)
     except ValueError as exc:
-        return web.json_response({"error": str(exc)[:300]}, status=400)
-    except Exception:  # a parser bug must not become a 5xx the provider retries forever
-        log.exception("callback.parse_failed", gateway=kind, sender=sender.id)
-        return web.json_response({"error": "unreadable callback"}, status=400)
+        raise Rejected(400, str(exc)[:300]) from None
+    except Exception as exc:  # a parser bug or a body nested 100,000 deep: the request's problem, no traceback
+        raise Rejected(400, f"unreadable callback ({type(exc).__name__})", public="unreadable callback") from None
+
+
+async def _publish(
+    receiver: Receiver, kind: str, parsed: Callback, sender: str | None, inbound_senders: list[str]
+) -> None:
+    """Each report and inbound SMS to the broker, or Rejected(503). `sender` None: the bare Rapporto URL,
+    where no caller-supplied job id is passed on either."""
     received = now()
     bodies = []
     for report in parsed.reports:
-        if kind == "rapporto" and not await _known(receiver, kind, report.provider_message_id):
-            return web.json_response({"error": "unknown message id"}, status=400)  # Rapporto retries on 400
         msg = ReportMessage(
-            gateway=kind, sender=None if kind == "rapporto" else sender.id,
-            provider_message_id=report.provider_message_id, job_id=report.job_id, state=report.state,
-            at=report.at, error=report.error, raw_status=report.raw_status, received_at=received,
+            gateway=kind, sender=sender, provider_message_id=report.provider_message_id,
+            job_id=report.job_id if sender is not None else None, state=report.state,
+            at=report.at, error=report.error, raw_status=report.raw_status, received_at=received, to=report.to,
         )  # fmt: skip
         bodies.append((f"report.{kind}", encode(msg)))
-    for sms in parsed.inbound:
+    for sms, credited in zip(parsed.inbound, inbound_senders, strict=True):
         try:
             phone = normalize_phone(sms.from_, receiver.settings.default_region)
         except ValueError:
             phone = sms.from_
         msg_in = InboundMessage(
-            id=uuid.uuid4().hex, gateway=kind, sender=sender.id, from_=phone, to=sms.to, text=sms.text,
+            id=uuid.uuid4().hex, gateway=kind, sender=credited, from_=phone, to=sms.to, text=sms.text,
             provider_message_id=sms.provider_message_id, at=sms.at or received,
         )  # fmt: skip
         bodies.append((f"inbound.{kind}", encode(msg_in)))
     try:
         await receiver.publish(bodies)
     except Unavailable as exc:
-        log.warning("callback.not_stored", gateway=kind, error=str(exc))
-        return web.json_response({"error": "try again later"}, status=503, headers={"Retry-After": "30"})
-    log.info(
-        "callback.stored", gateway=kind, sender=sender.id, reports=len(parsed.reports), inbound=len(parsed.inbound)
-    )
+        raise Rejected(503, f"not stored: {exc}", public="try again later", retry_after=30) from None
+    log.info("callback.stored", gateway=kind, sender=sender, reports=len(parsed.reports), inbound=len(parsed.inbound))
+
+
+def _reply(parsed: Callback) -> web.Response:
     return web.Response(status=parsed.reply_status, text=parsed.reply_body, content_type=parsed.reply_content_type)
-
-
-def _rapporto_sender(receiver: Receiver, request: web.Request) -> Sender | None:
-    if receiver.rapporto_nets:
-        try:
-            address = ipaddress.ip_address(request.remote or "")
-        except ValueError:
-            return None
-        if not any(address in net for net in receiver.rapporto_nets):
-            return None
-    assert receiver.senders is not None
-    return next((s for s in receiver.senders.all() if s.gateway == "rapporto"), None)
-
-
-async def _known(receiver: Receiver, kind: str, provider_id: str | None) -> bool:
-    if not provider_id or receiver.redis is None:
-        return False
-    return bool(await receiver.redis.exists(receiver.names.redis_key("pid", kind, provider_id)))
 
 
 async def healthz(_: web.Request) -> web.Response:
@@ -213,17 +278,64 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "broker unavailable"}, status=503)
 
 
+#: what reading a request can raise when the request is malformed: a broken gzip/deflate/br stream, a bad
+#: charset, undecodable text, a body nested too deep
+MALFORMED = (
+    HttpProcessingError,
+    RequestPayloadError,
+    aiohttp.ClientError,
+    UnicodeError,
+    LookupError,
+    ValueError,
+    RecursionError,
+)
+
+
 @web.middleware
-async def no_tracebacks(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Anything unexpected while reading a request is the request's problem: 400, logged, no traceback out."""
+async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+    """The per-client rate limit; every way a request fails becomes a 4xx (503 for the broker) and one log
+    line, within the client's log budget; nothing a client sends becomes a 5xx or a traceback."""
+    receiver = request.app[RECEIVER]
+    client = receiver.client(request)
+    started = time.monotonic()
+    error: BaseException | None = None
     try:
+        if request.path not in PROBES and (wait := receiver.limiter.wait(client)):
+            raise Rejected(429, "too many requests", retry_after=wait)
         response: web.StreamResponse = await handler(request)
-    except web.HTTPException:
+    except Rejected as exc:
+        response, reason = exc.response(), exc.reason
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        _rejected(receiver, request, client, exc.status, exc.reason)
         raise
-    except (aiohttp.ClientError, UnicodeDecodeError, msgspec.DecodeError, ValueError) as exc:
-        log.info("callback.bad_request", error=type(exc).__name__)
-        return web.json_response({"error": "bad request"}, status=400)
+    except MALFORMED as exc:
+        response, reason = web.json_response({"error": "bad request"}, status=400), type(exc).__name__
+    except Exception as exc:  # a bug of ours: still the client's 400, with the traceback once in the log
+        response, reason, error = web.json_response({"error": "bad request"}, status=400), type(exc).__name__, exc
+    else:
+        log.debug("request.served", client=client, method=request.method[:16], path=request.path[:200],
+                  status=response.status, ms=round((time.monotonic() - started) * 1000, 1))  # fmt: skip
+        return response
+    _rejected(receiver, request, client, response.status, reason, error=error)
     return response
+
+
+def _rejected(
+    receiver: Receiver,
+    request: web.Request,
+    client: str,
+    status: int,
+    reason: str,
+    *,
+    error: BaseException | None = None,
+) -> None:
+    if not receiver.quiet.allow(client):
+        return
+    level = log.warning if status >= 500 or error is not None else log.info
+    level("request.rejected", client=client, method=request.method[:16], path=request.path[:200],
+          status=status, reason=reason, exc_info=error)  # fmt: skip
 
 
 @web.middleware
@@ -243,14 +355,21 @@ async def count_callbacks(request: web.Request, handler: Any) -> web.StreamRespo
     return response
 
 
+def quiet_aiohttp() -> None:
+    """aiohttp's error log of malformed HTTP: one line each, no quote, no traceback (once per process)."""
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, QuietServerErrors) for f in server_log.filters):
+        server_log.addFilter(QuietServerErrors(QuietLog(20)))
+
+
 def build_app(receiver: Receiver) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[count_callbacks, no_tracebacks])
+    quiet_aiohttp()
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[count_callbacks, guard])
     app[RECEIVER] = receiver
     app.router.add_route("GET", "/smslistener/listen_type/sms_{kind}", callback)
     app.router.add_route("POST", "/smslistener/listen_type/sms_{kind}", callback)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics.metrics_handler)
     app.on_startup.append(receiver.start)
     app.on_cleanup.append(receiver.stop)
     return app

@@ -1,4 +1,4 @@
-"""Run the receiver until SIGTERM/SIGINT."""
+"""Run the receiver until SIGTERM/SIGINT: the public port, and `/metrics` on a port of its own."""
 
 from __future__ import annotations
 
@@ -9,28 +9,46 @@ import signal
 import structlog
 from aiohttp import web
 
+from smsfleet.metrics import metrics_app
 from smsfleet.settings import Settings
 
-from .app import Receiver, build_app
+from .app import SERVER_OPTIONS, Receiver, build_app
+from .guard import Options
 
 __all__ = ["serve"]
 
 log = structlog.get_logger("smsfleet.webhooks")
 
 
-async def serve(settings: Settings, host: str, port: int, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    stop: asyncio.Event | None = None,
+    *,
+    metrics_port: int | None = None,
+    options: Options | None = None,
+) -> None:
+    """`options` None: read from the environment (SMSFLEET_TRUSTED_PROXIES, SMSFLEET_WEBHOOK_RATE_LIMIT)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(build_app(Receiver(settings, rapporto_ips=settings.webhook_rapporto_ips)), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    log.info("webhooks.listening", host=host, port=port)
+    receiver = Receiver(settings, options=options or Options.of(settings))
+    if not receiver.rapporto_nets:
+        log.info("webhooks.rapporto_inbound_refused", hint="set SMSFLEET_WEBHOOK_RAPPORTO_IPS to accept inbound "
+                 "SMS on the bare Rapporto URL, or give Rapporto the per-sender URL")  # fmt: skip
+    runners = [web.AppRunner(build_app(receiver), **SERVER_OPTIONS)]
+    if metrics_port is not None:  # never on the public port: the Ingress routes only /smslistener/ there
+        runners.append(web.AppRunner(metrics_app(live=lambda: True, ready=lambda: receiver.ready), access_log=None))
     try:
+        for runner, at in zip(runners, (port, metrics_port), strict=False):
+            await runner.setup()
+            await web.TCPSite(runner, host, at).start()
+        log.info("webhooks.listening", host=host, port=port, metrics_port=metrics_port)
         await stop.wait()
     finally:
-        await runner.cleanup()
+        for runner in reversed(runners):
+            await runner.cleanup()
         log.info("webhooks.stopped")

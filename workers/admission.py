@@ -5,52 +5,73 @@ is the job ours to send (the idempotency claim, see `ledger`), and when may it s
 bucket, see `ratelimit`). Asked one by one they cost three round trips and a fourth to move the claim to
 `calling`; this script asks them in one, in this order:
 
-1. a job the ledger finished or saw accepted is a redelivery: its state is returned, nothing changes;
-2. a suppressed number: nothing changes;
-3. a record left in `calling` (an earlier holder may have reached the provider): the claim is taken over,
-   and the caller decides, by its ambiguity policy, whether it may send again;
-4. otherwise a slot is reserved and the record claimed: `calling` at once when the slot is now (the caller
+1. a job id already recorded for another job (sender, account, number or text differ): `reused`, nothing
+   changes — the id belongs to the first job;
+2. a job the ledger finished or saw accepted is a redelivery: its state is returned, nothing changes;
+3. a record in `calling` whose holder's lease runs: `busy` (another delivery of the job is at the provider
+   now), with the time left; nothing changes;
+4. a record left in `calling` with its lease run out (the holder died, or an ambiguous send waits to be
+   reconciled): the claim is taken over, and the caller reconciles before it may send again;
+5. a suppressed number: nothing changes;
+6. otherwise a slot is reserved and the record claimed: `calling` at once when the slot is now (the caller
    sends straight away), `claimed` when the caller must first sleep until the slot (it moves the record
    to `calling` with `Ledger.begin_call` when it wakes, so a crash while sleeping is no ambiguous send),
    and `retry` with nothing reserved when the slot is further away than `max_wait`.
+
+A kind whose provider wants a number as our id (`Gateway.numeric_ref`) gets one on the first claim, from a
+counter per provider account, kept in the record: every attempt of the job sends the same, and no two jobs
+share one. A new counter starts from the clock (64 a second since 2024, modulo 2**31-1), so a counter lost
+with its Redis does not start again at ids the provider saw in the last days.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass
 
 from smsfleet.contracts import SendJob
 
-from .ledger import JOB_TTL_S, Ledger
+from .ledger import JOB_TTL_S, NOW_MS_LUA, Ledger
 from .ratelimit import GCRA_LUA, RateLimiter
 
-__all__ = ["Admission", "Admitter", "Outcome"]
+__all__ = ["Admission", "Admitter", "Outcome", "fingerprint"]
 
-# KEYS: job record, account suppression set, global suppression set, TAT, pause.
-# ARGV: owner, record TTL, number, then the gcra arguments (interval, tau, max wait).
+# KEYS: job record, account suppression set, global suppression set, TAT, pause, ref counter.
+# ARGV: owner, record TTL, number, the gcra arguments (interval, tau, max wait), fingerprint, lease ms,
+# numeric ref wanted (1/0).
 _ADMIT = (
     GCRA_LUA
+    + NOW_MS_LUA
     + """
-local phase = redis.call('HGET', KEYS[1], 'phase')
-if phase == 'accepted' or phase == 'final' then
-  return {phase, redis.call('HGET', KEYS[1], 'state') or '', 0}
+local rec = redis.call('HMGET', KEYS[1], 'phase', 'state', 'fp', 'lease', 'ref')
+local phase, fp, ref = rec[1], rec[3], rec[5] or ''
+if fp and fp ~= ARGV[7] then return {'reused', '', 0, ''} end
+if phase == 'accepted' or phase == 'final' then return {phase, rec[2] or '', 0, ref} end
+if phase == 'calling' then
+  local lease = tonumber(rec[4] or '0') or 0
+  if lease > now_ms then return {'busy', '', (lease - now_ms) * 1000, ref} end
+  redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'lease', now_ms + tonumber(ARGV[8]))
+  return {'calling', '', 0, ref}
 end
 if redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 1 or redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 1 then
-  return {'suppressed', '', 0}
-end
-if phase == 'calling' then
-  redis.call('HSET', KEYS[1], 'owner', ARGV[1])
-  return {'calling', '', 0}
+  return {'suppressed', '', 0, ''}
 end
 local granted, wait = gcra(KEYS[4], KEYS[5], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
 local outcome = 'retry'
 if granted == 1 then
   outcome = wait == 0 and 'call' or 'claimed'
 end
-redis.call('HSET', KEYS[1], 'phase', outcome == 'call' and 'calling' or outcome, 'owner', ARGV[1])
+if ref == '' and ARGV[9] == '1' then
+  if redis.call('EXISTS', KEYS[6]) == 0 then
+    redis.call('SET', KEYS[6], string.format('%.0f', ((math.floor(now_ms / 1000) - 1704067200) * 64) % 2147483646))
+  end
+  ref = tostring(((redis.call('INCR', KEYS[6]) - 1) % 2147483647) + 1)
+end
+redis.call('HSET', KEYS[1], 'phase', outcome == 'call' and 'calling' or outcome, 'owner', ARGV[1], 'fp', ARGV[7],
+           'lease', now_ms + tonumber(ARGV[8]), 'ref', ref)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-return {outcome, '', wait}
+return {outcome, '', wait, ref}
 """
 )
 
@@ -59,8 +80,10 @@ class Outcome(enum.Enum):
     CALL = "call"  # claimed, slot now, record in `calling`: send
     CLAIMED = "claimed"  # claimed, slot reserved `wait_s` ahead: sleep, `begin_call`, send
     RETRY = "retry"  # claimed, but the next slot is more than `max_wait` away: delay the job `wait_s`
-    CALLING = "calling"  # taken over from a holder that may have reached the provider (ambiguous)
+    CALLING = "calling"  # taken over from a holder that may have reached the provider: reconcile first
+    BUSY = "busy"  # another delivery of the job holds `calling` for `wait_s` more
     SUPPRESSED = "suppressed"
+    REUSED = "reused"  # the id was recorded for another job
     ACCEPTED = "accepted"  # a redelivery of a job the provider took already
     FINAL = "final"  # a redelivery of a finished job
 
@@ -69,7 +92,14 @@ class Outcome(enum.Enum):
 class Admission:
     outcome: Outcome
     state: str  # the recorded state, for ACCEPTED and FINAL
-    wait_s: float  # until the slot (CLAIMED), or until the next free one (RETRY)
+    wait_s: float  # until the slot (CLAIMED), until the next free one (RETRY), until the lease ends (BUSY)
+    ref: str  # the id the provider sees, for `numeric_ref` kinds ('' otherwise)
+
+
+def fingerprint(job: SendJob) -> str:
+    """What makes a job the same job: a redelivery matches, another job under a reused id does not."""
+    fields = "\x1f".join((job.sender, job.account, job.to, job.text))
+    return hashlib.blake2b(fields.encode(), digest_size=12).hexdigest()
 
 
 class Admitter:
@@ -78,17 +108,18 @@ class Admitter:
         self.limiter = limiter
         self._admit = ledger.redis.register_script(_ADMIT)
 
-    async def admit(self, job: SendJob, owner: str, rate: float, *, max_wait: float) -> Admission:
+    async def admit(
+        self, job: SendJob, owner: str, rate: float, *, max_wait: float, lease_s: float, ref_space: str | None
+    ) -> Admission:
+        """`ref_space`: the provider account whose counter gives the job its numeric id (None: no such id)."""
         gcra_keys, gcra_args = self.limiter.gcra_args(job.sender, rate, max_wait=max_wait)
-        keys = [
-            self.ledger.key(job.id),
-            self.ledger.names.suppress_account_key(job.account),
-            self.ledger.names.suppress_global_key,
-            *gcra_keys,
-        ]
-        args = [owner, JOB_TTL_S, job.to, *gcra_args]
-        outcome, state, wait_us = await self.ledger.scripts.run(self._admit, keys, args)
-        return Admission(Outcome(_text(outcome)), _text(state), int(wait_us) / 1e6)
+        names = self.ledger.names
+        counter = names.redis_key("ref", hashlib.blake2b((ref_space or "").encode(), digest_size=8).hexdigest())
+        keys = [self.ledger.key(job.id), names.suppress_account_key(job.account), names.suppress_global_key]
+        keys += [*gcra_keys, counter]
+        args = [owner, JOB_TTL_S, job.to, *gcra_args, fingerprint(job), int(lease_s * 1000), int(ref_space is not None)]
+        outcome, state, wait_us, ref = await self.ledger.scripts.run(self._admit, keys, args)
+        return Admission(Outcome(_text(outcome)), _text(state), int(wait_us) / 1e6, _text(ref))
 
 
 def _text(value: bytes | str) -> str:

@@ -55,6 +55,7 @@ class InboundWorker(QueueConsumer):
 
     async def handle(self, msg: AbstractIncomingMessage) -> None:
         await self.handle_sms(_decoder.decode(msg.body))
+        await msg.ack()
 
     async def handle_sms(self, sms: InboundMessage) -> None:
         sender = self.rt.senders.get(sms.sender)

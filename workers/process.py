@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from smsfleet import metrics
 from smsfleet.settings import Settings
 
+from .consumer import QueueConsumer
 from .inbound import InboundWorker
 from .runtime import Runtime
 from .send import SendPolicy, SendWorker
@@ -29,14 +30,14 @@ QUEUE_POLL_S = 15.0
 class _Health:
     """What the probes report: live while the loop turns; ready while connected and consuming."""
 
-    def __init__(self, rt: Runtime, senders: Sequence[SendWorker]) -> None:
+    def __init__(self, rt: Runtime, consumers: Sequence[QueueConsumer]) -> None:
         self.rt = rt
-        self.senders = senders
+        self.consumers = consumers  # the list run_workers fills
         self.redis_ok = True
         self.draining = False
 
     def ready(self) -> bool:
-        consuming = all(not s.paused for s in self.senders)
+        consuming = all(not c.paused for c in self.consumers)
         return not self.draining and self.redis_ok and not self.rt.connection.is_closed and consuming
 
 
@@ -91,7 +92,7 @@ async def run_workers(
             loop.add_signal_handler(sig, stop.set)
     async with Runtime.open(settings, prefetch=policy.concurrency) as rt:
         senders = [SendWorker(rt, kind, policy) for kind in gateways]
-        workers: list[SendWorker | StatusWorker | InboundWorker] = [*senders]
+        workers: list[QueueConsumer] = [*senders]
         queues = [rt.names.send_queue(kind) for kind in gateways]
         if status:
             workers.append(StatusWorker(rt))
@@ -99,7 +100,7 @@ async def run_workers(
         if suppression:
             workers.append(InboundWorker(rt))
             queues.append(rt.names.inbound_queue)
-        health = _Health(rt, senders)
+        health = _Health(rt, workers)
         async with _probe_server(metrics_port, health):
             for w in workers:
                 await w.start()

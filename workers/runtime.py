@@ -81,7 +81,7 @@ class Runtime:
             consume = await connection.channel()
             await consume.set_qos(prefetch_count=prefetch)
             publishing = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            await declare(publishing, names)
+            await declare(publishing, names, settings.queue_limits)
             # a blocking pool: at high concurrency a request waits for a connection instead of failing
             pool = aioredis.BlockingConnectionPool.from_url(
                 settings.redis_url,

@@ -1,10 +1,18 @@
 """The send worker: consumes `<ns>.send.<gateway>` and takes each job to a provider, or to a final state.
 
-For each delivery, in order (DESIGN §7.1): wait out a delay -> decode -> sender of this gateway -> checks
-(account, expiry, suppression, verified phone and caller ID, segments) -> idempotency claim -> fleet-wide
-rate limit -> provider call -> ledger and event -> ack; suppression, claim and rate-limit slot are one Redis
-script (`admission`). Every outcome is published (with confirms) before the delivery is acknowledged, so a
-crash at any point leads to a redelivery, never to a loss; the ledger makes the redelivery safe.
+For each delivery, in order (DESIGN §7.1): wait out a delay -> decode -> the routing key's sender is the
+body's -> sender of this gateway -> checks (account, expiry, suppression, verified phone and caller ID,
+segments) -> idempotency claim -> fleet-wide rate limit -> provider call -> ledger and event -> ack;
+suppression, claim and rate-limit slot are one Redis script (`admission`). Every outcome is published (with
+confirms) before the delivery is acknowledged, so a crash at any point leads to a redelivery, never to a
+loss; the ledger makes the redelivery safe.
+
+A send that may have reached the provider without our knowing (a timeout after the request was written, a
+reset, a worker killed mid-call) is never blindly repeated: the job is first looked up at the provider by
+what we sent (`Gateway.find`) — found, it is adopted as accepted; not found, it is sent — and where the
+provider has no such lookup the `ambiguous` policy decides. Every ledger write of a delivery is a
+compare-and-set on its claim, and an event is published only when its write took effect: of two deliveries
+of one job, only the one holding the claim reports.
 
 Nothing waits unacknowledged: retries, long rate-limit waits and status rechecks go through delay tiers.
 The worker never names a provider: what differs between gateways lives in the adapter.
@@ -14,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import math
 import time
@@ -22,12 +31,12 @@ from typing import Any
 
 import msgspec
 import structlog
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractIncomingMessage
 from redis.exceptions import RedisError
 
-from gateways import Ambiguous, Gateway, GatewayError, Outgoing, Permanent, RateLimited, gateway_class
+from gateways import Ambiguous, Gateway, GatewayError, Outgoing, Permanent, RateLimited, Receipt, gateway_class
 from smsfleet import metrics
-from smsfleet.contracts import ErrorInfo, InvalidJob, SendJob, State, decode_job, encode
+from smsfleet.contracts import ErrorInfo, InvalidJob, SendJob, State, decode_job
 from smsfleet.segments import count
 from smsfleet.senders import Sender, receiving_url
 from smsfleet.topology import HEADER_ATTEMPT
@@ -45,6 +54,7 @@ from .checks import (
     verified_phone,
 )
 from .checks import Verdict as CheckVerdict
+from .consumer import QueueConsumer
 from .delays import attempt_of, backoff, remaining, tier_for
 from .ratelimit import RateLimitWait, sleep_until
 from .rechecks import RecheckBatcher
@@ -63,14 +73,43 @@ class SendPolicy(msgspec.Struct, frozen=True, kw_only=True):
     max_attempts: int = 6
     #: a rate-limit wait longer than this goes through a delay tier instead of being slept
     max_rate_wait_s: float = 2.0
-    #: after an ambiguous send to a provider that does not dedupe: `unknown` (never resend) or `resend`
+    #: after an ambiguous send that the provider cannot look up: `unknown` (never resend) or `resend`
     ambiguous: str = "unknown"
     provider_timeout_s: float = 10.0
 
+    @property
+    def lease_s(self) -> float:
+        """How long a delivery in `calling` is presumed alive: its provider call, and time to record it."""
+        return self.provider_timeout_s + LEASE_MARGIN_S
 
-class SendWorker:
+
+@dataclasses.dataclass
+class Delivery:
+    """One delivery of a job, as far as it got: what every step of the send path needs."""
+
+    msg: AbstractIncomingMessage
+    job: SendJob
+    sender: Sender
+    gateway: Gateway[Any]
+    attempt: int
+    rate: float
+    owner: str = ""  # the claim this delivery holds in the ledger
+    ref: str = ""  # the id the provider sees, for `numeric_ref` kinds
+
+    def outgoing(self, callback_url: str | None) -> Outgoing:
+        job = self.job
+        return Outgoing(
+            job_id=job.id, to=job.to, text=job.text, originator=job.originator, valid_until=job.valid_until,
+            parts=count(job.text).parts, callback_url=callback_url, ref=self.ref,
+        )  # fmt: skip
+
+
+class SendWorker(QueueConsumer):
+    role = "send"
+    target = "send"
+
     def __init__(self, rt: Runtime, kind: str, policy: SendPolicy | None = None) -> None:
-        self.rt = rt
+        super().__init__(rt, rt.names.send_queue(kind))
         self.kind = kind
         self.policy = policy or SendPolicy()
         self.gateway_cls = gateway_class(kind)
@@ -89,111 +128,30 @@ class SendWorker:
         self.local_checks = [check for check in self.checks if check is not suppressed]
         self.rechecks = RecheckBatcher(rt.delayer, kind)
         self._owners = map(f"{uuid.uuid4().hex[:12]}-{{}}".format, itertools.count())
-        self.draining = False
-        self.in_flight: set[asyncio.Task[None]] = set()
-        self._queue: AbstractQueue | None = None
-        self._tag: str | None = None
-        self._paused = asyncio.Event()
-        self._redis_watch: asyncio.Task[None] | None = None
 
-    # -- consuming ---------------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        self._queue = await self.rt.consume_channel.get_queue(
-            self.rt.names.send_queue(self.kind)
-        )  # declared: restored after a reconnect
-        await self._consume()
-        log.info("worker.started", gateway=self.kind, concurrency=self.policy.concurrency)
-
-    async def _consume(self) -> None:
-        assert self._queue is not None
-        self._tag = await self._queue.consume(self._on_message)
-
-    async def _stop_consuming(self) -> None:
-        if self._queue is not None and self._tag is not None:
-            tag, self._tag = self._tag, None
-            with contextlib.suppress(Exception):
-                await self._queue.cancel(tag)
-
-    async def _on_message(self, msg: AbstractIncomingMessage) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.in_flight.add(task)
+    def received(self, msg: AbstractIncomingMessage) -> None:
         metrics.CONSUMED.labels(self.kind).inc()
         if msg.timestamp is not None:
             age = time.time() - msg.timestamp.timestamp()
-            metrics.QUEUE_OLDEST_AGE.labels(self.rt.names.send_queue(self.kind)).set(max(0.0, age))
-        try:
-            await self.handle(msg)
-        except (RedisError, OSError) as exc:
-            # Redis is the rate limiter and the ledger: without it nothing may be sent. Give the job back
-            # and stop taking new ones until Redis answers again.
-            log.warning("worker.redis_unavailable", error=str(exc), gateway=self.kind)
-            with contextlib.suppress(Exception):
-                await msg.nack(requeue=True)
-            await self._pause_for_redis()
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await msg.nack(requeue=True)
-            raise
-        except Exception:
-            # a bug or a broker failure: the delivery goes back; the delivery limit parks a poison message
-            log.exception("job.crashed", gateway=self.kind)
-            with contextlib.suppress(Exception):
-                await msg.nack(requeue=True)
-        finally:
-            self.in_flight.discard(task)
-
-    @property
-    def paused(self) -> bool:
-        """Not consuming because Redis is unreachable."""
-        return self._redis_watch is not None and not self._redis_watch.done()
-
-    async def _pause_for_redis(self) -> None:
-        if self._redis_watch is not None and not self._redis_watch.done():
-            return
-        await self._stop_consuming()
-
-        async def watch() -> None:
-            while not self.draining:
-                try:
-                    await self.rt.redis.ping()
-                except (RedisError, OSError):
-                    await asyncio.sleep(1.0)
-                    continue
-                log.info("worker.redis_back", gateway=self.kind)
-                await self._consume()
-                return
-
-        self._redis_watch = asyncio.create_task(watch())
-
-    async def drain(self, grace_s: float) -> None:
-        """Stop consuming; let in-flight sends finish within `grace_s`; anything not started goes back."""
-        self.draining = True
-        await self._stop_consuming()
-        if self._redis_watch is not None:
-            self._redis_watch.cancel()
-        if self.in_flight:
-            _, pending = await asyncio.wait(set(self.in_flight), timeout=grace_s)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=2.0)
-        log.info("worker.drained", gateway=self.kind)
+            metrics.QUEUE_OLDEST_AGE.labels(self.queue_name).set(max(0.0, age))
 
     # -- one job -----------------------------------------------------------------------------------
 
     async def handle(self, msg: AbstractIncomingMessage) -> None:
-        admitted = await self._admit(msg)
-        if admitted is None:
+        d = await self._admit(msg)
+        if d is None:
             return
-        job, sender, attempt = admitted
-        gateway = self._gateway(sender)
-        if await self._clear(msg, job, sender, gateway, attempt):
-            await self._call(msg, job, sender, gateway, attempt)
+        try:
+            if await self._clear(d):
+                await self._call(d)
+        except Exception:
+            if d.owner:  # a crash after the claim: the next delivery may take over (and reconcile) at once
+                with contextlib.suppress(Exception):
+                    await self.rt.ledger.hold(d.job.id, d.owner, 0)
+            raise
 
-    async def _admit(self, msg: AbstractIncomingMessage) -> tuple[SendJob, Sender, int] | None:
-        """Delay, decode, sender and checks. Returns what to send, or None when the delivery is settled."""
+    async def _admit(self, msg: AbstractIncomingMessage) -> Delivery | None:  # noqa: PLR0911 - one return per way a job is settled early
+        """Delay, decode, routing key, sender and checks. Returns what to send, or None when settled."""
         wait = remaining(msg)
         if wait >= 1.0:
             await self._redelay(msg, wait, attempt_of(msg))
@@ -206,11 +164,17 @@ class SendWorker:
         except InvalidJob as exc:
             await self._invalid(msg, exc)
             return None
+        # the routing key is what broker permissions can restrict: a body may not send as another sender
+        routed_to = (msg.routing_key or "").partition(".")[2]
+        if routed_to and routed_to != job.sender:
+            reason = f"routed to sender {routed_to!r}, but the job names {job.sender!r}"
+            await self._invalid(msg, InvalidJob("sender_mismatch", reason), job)
+            return None
         sender = self.rt.senders.get(job.sender)
         if sender is None:
             await self._refuse(msg, job, "unknown_sender", f"no sender {job.sender!r} in the registry")
             return None
-        if sender.gateway != self.kind:
+        if sender.gateway != self.kind:  # the sender moved to another gateway since the job was published
             key = self.rt.names.send_key(sender.gateway, sender.id)
             await self.rt.publish(
                 self.rt.names.send_exchange, msg.body, key, headers=dict(msg.headers or {}), message_id=job.id
@@ -218,98 +182,119 @@ class SendWorker:
             await msg.ack()
             log.info("job.rerouted", job_id=job.id, sender=sender.id, to_gateway=sender.gateway)
             return None
+        gateway = self._gateway(sender)
+        rate = sender.rate_limit or self.rt.settings.default_rates.get(self.kind) or gateway.default_rate
+        d = Delivery(msg, job, sender, gateway, attempt, rate)
         if await run_checks(self.local_checks, job, sender) is not None:
             verdict = await run_checks(self.checks, job, sender)  # all of them, in order: the first verdict wins
             assert verdict is not None
-            await self._refused(msg, job, sender, attempt, verdict)
+            await self._refused(d, verdict)
             return None
-        return job, sender, attempt
+        return d
 
-    async def _refused(
-        self, msg: AbstractIncomingMessage, job: SendJob, sender: Sender, attempt: int, verdict: CheckVerdict
-    ) -> None:
-        await self.rt.emit(status_event(job, verdict.state, attempt=attempt, error=verdict.error), self.kind)
+    async def _refused(self, d: Delivery, verdict: CheckVerdict) -> None:
+        await self.rt.emit(status_event(d.job, verdict.state, attempt=d.attempt, error=verdict.error), self.kind)
         if verdict.state is State.SUPPRESSED:
             metrics.SUPPRESSION_HITS.labels(self.kind).inc()
-        await msg.ack()
-        log.info("job.refused", job_id=job.id, sender=sender.id, state=verdict.state, code=verdict.code)
+        await d.msg.ack()
+        log.info("job.refused", job_id=d.job.id, sender=d.sender.id, state=verdict.state, code=verdict.code)
 
-    async def _clear(
-        self, msg: AbstractIncomingMessage, job: SendJob, sender: Sender, gateway: Gateway[Any], attempt: int
-    ) -> bool:
+    async def _clear(self, d: Delivery) -> bool:
         """Suppression, idempotency claim and a slot of the fleet-wide rate limit. True: call the provider now.
 
         At most rate x GATE_S of this process's jobs for one sender ask Redis for a slot at once; the others
         wait their turn here (up to `max_rate_wait_s`), rather than all ask Redis and bounce through delay
         tiers. A job past that goes through a delay tier.
         """
-        rate = sender.rate_limit or self.rt.settings.default_rates.get(self.kind) or gateway.default_rate
-        gate = self._gates.get(sender.id)
+        gate = self._gates.get(d.sender.id)
         if gate is None:
-            gate = self._gates[sender.id] = asyncio.Semaphore(max(1, math.ceil(rate * GATE_S)))
+            gate = self._gates[d.sender.id] = asyncio.Semaphore(max(1, math.ceil(d.rate * GATE_S)))
         if gate.locked():
             try:
                 async with asyncio.timeout(self.policy.max_rate_wait_s):
                     await gate.acquire()
             except TimeoutError:
-                await self._redelay(msg, 1.0, attempt)
+                await self._redelay(d.msg, 1.0, d.attempt)
                 return False
         else:
             await gate.acquire()  # free: returns at once, without the cost of a timeout
         try:
-            return await self._claim(msg, job, sender, gateway, attempt, rate)
+            return await self._claim(d)
         finally:
             gate.release()
 
-    async def _claim(  # noqa: PLR0917 - the whole context of one delivery
-        self,
-        msg: AbstractIncomingMessage,
-        job: SendJob,
-        sender: Sender,
-        gateway: Gateway[Any],
-        attempt: int,
-        rate: float,
-    ) -> bool:
+    async def _claim(self, d: Delivery) -> bool:
         """The admission script (see `admission`) and what each of its verdicts means for this delivery."""
         if self.draining:
-            await msg.nack(requeue=True)
+            await d.msg.nack(requeue=True)
             return False
-        owner = next(self._owners)
-        admission = await self.rt.admitter.admit(job, owner, rate, max_wait=self.policy.max_rate_wait_s)
+        d.owner = next(self._owners)
+        space = d.gateway.ref_space if d.gateway.numeric_ref else None
+        admission = await self.rt.admitter.admit(
+            d.job, d.owner, d.rate, max_wait=self.policy.max_rate_wait_s, lease_s=self.policy.lease_s, ref_space=space
+        )
+        d.ref = admission.ref
         match admission.outcome:
             case Outcome.CALL:
                 metrics.RATE_LIMIT_WAIT.labels(self.kind).observe(0.0)
                 return True
             case Outcome.CLAIMED:
-                return await self._take_slot(msg, job, sender, attempt, owner, rate, first=admission.wait_s)
+                return await self._take_slot(d, first=admission.wait_s)
             case Outcome.RETRY:
-                await self._redelay(msg, admission.wait_s, attempt)
+                await self._redelay(d.msg, admission.wait_s, d.attempt)
+            case Outcome.BUSY:  # another delivery of this job is at the provider: see how it ended, later
+                await self._redelay(d.msg, max(admission.wait_s, 1.0), d.attempt)
+                log.info("job.busy", job_id=d.job.id, wait_s=round(admission.wait_s, 1))
             case Outcome.SUPPRESSED:
-                await self._refused(msg, job, sender, attempt, SUPPRESSED)
-            case Outcome.CALLING if gateway.dedupes or self.policy.ambiguous == "resend":
-                return await self._take_slot(msg, job, sender, attempt, owner, rate, takeover=True)
+                await self._refused(d, SUPPRESSED)
+            case Outcome.REUSED:
+                reason = "the id was used before for another job (sender, account, number or text differ)"
+                await self._invalid(d.msg, InvalidJob("id_reused", reason), d.job)
             case Outcome.CALLING:
-                await self._final(msg, job, State.UNKNOWN, attempt, 0, _AMBIGUOUS_REDELIVERY)
+                return await self._reconcile(d)
             case Outcome.ACCEPTED | Outcome.FINAL:
-                await self._replay(job)
+                await self._replay(d.job)
                 if admission.outcome is Outcome.ACCEPTED:  # the holder may have died before scheduling the recheck
-                    await self._schedule_recheck(job, gateway)
-                await msg.ack()
-                log.info("job.duplicate", job_id=job.id, state=admission.state)
+                    await self._schedule_recheck(d.job, d.gateway)
+                await d.msg.ack()
+                log.info("job.duplicate", job_id=d.job.id, state=admission.state)
         return False
 
-    async def _take_slot(  # noqa: PLR0917 - the whole context of one delivery
-        self,
-        msg: AbstractIncomingMessage,
-        job: SendJob,
-        sender: Sender,
-        attempt: int,
-        owner: str,
-        rate: float,
-        *,
-        first: float | None = None,
-        takeover: bool = False,
-    ) -> bool:
+    async def _reconcile(self, d: Delivery) -> bool:
+        """An earlier attempt may have reached the provider. Look the message up where the provider can: found,
+        it is adopted; not found, it is sent (True). Where it cannot, the `ambiguous` policy decides."""
+        if not d.gateway.can_find:
+            if self.policy.ambiguous == "resend":
+                return await self._take_slot(d, takeover=True)
+            await self._final(d, State.UNKNOWN, 0, _AMBIGUOUS_REDELIVERY)
+            return False
+        try:
+            await self.rt.limiter.wait(d.sender.id, d.rate, max_wait=self.policy.max_rate_wait_s)  # a request too
+            found = await d.gateway.find(d.outgoing(self._callback_url(d.sender)))
+        except (GatewayError, RateLimitWait) as exc:
+            log.info("sms.reconcile_failed", job_id=d.job.id, sender=d.sender.id, error=str(exc), attempt=d.attempt)
+            await self._reconcile_later(d, getattr(exc, "code", "rate_limited"))
+            return False
+        if found is None:
+            log.info("sms.not_found_resent", job_id=d.job.id, sender=d.sender.id, attempt=d.attempt)
+            return await self._take_slot(d, takeover=True)
+        log.info("sms.reconciled", job_id=d.job.id, sender=d.sender.id, provider_message_id=found.provider_message_id)
+        await self._accepted(d, found)
+        return False
+
+    async def _reconcile_later(self, d: Delivery, code: str) -> None:
+        """Keep the claim in `calling` and come back when it runs out, to look the message up then."""
+        if d.attempt >= self.policy.max_attempts:
+            error = ErrorInfo("ambiguous_send", f"the provider could not say whether it took the message ({code})")
+            await self._final(d, State.UNKNOWN, 0, error)
+            return
+        wait = backoff(d.attempt)
+        if await _until_done(lambda: self.rt.ledger.hold(d.job.id, d.owner, wait)):
+            await self._redelay(d.msg, wait, d.attempt + 1)
+        else:  # another delivery took the job over meanwhile: it reports
+            await d.msg.ack()
+
+    async def _take_slot(self, d: Delivery, *, first: float | None = None, takeover: bool = False) -> bool:
         """Sleep until a reserved slot (`first`, or one taken here), then move the claim to `calling`.
 
         The limiter spaces slots so that a send up to `margin` late still keeps every 1-s window within the
@@ -322,54 +307,61 @@ class SendWorker:
         for _ in range(MAX_SLOTS):
             if delay is None:
                 try:
-                    delay = await self.rt.limiter.acquire(sender.id, rate, max_wait=self.policy.max_rate_wait_s)
+                    delay = await self.rt.limiter.acquire(d.sender.id, d.rate, max_wait=self.policy.max_rate_wait_s)
                 except RateLimitWait as exc:
-                    await self.rt.ledger.retry(job.id)
-                    await self._redelay(msg, exc.retry_after, attempt)
+                    await self._give_up_claim(d, exc.retry_after)
                     return False
             slot = time.monotonic() + delay
             metrics.RATE_LIMIT_WAIT.labels(self.kind).observe(delay)
             await sleep_until(slot)
             if not calling:
                 if self.draining:
-                    await self.rt.ledger.retry(job.id)
-                    await msg.nack(requeue=True)
+                    await self.rt.ledger.retry(d.job.id, d.owner)
+                    await d.msg.nack(requeue=True)
                     return False
-                if not await self.rt.ledger.begin_call(job.id, owner, takeover=takeover):
-                    await msg.ack()  # another delivery of the same job holds the claim now
+                if not await self.rt.ledger.begin_call(d.job.id, d.owner, self.policy.lease_s, takeover=takeover):
+                    await d.msg.ack()  # another delivery of the same job holds the claim now
                     return False
                 calling = True
             if time.monotonic() - slot <= self.rt.limiter.margin / 3:
                 return True
             delay = None
-        log.warning("rate_limit.late", job_id=job.id, sender=sender.id)
-        await self.rt.ledger.retry(job.id)  # nothing was sent
-        await self._redelay(msg, 1.0, attempt)
+        log.warning("rate_limit.late", job_id=d.job.id, sender=d.sender.id)
+        await self._give_up_claim(d, 1.0)  # nothing was sent
         return False
 
-    async def _call(
-        self, msg: AbstractIncomingMessage, job: SendJob, sender: Sender, gateway: Gateway[Any], attempt: int
-    ) -> None:
-        parts = count(job.text).parts
-        outgoing = Outgoing(
-            job_id=job.id, to=job.to, text=job.text, originator=job.originator, valid_until=job.valid_until,
-            parts=parts, callback_url=self._callback_url(sender),
-        )  # fmt: skip
+    async def _give_up_claim(self, d: Delivery, wait: float) -> None:
+        """Nothing was sent: the claim goes back (unless another delivery holds it now), the job comes back."""
+        await self.rt.ledger.retry(d.job.id, d.owner)
+        await self._redelay(d.msg, wait, d.attempt)
+
+    async def _call(self, d: Delivery) -> None:
+        outgoing = d.outgoing(self._callback_url(d.sender))
         started = time.perf_counter()
         try:
-            receipt = await gateway.send(outgoing)
+            receipt = await d.gateway.send(outgoing)
         except GatewayError as exc:
             _observe(self.kind, started, _OUTCOMES.get(type(exc), "transient"))
-            await self._failed_call(msg, job, sender, gateway, attempt, parts, exc)
+            await self._failed_call(d, outgoing.parts, exc)
             return
         _observe(self.kind, started, "ok")
-        parts = receipt.parts or parts
-        await _until_done(lambda: self.rt.ledger.accepted(job.id, self.kind, receipt.ids, encode(job), attempt, parts))
+        await self._accepted(d, receipt)
+
+    async def _accepted(self, d: Delivery, receipt: Receipt) -> None:
+        """The provider took the message: record it, report it, schedule its status check — if this delivery
+        still holds the claim (else the one that took it over does all that)."""
+        job, parts = d.job, receipt.parts or count(d.job.text).parts
         pid = receipt.provider_message_id
-        event = status_event(job, State.ACCEPTED, attempt=attempt, parts=parts, provider_message_id=pid)
-        await asyncio.gather(self.rt.emit(event, self.kind), self._schedule_recheck(job, gateway))
-        await msg.ack()
-        log.info("sms.sent", job_id=job.id, sender=sender.id, provider_message_id=pid, parts=parts, attempt=attempt)
+        took = await _until_done(
+            lambda: self.rt.ledger.accepted(job, d.owner, self.kind, receipt.ids, d.attempt, parts)
+        )
+        if took:
+            event = status_event(job, State.ACCEPTED, attempt=d.attempt, parts=parts, provider_message_id=pid)
+            await asyncio.gather(self.rt.emit(event, self.kind), self._schedule_recheck(job, d.gateway))
+            log.info("sms.sent", job_id=job.id, sender=d.sender.id, provider_message_id=pid, attempt=d.attempt)
+        else:
+            log.warning("sms.claim_lost", job_id=job.id, sender=d.sender.id, provider_message_id=pid)
+        await d.msg.ack()
 
     # -- outcomes ----------------------------------------------------------------------------------
 
@@ -385,52 +377,39 @@ class SendWorker:
             cached = self._gateways[sender.id] = (sender, adapter)
         return cached[1]
 
-    async def _final(  # noqa: PLR0917 - the outcome of one delivery, all of it needed
-        self,
-        msg: AbstractIncomingMessage,
-        job: SendJob,
-        state: State,
-        attempt: int,
-        parts: int,
-        error: ErrorInfo,
-    ) -> None:
-        recorded = await _until_done(lambda: self.rt.ledger.final(job.id, state, encode(job), error.code))
-        if recorded:  # else a report finished the job first: its state stands
-            await self.rt.emit(status_event(job, state, attempt=attempt, parts=parts, error=error), self.kind)
-        await msg.ack()
+    async def _final(self, d: Delivery, state: State, parts: int, error: ErrorInfo) -> None:
+        """Record a final state under this delivery's claim, and publish it if the write took effect."""
+        recorded = await _until_done(lambda: self.rt.ledger.final(d.job, d.owner, state, error.code))
+        if recorded:  # else a report finished the job first, or another delivery holds it: theirs stands
+            await self.rt.emit(status_event(d.job, state, attempt=d.attempt, parts=parts, error=error), self.kind)
+        await d.msg.ack()
 
-    async def _failed_call(  # noqa: PLR0917 - the whole context of one failed call
-        self,
-        msg: AbstractIncomingMessage,
-        job: SendJob,
-        sender: Sender,
-        gateway: Gateway[Any],
-        attempt: int,
-        parts: int,
-        exc: GatewayError,
-    ) -> None:
-        """The provider did not take the message: rejected, retried, or (ambiguous) the policy decides."""
+    async def _failed_call(self, d: Delivery, parts: int, exc: GatewayError) -> None:
+        """The provider did not take the message: rejected, retried, or (ambiguous) reconciled later."""
         if isinstance(exc, Permanent):
-            await self._final(msg, job, State.REJECTED, attempt, parts, ErrorInfo(exc.code, exc.message))
-            log.info("sms.rejected", job_id=job.id, sender=sender.id, code=exc.code)
-        elif isinstance(exc, Ambiguous) and not (gateway.dedupes or self.policy.ambiguous == "resend"):
-            await self._final(msg, job, State.UNKNOWN, attempt, parts, ErrorInfo(exc.code, _AMBIGUOUS))
-        else:  # transient, rate limited, or ambiguous where a resend is safe
+            await self._final(d, State.REJECTED, parts, ErrorInfo(exc.code, exc.message))
+            log.info("sms.rejected", job_id=d.job.id, sender=d.sender.id, code=exc.code)
+        elif isinstance(exc, Ambiguous) and (d.gateway.can_find or self.policy.ambiguous == "resend"):
+            log.info("sms.ambiguous", job_id=d.job.id, sender=d.sender.id, code=exc.code, attempt=d.attempt)
+            await self._reconcile_later(d, exc.code)
+        elif isinstance(exc, Ambiguous):
+            await self._final(d, State.UNKNOWN, parts, ErrorInfo(exc.code, _AMBIGUOUS))
+        else:  # transient or rate limited
             if isinstance(exc, RateLimited):
-                await self.rt.limiter.pause(sender.id, exc.retry_after)
-            await self._retry(msg, job, attempt, exc)
+                await self.rt.limiter.pause(d.sender.id, exc.retry_after)
+            await self._retry(d, exc)
 
-    async def _retry(self, msg: AbstractIncomingMessage, job: SendJob, attempt: int, exc: GatewayError) -> None:
-        if attempt >= self.policy.max_attempts:
-            error = ErrorInfo(exc.code, f"gave up after {attempt} attempts: {exc.message}")
-            await self._final(msg, job, State.FAILED, attempt, 0, error)
-            log.info("sms.failed", job_id=job.id, code=exc.code, attempt=attempt)
+    async def _retry(self, d: Delivery, exc: GatewayError) -> None:
+        if d.attempt >= self.policy.max_attempts:
+            error = ErrorInfo(exc.code, f"gave up after {d.attempt} attempts: {exc.message}")
+            await self._final(d, State.FAILED, 0, error)
+            log.info("sms.failed", job_id=d.job.id, code=exc.code, attempt=d.attempt)
             return
-        await _until_done(lambda: self.rt.ledger.retry(job.id))
-        wait = max(backoff(attempt), getattr(exc, "retry_after", 0.0))
-        await self._redelay(msg, wait, attempt + 1)
+        await _until_done(lambda: self.rt.ledger.retry(d.job.id, d.owner))
+        wait = max(backoff(d.attempt), getattr(exc, "retry_after", 0.0))
+        await self._redelay(d.msg, wait, d.attempt + 1)
         metrics.RETRIES.labels(self.kind, str(tier_for(wait))).inc()
-        log.info("sms.retry_scheduled", job_id=job.id, code=exc.code, attempt=attempt, wait_s=round(wait, 1))
+        log.info("sms.retry_scheduled", job_id=d.job.id, code=exc.code, attempt=d.attempt, wait_s=round(wait, 1))
 
     async def _redelay(self, msg: AbstractIncomingMessage, seconds: float, attempt: int) -> None:
         headers = {k: v for k, v in (msg.headers or {}).items() if k.startswith("x-smsfleet-")}
@@ -445,12 +424,14 @@ class SendWorker:
         )
         await msg.ack()
 
-    async def _invalid(self, msg: AbstractIncomingMessage, exc: InvalidJob) -> None:
-        raw = _best_effort(msg.body)
-        job = SendJob(
-            id=raw.get("id") or msg.message_id or "?", sender=raw.get("sender") or "?",
-            account=raw.get("account") or "?", to=raw.get("to") or "?", text="?",
-        )  # fmt: skip
+    async def _invalid(self, msg: AbstractIncomingMessage, exc: InvalidJob, job: SendJob | None = None) -> None:
+        """A job that is not valid: an `invalid` event, and parked in the dead queue with the reason."""
+        if job is None:
+            raw = _best_effort(msg.body)
+            job = SendJob(
+                id=raw.get("id") or msg.message_id or "?", sender=raw.get("sender") or "?",
+                account=raw.get("account") or "?", to=raw.get("to") or "?", text="?",
+            )  # fmt: skip
         await self.rt.emit(status_event(job, State.INVALID, attempt=attempt_of(msg), error=exc.info), self.kind)
         await self.rt.dead_letter(msg.body, exc.code, exc.message, msg.routing_key or "", msg.message_id)
         await msg.ack()
@@ -466,11 +447,9 @@ class SendWorker:
 
     async def _replay(self, job: SendJob) -> None:
         """A job the ledger already finished or handed over: publish its last event again (at least once)."""
-        record = await self.rt.ledger.get(job.id)
-        state = State(record.get("state", State.ACCEPTED))
-        pid = (record.get("pid") or "").split(",")[0] or None
-        attempt = int(record.get("attempt") or 1)
-        event = status_event(job, state, attempt=attempt, provider_message_id=pid)
+        record = await self.rt.ledger.record(job.id)
+        state = State(record.state or State.ACCEPTED)
+        event = status_event(job, state, attempt=record.attempt, provider_message_id=record.provider_message_id)
         await self.rt.emit(event, self.kind, replay=True)
 
     async def _schedule_recheck(self, job: SendJob, gateway: Gateway[Any]) -> None:
@@ -483,6 +462,8 @@ class SendWorker:
 MAX_SLOTS = 5
 #: each process lets at most rate x GATE_S of a sender's jobs ask for a slot at once (see `_clear`)
 GATE_S = 0.5
+#: a `calling` claim outlives its provider call by this much (recording the reply, a short Redis blink)
+LEASE_MARGIN_S = 20.0
 
 _AMBIGUOUS = "the provider may have accepted the message; not resent (policy: unknown)"
 _AMBIGUOUS_REDELIVERY = ErrorInfo(

@@ -6,9 +6,13 @@ the provider (through the sender's rate limit: it is a request too), and either 
 until the status horizon, where the job ends `unknown`. For push-only gateways the one recheck comes at
 the horizon, and only ends a job that no report finished.
 
-A pushed report (from the receiver) is matched to its job by the provider id map; one that arrives before
-the send reply was stored is retried through the delay tiers a few times, then counted unmatched. Reports
-that are not final, late, duplicated or out of order change nothing.
+A pushed report (from the receiver) is matched to its job through the provider ids we recorded, scoped by
+sender: the sender whose authenticated URL it came to, or, on Rapporto's bare URL, each Rapporto sender in
+turn. A job id the report echoes is trusted only on a sender's authenticated URL, and only for that sender's
+jobs; a report that names the destination must name the job's. One that arrives before the send reply was
+stored is retried through the delay tiers a few times, then counted unmatched. Reports that are not final
+change nothing; a final report for a job already final publishes the job's final event again (events are
+at least once: a lost one is repaired by the provider's own retry), and never changes its state.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from smsfleet.senders import Sender
 
 from .consumer import QueueConsumer
 from .delays import remaining
+from .ledger import Record
 from .ratelimit import RateLimitWait
 from .rechecks import Recheck
 from .runtime import Runtime, status_event
@@ -60,13 +65,14 @@ class StatusWorker(QueueConsumer):
         wait = remaining(msg)
         if wait >= 1.0:  # a long wait spans several tiers: on to the next
             await self.rt.delayer.delay(msg.body, routing_key=msg.routing_key or "", target="internal", seconds=wait)
-            return
-        await asyncio.sleep(wait)
-        key = msg.routing_key or ""
-        if key.startswith("recheck."):
-            await self.recheck(_recheck_decoder.decode(msg.body))
-        elif key.startswith("report."):
-            await self.report(_report_decoder.decode(msg.body), key)
+        else:
+            await asyncio.sleep(wait)
+            key = msg.routing_key or ""
+            if key.startswith("recheck."):
+                await self.recheck(_recheck_decoder.decode(msg.body))
+            elif key.startswith("report."):
+                await self.report(_report_decoder.decode(msg.body), key)
+        await msg.ack()
 
     def _gateway(self, sender: Sender) -> Gateway[Any]:
         cached = self._gateways.get(sender.id)
@@ -80,10 +86,10 @@ class StatusWorker(QueueConsumer):
     async def recheck(self, check: Recheck) -> None:
         """Look every job of the batch up; the ones still pending go on together to their next check."""
         sender = self.rt.senders.get(check.sender)
-        records = await self.rt.ledger.get_many(check.job_ids)
+        records = await self.rt.ledger.records(check.job_ids)
         lookups = asyncio.Semaphore(RECHECK_CONCURRENCY)
 
-        async def one(job_id: str, record: dict[str, str]) -> bool:
+        async def one(job_id: str, record: Record) -> bool:
             async with lookups:
                 try:
                     return await self._recheck(check, sender, record)
@@ -110,14 +116,14 @@ class StatusWorker(QueueConsumer):
             seconds=max(interval, 1.0),
         )
 
-    async def _recheck(self, check: Recheck, sender: Sender | None, record: dict[str, str]) -> bool:
+    async def _recheck(self, check: Recheck, sender: Sender | None, record: Record) -> bool:
         """One job of a recheck batch. True: still pending, check it again later."""
-        if "job" not in record:
+        job = record.send_job()
+        if job is None:
             return False
-        job = msgspec.json.decode(record["job"], type=SendJob)
-        if record.get("phase") == "final":
-            if record.get("emitted") == "0":  # finished, but the event was not confirmed: publish it again
-                await self._emit(job, record, State(record["state"]), None)
+        if record.final:
+            if record.emitted == "0":  # finished, but the event was not confirmed: publish it again
+                await self._emit(job, record, State(record.state), None)
             return False
         bound = log.bind(job_id=job.id, sender=check.sender, gateway=check.gateway, attempt=check.attempt)
         if sender is None:
@@ -140,13 +146,13 @@ class StatusWorker(QueueConsumer):
         metrics.RECHECKS.labels(check.gateway, "pending" if report is not None else "failed").inc()
         return True
 
-    async def _lookup(self, gateway: Gateway[Any], sender: Sender, job: SendJob, record: dict[str, str]) -> Any:
+    async def _lookup(self, gateway: Gateway[Any], sender: Sender, job: SendJob, record: Record) -> Any:
         """A status lookup through the sender's rate limit (it is a request too); None when it failed."""
         rate = sender.rate_limit or self.rt.settings.default_rates.get(sender.gateway) or gateway.default_rate
         try:
             await self.rt.limiter.wait(sender.id, rate, max_wait=5.0)
-            pids = tuple(p for p in (record.get("pid") or "").split(",") if p)
-            ref = StatusRef(job_id=job.id, provider_message_id=pids[0] if pids else None, provider_ids=pids, to=job.to)
+            pids = record.provider_ids
+            ref = StatusRef(job_id=job.id, provider_message_id=record.provider_message_id, provider_ids=pids, to=job.to)
             return await gateway.status(ref)
         except (GatewayError, RateLimitWait) as exc:
             log.info("recheck.failed", job_id=job.id, gateway=sender.gateway, error=str(exc))
@@ -154,13 +160,8 @@ class StatusWorker(QueueConsumer):
 
     async def report(self, report: ReportMessage, routing_key: str) -> None:
         """A pushed delivery report: match it to its job, then through the same state machine as rechecks."""
-        job_id = report.job_id
-        if job_id is None and report.provider_message_id:
-            job_id = await self.rt.ledger.job_of(report.gateway, report.provider_message_id)
-        record = await self.rt.ledger.get(job_id) if job_id else {}
-        if report.sender and "job" in record and msgspec.json.decode(record["job"]).get("sender") != report.sender:
-            record = {}  # a sender's callback URL only reports on that sender's jobs
-        if "job" not in record:
+        matched = await self._match(report)
+        if matched is None:
             if report.attempt < MATCH_ATTEMPTS:
                 later = msgspec.structs.replace(report, attempt=report.attempt + 1)
                 await self.rt.delayer.delay(
@@ -170,41 +171,70 @@ class StatusWorker(QueueConsumer):
                 log.warning("report.unmatched", gateway=report.gateway, provider_message_id=report.provider_message_id)
                 metrics.REPORTS.labels(report.gateway, "unmatched").inc()
             return
-        if report.state is None or not report.state.final or record.get("phase") == "final":
+        job, record = matched
+        if report.state is None or not report.state.final:
             metrics.REPORTS.labels(report.gateway, "ignored").inc()
-            return  # not final, or a late or duplicate report: final states are never overwritten
+            return  # not final: nothing to record
+        if record.final:  # late or repeated: the state stands, but its event goes out again (at least once)
+            metrics.REPORTS.labels(report.gateway, "ignored").inc()
+            await self._emit(job, record, State(record.state), None, replay=True)
+            return
         metrics.REPORTS.labels(report.gateway, "matched").inc()
-        job = msgspec.json.decode(record["job"], type=SendJob)
         state = await self._job_state(job.id, record, report)
         if state is not None:
             await self._finish(job, record, state, report.error, "report")
             log.info("report.final", job_id=job.id, gateway=report.gateway, state=state)
 
-    async def _job_state(self, job_id: str, record: dict[str, str], report: ReportMessage) -> State | None:
+    async def _match(self, report: ReportMessage) -> tuple[SendJob, Record] | None:
+        """The job a report is about, through the provider ids we recorded, scoped by sender (see the module doc)."""
+        if report.sender is not None:
+            senders = [report.sender]
+        else:  # a URL that names no sender (Rapporto's bare path): any sender of that gateway
+            senders = [s.id for s in self.rt.senders.all() if s.gateway == report.gateway]
+        job_id = None
+        if report.provider_message_id:
+            for sender in senders:
+                job_id = await self.rt.ledger.job_of(sender, report.provider_message_id)
+                if job_id is not None:
+                    break
+        if job_id is None and report.sender is not None:
+            job_id = report.job_id  # the provider's echo of our id, on this sender's authenticated URL only
+        if job_id is None:
+            return None
+        record = await self.rt.ledger.record(job_id)
+        job = record.send_job()
+        if job is None or job.sender not in senders:
+            return None
+        if report.to and _digits(report.to) != _digits(job.to):
+            return None  # a report for another number is not this job's
+        return job, record
+
+    async def _job_state(self, job_id: str, record: Record, report: ReportMessage) -> State | None:
         """The job's state after this report. A message sent as several parts, each with its own provider id,
         is delivered when every part is, and fails as soon as one part fails (with that part's state)."""
         assert report.state is not None
-        pids = [p for p in record.get("pid", "").split(",") if p]
-        if len(pids) <= 1 or report.state in _FAILED_FIRST:
+        pids = record.provider_ids
+        if len(pids) <= 1 or report.state in _FAILED_FIRST or not report.provider_message_id:
             return report.state
-        key = self.rt.ledger.key(job_id)
-        await self.rt.ledger.redis.hset(key, f"part:{report.provider_message_id}", report.state.value)
-        states = await self.rt.ledger.redis.hmget(key, [f"part:{p}" for p in pids])
-        if all(s in (b"delivered", "delivered") for s in states):
-            return State.DELIVERED
-        return None
+        states = await self.rt.ledger.part_states(job_id, report.provider_message_id, report.state, pids)
+        return State.DELIVERED if all(s == State.DELIVERED.value for s in states) else None
 
-    async def _finish(
-        self, job: SendJob, record: dict[str, str], state: State, error: ErrorInfo | None, source: str
-    ) -> None:
+    async def _finish(self, job: SendJob, record: Record, state: State, error: ErrorInfo | None, source: str) -> None:
         if not await self.rt.ledger.finish(job.id, state, source, error.code if error else ""):
             return  # finished already (a report or another recheck got there first)
         await self._emit(job, record, state, error)
 
-    async def _emit(self, job: SendJob, record: dict[str, str], state: State, error: ErrorInfo | None) -> None:
-        pid = (record.get("pid") or "").split(",")[0] or None
-        parts = int(record.get("parts") or 0)
-        attempt = int(record.get("attempt") or 1)
-        event = status_event(job, state, attempt=attempt, parts=parts, provider_message_id=pid, error=error)
-        await self.rt.emit(event, record.get("gateway", ""), replay=record.get("emitted") == "0")
-        await self.rt.ledger.redis.hset(self.rt.ledger.key(job.id), "emitted", "1")
+    async def _emit(
+        self, job: SendJob, record: Record, state: State, error: ErrorInfo | None, *, replay: bool = False
+    ) -> None:
+        event = status_event(
+            job, state, attempt=record.attempt, parts=record.parts, provider_message_id=record.provider_message_id,
+            error=error,
+        )  # fmt: skip
+        await self.rt.emit(event, record.gateway, replay=replay or record.emitted == "0")
+        if not replay:
+            await self.rt.ledger.emitted(job.id)
+
+
+def _digits(number: str) -> str:
+    return "".join(ch for ch in number if ch.isdigit())

@@ -26,7 +26,7 @@ from smsfleet.settings import Settings
 from smsfleet.topology import Names
 from tests.samples import SECRET, sample_sender, sample_settings
 
-TOKEN = "test-admin-token-0123456789"
+TOKEN = "test-admin-token-0123456789-abcdefgh"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PUBLIC_URL = "http://hooks.test"
 
@@ -105,11 +105,27 @@ async def test_bearer_and_basic_admin_with_the_token_are_accepted(client: Client
     assert resp.status == 200
 
 
+@pytest.mark.parametrize(
+    ("token", "needle"),
+    [
+        ("aaaaaaaaaaaaaaaa", "16 characters long; use at least 32"),  # the token of issue 15 that passed
+        ("x" * 31, "31 characters long; use at least 32"),
+        ("a" * 64, "made of 1 different characters"),
+        ("abcabcabcabcabcabcabcabcabcabcabcabc", "made of 3 different characters"),
+        ("123456789123456789123456789123456789", "made of 9 different characters"),
+    ],
+)
+def test_a_short_or_low_entropy_admin_token_is_refused_without_showing_it(token: str, needle: str) -> None:
+    with pytest.raises(ValueError, match=needle) as err:
+        AdminConfig.from_env({"SMSFLEET_ADMIN_TOKEN": token})
+    assert token not in str(err.value)
+    assert "token_urlsafe(32)" in str(err.value)  # how to make a good one
+
+
 def test_the_config_has_no_default_and_never_shows_the_token() -> None:
     with pytest.raises(ValueError, match="SMSFLEET_ADMIN_TOKEN is not set"):
         AdminConfig.from_env({})
-    with pytest.raises(ValueError, match="at least 16"):
-        AdminConfig.from_env({"SMSFLEET_ADMIN_TOKEN": "short"})
+    assert AdminConfig.from_env({"SMSFLEET_ADMIN_TOKEN": "Gx2-kP9_qLm4ZrT7vWb1NcY8sDf3HjA6"}).user == "admin"  # 32
     config = AdminConfig.from_env({"SMSFLEET_ADMIN_TOKEN": f" {TOKEN} "})
     assert config.token == TOKEN
     assert TOKEN not in repr(config)
@@ -501,9 +517,13 @@ def test_the_command_refuses_to_start_without_a_token(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith("smsfleet: error: SMSFLEET_ADMIN_TOKEN is not set")
-    monkeypatch.setenv("SMSFLEET_ADMIN_TOKEN", "short")
-    assert cli.main(["admin"]) == 2
-    assert "at least 16 characters" in capsys.readouterr().err
+    for weak in ("short", "a" * 40):
+        monkeypatch.setenv("SMSFLEET_ADMIN_TOKEN", weak)
+        assert cli.main(["admin"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("smsfleet: error: SMSFLEET_ADMIN_TOKEN ")
+        assert err.count("\n") == 1
+        assert weak not in err
 
 
 def test_the_command_says_in_one_line_what_stops_it(
@@ -544,7 +564,115 @@ async def test_serve_listens_on_loopback_and_stops(admin_settings: Settings, red
                 except OSError:
                     await asyncio.sleep(0.05)
             assert resp.status == 200
-            assert await resp.json() == {"senders": []}
+            assert await resp.json() == {"senders": [], "unreadable": {}}
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+# -- tokens, identifiers and unreadable records -----------------------------------------------------------
+
+
+async def test_rotate_token_gives_a_new_receiving_url_and_running_caches_drop_the_old(
+    client: Client, registry: SenderRegistry
+) -> None:
+    created = await create(client, sample_sender("rapporto", "rp"))
+    assert created["receiving_url"].startswith(f"{PUBLIC_URL}/smslistener/listen_type/sms_rapporto?sender=rp&token=")
+    cache = SenderCache(registry, poll_s=30)  # only the change message can do it
+    await cache.start()
+    try:
+        await asyncio.sleep(0.1)  # subscribed
+        resp = await client.post("/api/senders/rp/rotate-token", json={}, headers=AUTH)
+        assert resp.status == 200, await resp.text()
+        rotated = await resp.json()
+        stored = await registry.get("rp")
+        assert stored is not None
+        assert rotated["receiving_url"] == (
+            f"{PUBLIC_URL}/smslistener/listen_type/sms_rapporto?sender=rp&token={stored.webhook_token}"
+        )
+        assert rotated["receiving_url"] != created["receiving_url"]
+        assert "webhook_token" not in rotated
+        assert rotated["settings"]["password"] == MASK
+        for _ in range(200):
+            if (s := cache.get("rp")) is not None and s.webhook_token == stored.webhook_token:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the cache kept the old token")
+    finally:
+        await cache.stop()
+    resp = await client.post("/api/senders/nobody/rotate-token", json={}, headers=AUTH)
+    assert resp.status == 404
+    resp = await client.post("/api/senders/rp/rotate-token", headers=AUTH)  # a form could send this: refused
+    assert resp.status == 415
+    resp = await client.post("/api/senders/rp/rotate-token", json={})
+    assert resp.status == 401
+
+
+@pytest.mark.parametrize(
+    ("token", "needle"),
+    [("t0k", "3 characters long; use at least 32"), ("ab" * 20, "made of 2 different characters")],
+)
+async def test_a_weak_webhook_token_is_refused_on_its_field(
+    client: Client, registry: SenderRegistry, token: str, needle: str
+) -> None:
+    resp = await client.post("/api/senders", json=sample_sender("infobip", webhook_token=token), headers=AUTH)
+    assert resp.status == 422
+    errors = (await resp.json())["errors"]
+    assert list(errors) == ["webhook_token"]
+    assert needle in errors["webhook_token"]
+    assert token not in errors["webhook_token"]
+    await create(client, sample_sender("infobip"))
+    resp = await client.patch("/api/senders/infobip-1", json={"webhook_token": token}, headers=AUTH)
+    assert resp.status == 422
+    assert list((await resp.json())["errors"]) == ["webhook_token"]
+    good = "Gx2-kP9_qLm4ZrT7vWb1NcY8sDf3HjA6"
+    resp = await client.patch("/api/senders/infobip-1", json={"webhook_token": good}, headers=AUTH)
+    assert resp.status == 200
+    assert (await resp.json())["receiving_url"].endswith(f"&token={good}")
+
+
+async def test_an_id_with_a_final_newline_is_refused(client: Client, registry: SenderRegistry) -> None:
+    """Issue 15, item 6: `"nl\\n"` was stored, then could be neither edited nor deleted through the API."""
+    resp = await client.post("/api/senders", json=sample_sender("smsc", "nl\n"), headers=AUTH)
+    assert resp.status == 422
+    assert list((await resp.json())["errors"]) == ["id"]
+    assert await registry.list() == []
+
+
+async def test_an_unreadable_record_is_reported_and_the_others_still_listed(
+    client: Client, registry: SenderRegistry, redis: aioredis.Redis, names: Names
+) -> None:
+    await create(client, sample_sender("smsc", "good"))
+    await redis.hset(names.senders_key, "broken", b"GARBAGE-CONTENT")
+    resp = await client.get("/api/senders", headers=AUTH)
+    body = await resp.json()
+    assert [s["id"] for s in body["senders"]] == ["good"]
+    assert body["unreadable"] == {"broken": "not a sender document (DecodeError)"}
+    resp = await client.get("/api/senders/broken", headers=AUTH)
+    assert resp.status == 500
+    assert "GARBAGE" not in await resp.text()
+    html = await (await client.get("/senders", headers=basic("admin", TOKEN))).text()
+    assert "Stored senders that cannot be read" in html
+    assert 'data-sender="good"' in html
+    resp = await client.delete("/api/senders/broken", headers=AUTH)
+    assert resp.status == 204
+
+
+async def test_the_page_rotates_the_token(client: Client, registry: SenderRegistry) -> None:
+    await create(client, sample_sender("infobip", "ib"))
+    before = await registry.get("ib")
+    assert before is not None
+    page = basic("admin", TOKEN)
+    html = await (await client.get("/senders/ib/edit", headers=page)).text()
+    assert 'action="/senders/ib/rotate-token"' in html
+    resp = await client.post("/senders/ib/rotate-token", data={"csrf_token": csrf_of(html)}, headers=page)
+    assert str(resp.url).endswith("/senders/ib/edit?rotated=1")
+    after = await registry.get("ib")
+    assert after is not None
+    assert after.webhook_token != before.webhook_token
+    html = await resp.text()
+    assert f"sender=ib&amp;token={after.webhook_token}" in html
+    assert "New webhook token" in html
+    resp = await client.post("/senders/ib/rotate-token", data={}, headers=page)  # no CSRF token
+    assert resp.status == 403

@@ -44,7 +44,7 @@ LAUNCH_ARGS = [
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 DOCS_IMG = ROOT / "docs" / "img"
-TOKEN = "browser-test-token-0123456789"
+TOKEN = "browser-test-token-0123456789-abcdefgh"
 PUBLIC_URL = "https://sms-hooks.example.com"
 
 # every visible control must have a label (ARIA names count)

@@ -2,11 +2,11 @@
 
     celery -A tests.bench.celery_app worker --pool prefork --concurrency C --prefetch-multiplier 1 -Q <queue>
 
-One task per SMS: it POSTs SMSC's send form (`login`, `psw`, `fmt=3`, `charset`, `phones`, `mes`,
-`id=smsc_id(job id)`) with a `requests.Session` of its pool process, parses the JSON reply, and raises on an
-error reply or an HTTP failure for `autoretry_for` to retry with backoff. Late acks, a worker lost = the message
-rejected (and redelivered), a prefetch of one, no result backend (fire-and-forget sends). Remote control is off
-so that a worker uses no queue or exchange but its own.
+One task per SMS: it POSTs SMSC's send form (`login`, `psw`, `fmt=3`, `charset`, `phones`, `mes`) with a
+`requests.Session` of its pool process, parses the JSON reply, and raises on an error reply or an HTTP failure
+for `autoretry_for` to retry with backoff. Late acks, a worker lost = the message rejected (and redelivered), a
+prefetch of one, no result backend (fire-and-forget sends). Remote control is off so that a worker uses no queue
+or exchange but its own.
 
 This module imports only what such a worker needs (no bench code), so that its pool processes are the size a
 team's would be. Its configuration comes from the environment, read once at import (`Config.from_env`); the
@@ -22,8 +22,6 @@ from typing import Any, Self
 
 import requests
 from celery import Celery, signals
-
-from gateways.smsc import smsc_id
 
 __all__ = ["CONFIG", "READY", "SETTINGS", "TASK", "Config", "app", "make_app"]
 
@@ -74,7 +72,7 @@ def http() -> requests.Session:
 def send_sms(job: dict[str, Any]) -> int:
     """POST the job to SMSC's send.php; SMSC's message id. Raises for Celery to retry."""
     form = {"login": CONFIG.smsc_login, "psw": CONFIG.smsc_password, "fmt": "3", "charset": "utf-8",
-            "phones": job["to"], "mes": job["text"], "id": str(smsc_id(job["id"]))}  # fmt: skip
+            "phones": job["to"], "mes": job["text"]}  # fmt: skip
     response = http().post(CONFIG.smsc_url + "/sys/send.php", data=form, timeout=(5, 30))
     response.raise_for_status()
     reply = response.json()

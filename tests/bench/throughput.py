@@ -45,7 +45,6 @@ import msgspec
 import redis.asyncio as aioredis
 
 from gateways.http import FORM
-from gateways.smsc import smsc_id
 from smsfleet.cli import run
 from smsfleet.contracts import SendJob, State, StatusEvent, encode
 from smsfleet.logs import configure
@@ -186,7 +185,7 @@ async def bare_round(
         async def on_message(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
             job = _job_decoder.decode(msg.body)
             form = {"login": LOGIN, "psw": PASSWORD, "fmt": "3", "charset": "utf-8",
-                    "phones": job.to, "mes": job.text, "id": str(smsc_id(job.id))}  # fmt: skip
+                    "phones": job.to, "mes": job.text}  # fmt: skip
             async with http.post(url + "/sys/send.php", data=urlencode(form).encode(), headers=FORM_HEADERS) as resp:
                 await resp.json(content_type=None)
             await msg.ack()

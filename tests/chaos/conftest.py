@@ -17,7 +17,8 @@ from smsfleet.settings import Settings
 from smsfleet.topology import Names
 from tests.chaos.harness import ROW_KEY, Books, Case
 
-COLUMNS = ("case", "jobs", "published", "final", "lost", "duplicated", "unknown", "resends", "states", "notes")
+COLUMNS: tuple[str, ...] = ("case", "jobs", "published", "final", "lost", "duplicated", "misattributed", "unknown")
+COLUMNS += ("resends", "states", "notes")
 
 _rows: list[dict[str, Any]] = []
 

@@ -13,7 +13,6 @@ import time
 
 import pytest
 
-from smsfleet.settings import Settings
 from tests.chaos.harness import (
     SEND_PHP,
     Case,
@@ -30,16 +29,9 @@ from tests.fakes.smsc import FakeSmsc
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
 
-def local_redis(settings: Settings) -> int:
-    pid = redis_pid(settings.redis_url)
-    if pid is None:
-        pytest.skip("needs the local redis-server to pause")
-    return pid
-
-
 @pytest.mark.timeout(150)
 async def test_redis_paused_during_rate_limiting(case: Case) -> None:
-    pid = local_redis(case.settings)
+    pid = await redis_pid(case.redis, case.settings.redis_url)
     n, rate, pause = 500, 49, 10.0
     fake = FakeSmsc("acme", "pw", initial_status=1)
     fake.requests = requests = TimedRequests()
@@ -66,7 +58,7 @@ async def test_redis_paused_during_rate_limiting(case: Case) -> None:
 async def test_redis_paused_during_the_idempotency_write(case: Case) -> None:
     """The provider answers in 2 s. Redis is paused (longer than the worker's 5-s socket timeout) while 100
     sends are in flight, so their replies arrive, and their `accepted` writes are due, while it is away."""
-    pid = local_redis(case.settings)
+    pid = await redis_pid(case.redis, case.settings.redis_url)
     n, concurrency, latency, pause = 300, 100, 2.0, 7.0
     fake = FakeSmsc("acme", "pw", initial_status=1, latency=latency)
     async with case.backlog(fake, valid_jobs("iw", n)) as events:

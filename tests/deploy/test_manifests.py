@@ -108,7 +108,7 @@ def worker_deployments() -> list[tuple[dict[str, Any], dict[str, Any], Namespace
 
 @cache
 def settings_env_vars() -> frozenset[str]:
-    """The variables `Settings.from_env` reads: the names given to `get(...)` and `number(...)` in settings.py."""
+    """The variables `Settings.from_env` reads: the names given to `get`, `number` and `listed` in settings.py."""
     tree = ast.parse((ROOT / "smsfleet" / "settings.py").read_text(encoding="utf-8"))
     names = set()
     for node in ast.walk(tree):
@@ -116,7 +116,8 @@ def settings_env_vars() -> frozenset[str]:
             func = node.func
             called = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
             value = node.args[0].value
-            if called in ("get", "number") and isinstance(value, str) and re.fullmatch(r"[A-Z][A-Z0-9_]+", value):
+            reader = called in ("get", "number", "listed")
+            if reader and isinstance(value, str) and re.fullmatch(r"[A-Z][A-Z0-9_]+", value):
                 names.add(value)
     assert "SMSFLEET_AMQP_URL" in names, "settings.py no longer reads variables through get(...): update this test"
     return frozenset(names)
@@ -358,15 +359,16 @@ def test_webhooks_ports_probes_service_and_ingress() -> None:
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     args = parse(container["args"])
     assert args.command == "webhooks"
-    (port,) = container["ports"]
+    port, metrics_port = container["ports"]
     assert (port["name"], port["containerPort"]) == ("http", args.port)
+    assert (metrics_port["name"], metrics_port["containerPort"]) == ("metrics", args.metrics_port)
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         assert container[probe]["httpGet"]["path"] in routes
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/port"] == str(args.port)
-    assert annotations["prometheus.io/path"] in routes
+    assert annotations["prometheus.io/port"] == str(args.metrics_port), "/metrics is not on the public port"
+    assert annotations["prometheus.io/path"] in worker_routes()  # `--metrics-port` serves the same app
 
     service = k8s_one("Service", "smsfleet-webhooks")
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]

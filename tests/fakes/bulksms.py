@@ -6,8 +6,11 @@
 Like BulkSMS: `POST /v1/messages` takes a JSON array of SubmissionEntry objects (or one object) and answers 201
 with an array of Message objects, status ACCEPTED and no `numberOfParts` yet; `GET /v1/messages/{id}` answers
 the message as it is now, or 404. Auth is HTTP Basic. Errors are problem JSON `{type, title, status, detail}`.
-- `deduplication-id` (an int32): a submission repeating one already seen creates nothing and is answered
-  with the first one's reply, as BulkSMS documents.
+- `deduplication-id` (an int32): a submission repeating one seen in the last 12 hours creates nothing and is
+  answered with the first one's reply, as BulkSMS documents ("expires after about 12 h"); after that it is a
+  new submission. `clock_offset` moves the fake's clock forward, so a test can be "12 hours later".
+- `GET /v1/messages?filter=…`: the documented search, here for `type=…` and `userSuppliedId=…` clauses
+  joined by `&` (URL-encoded inside `filter`), newest first, at most `limit` (default 1000).
 - `auto-unicode=true` (or `encoding: UNICODE`) sends a non-GSM text as UNICODE; otherwise, like BulkSMS, every
   character outside GSM 03.38 becomes '?' (see `FakeMessage.body`).
 - `longMessageMaxParts` (body field, or query parameter as BulkSMS's PHP sample passes it) defaults to 3. A
@@ -29,9 +32,11 @@ import dataclasses
 import itertools
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Self
+from urllib.parse import parse_qsl
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -206,7 +211,9 @@ class FakeBulksms(JsonFake):
         self.initial_status = initial_status
         self.messages: list[FakeMessage] = []
         self.by_id: dict[str, FakeMessage] = {}
-        self.submissions: dict[int, list[dict[str, Any]]] = {}  # deduplication-id -> the reply it got
+        self.submissions: dict[int, tuple[float, list[dict[str, Any]]]] = {}  # deduplication-id -> when, reply
+        self.dedup_window_s = 12 * 3600.0
+        self.clock_offset = 0.0
         self._fail: list[tuple[int, str]] = []
         self._ids = itertools.count(4_023_457_654)
 
@@ -248,7 +255,11 @@ class FakeBulksms(JsonFake):
 
     # the API
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/v1/messages", self._send), web.get("/v1/messages/{id}", self._get)]
+        return [
+            web.post("/v1/messages", self._send),
+            web.get("/v1/messages", self._search),
+            web.get("/v1/messages/{id}", self._get),
+        ]
 
     def authorized(self, request: web.Request) -> bool:
         scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
@@ -269,6 +280,19 @@ class FakeBulksms(JsonFake):
             return self.error(404, f"Message with id '{request.match_info['id']}' does not exist")
         return web.json_response(message.as_json())
 
+    async def _search(self, request: web.Request) -> web.Response:
+        clauses = dict(parse_qsl(request.query.get("filter", ""), keep_blank_values=True))
+        unknown = set(clauses) - {"type", "userSuppliedId"}
+        if unknown:
+            return self.error(400, f"filter on {sorted(unknown)} is not supported by the fake")
+        limit = int(request.query.get("limit") or 1000)
+        found = [
+            m.as_json() for m in reversed(self.messages)
+            if clauses.get("type", "SENT") == "SENT"
+            and ("userSuppliedId" not in clauses or m.entry.get("userSuppliedId") == clauses["userSuppliedId"])
+        ]  # fmt: skip
+        return web.json_response(found[:limit])
+
     async def _send(self, request: web.Request) -> web.Response:
         dedup = request.query.get("deduplication-id", "")
         if dedup and not (dedup.lstrip("-").isdigit() and -(2**31) <= int(dedup) < 2**31):
@@ -280,8 +304,10 @@ class FakeBulksms(JsonFake):
             data = json.loads(await request.read())
         except ValueError:
             return self.error(400, "The request body is not valid JSON")
-        if dedup and int(dedup) in self.submissions:
-            return web.json_response(self.submissions[int(dedup)], status=201)
+        now = time.time() + self.clock_offset
+        seen = self.submissions.get(int(dedup)) if dedup else None
+        if seen is not None and now - seen[0] < self.dedup_window_s:
+            return web.json_response(seen[1], status=201)
         entries = data if isinstance(data, list) else [data]
         problems = [p for entry in entries if (p := self._problem(entry, request.query))]
         if problems:
@@ -290,7 +316,7 @@ class FakeBulksms(JsonFake):
         created = [self._create(e, to, request.query, submission) for e in entries for to in _recipients(e)]
         reply = [m.as_json(submitted=True) for m in created]
         if dedup:
-            self.submissions[int(dedup)] = reply
+            self.submissions[int(dedup)] = (now, reply)
         self.accepted(request)
         return web.json_response(reply, status=201)
 

@@ -9,11 +9,11 @@ with dashes), `message` up to 2000 characters; success is HTTP 200 `text/plain` 
 errors are HTTP statuses with a short text (only `Invalid password` is documented; the others are the fake's
 wording). The `output=xml` variant is not reproduced: the adapter never asks for it.
 
-`partnerMsgId` (1..50 characters) is the idempotency key when `dedup` is on (the default; Rapporto enables it
-per account): a repeat creates nothing and gets the first request's id; a repeat while the first is still
-being processed (during `latency`) gets 503. With `anti_duplicates` on, the same text to the same number
-again gets 409. Faults: `fail_next(n, status)` answers the next sends with a documented error status and its
-text; the others come from `FakeServer`.
+`partnerMsgId` (1..50 characters) is the idempotency key when `dedup` is on (off by default: Rapporto's
+manager enables it per account, and a fake is no kinder than the provider): a repeat creates nothing and gets
+the first request's id; a repeat while the first is still being processed (during `latency`) gets 503.
+With `anti_duplicates` on, the same text to the same number again gets 409. Faults: `fail_next(n, status)`
+answers the next sends with a documented error status and its text; the others come from `FakeServer`.
 
 Reports are pushed only: `report(message, status, ext)` is the exact GET Rapporto makes to the partner's
 status URL, `inbound(phone, text)` its inbound-SMS GET; `push(url, request)` makes either for real.
@@ -86,7 +86,7 @@ class FakeRapporto(FakeServer):
         service_id: str = "acme",
         password: str = "s3cret",  # noqa: S107 - a fake's default account
         *,
-        dedup: bool = True,
+        dedup: bool = False,
         anti_duplicates: bool = False,
         latency: float = 0.0,
     ) -> None:

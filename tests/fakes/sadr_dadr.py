@@ -258,7 +258,7 @@ class SadrDadrContract(GatewayContract[FakeSadrDadr]):
         cls = gateway_class(self.kind)
         assert cls.kind == self.kind
         assert cls.has_status
-        assert not cls.dedupes
+        assert not cls.can_find
         assert not cls.settings_type.callbacks
         assert cls.assumptions[0].startswith("the wire format is an assumption to confirm with ")
 

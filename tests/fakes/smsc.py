@@ -10,9 +10,12 @@ otherwise; errors as HTTP 200 `{"error": text, "error_code": N}`, with the reque
 and 8; one id per send request shared by its phones, and state per (id, phone). The error texts are SMSC's
 English ones as far as memory serves; only the codes are documented.
 
-Duplicates: SMSC answers error 9 ("duplicate request, wait a minute") to a repeated identical send and does
-not send it again; for how long it remembers is not documented. The fake answers error 9 to a send whose
-(id, phone) pairs all exist already, for as long as it runs: it records the request, creates no message.
+Duplicates: SMSC answers error 9 ("duplicate request, wait a minute") to a repeated *identical* send request
+within a minute, and does not send it again; that is all it documents. So the fake refuses an identical
+request (the same parameters) for `duplicate_window_s` (60) and no longer, and never deduplicates by our
+`id`: a send repeated after a minute, or with any other difference, is another message (with the same id,
+the newest is the one status.php finds). `clock_offset` moves the fake's clock forward, so a test can be
+"a minute later" without waiting one.
 
 New messages start at `initial_status` (default 0, handed to the operator); tests move them with
 `set_status`, and an end-to-end test may pass `initial_status=1` to have everything delivered. Faults:
@@ -28,6 +31,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import math
 import random
 import re
 import time
@@ -96,6 +100,9 @@ class FakeSmsc:
         self._http: list[tuple[int, dict[str, str]]] = []
         self._hang = self._reset = 0
         self._next_id = 1_000_000
+        self.duplicate_window_s = 60.0
+        self.clock_offset = 0.0
+        self._recent: dict[tuple[tuple[str, str], ...], float] = {}  # identical request -> when it came
         self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
@@ -177,14 +184,16 @@ class FakeSmsc:
             return _error(1, fmt3)
         if not all(p.isdigit() and 10 <= len(p) <= 15 for p in phones):
             return _error(7, fmt3, sid)
-        if all((sid, p) in self.by_key for p in phones):
+        now = time.time() + self.clock_offset
+        identical = tuple(sorted(params.items()))
+        if now - self._recent.get(identical, -math.inf) < self.duplicate_window_s:
             return _error(9, fmt3)
+        self._recent[identical] = now
         self._next_id += not raw_id
         for phone in phones:
-            if (sid, phone) not in self.by_key:
-                message = FakeMessage(sid, phone, text, params.get("sender"), params, self.initial_status)
-                self.messages.append(message)
-                self.by_key[(sid, phone)] = message
+            message = FakeMessage(sid, phone, text, params.get("sender"), params, self.initial_status)
+            self.messages.append(message)
+            self.by_key[(sid, phone)] = message
         if self._reset:
             self._reset -= 1
             if request.transport is not None:

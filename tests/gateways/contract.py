@@ -127,7 +127,10 @@ class GatewayContract(abc.ABC, Generic[F]):
 
     # --- helpers -----------------------------------------------------------------------------------------
     def message(self, job_id: str = "job-1", **fields: Any) -> Outgoing:
-        fields = {"to": self.phone, "text": "Hello from the contract suite"} | fields
+        """An SMS for job `job_id`, with the numeric ref a worker would allocate it (one per job id)."""
+        refs = self.__dict__.setdefault("_refs", {})
+        ref = refs.setdefault(job_id, str(1000 + len(refs)))
+        fields = {"to": self.phone, "text": "Hello from the contract suite", "ref": ref} | fields
         return Outgoing(job_id=job_id, **fields)
 
     def secrets(self, gateway: AnyGateway) -> list[str]:

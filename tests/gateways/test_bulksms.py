@@ -21,7 +21,7 @@ from gateways import (
     Transient,
     gateway_class,
 )
-from gateways.bulksms import ERRORS, STATUSES, BulksmsGateway, dedup_id, user_supplied_id
+from gateways.bulksms import ERRORS, STATUSES, BulksmsGateway, user_supplied_id
 from smsfleet.contracts import State
 from smsfleet.kinds import BulksmsSettings
 from tests.fakes.bulksms import FakeBulksms, FakeMessage
@@ -106,7 +106,7 @@ class TestBulksms(GatewayContract[FakeBulksms]):
         receipt = await gateway.send(self.message(originator="ACME"))
         [seen] = fake.requests
         assert (seen.method, seen.path) == ("POST", "/v1/messages")
-        assert seen.query == {"deduplication-id": str(dedup_id("job-1")), "auto-unicode": "true"}
+        assert seen.query == {"deduplication-id": self.message().ref, "auto-unicode": "true"}
         assert seen.headers["Content-Type"] == "application/json"
         assert seen.json() == [
             {
@@ -162,9 +162,7 @@ class TestBulksms(GatewayContract[FakeBulksms]):
         assert fake.requests[-1].json()[0]["from"] == sent
         assert fake.messages[0].sender == originator
 
-    def test_ids_from_the_job_id(self) -> None:
-        assert dedup_id("job-1") == dedup_id("job-1") != dedup_id("job-2")
-        assert all(1 <= dedup_id(f"j{i}") < 2**31 for i in range(1000))
+    def test_user_supplied_id_from_the_job_id(self) -> None:
         assert user_supplied_id("job-1") == "job-1"
         long_id = user_supplied_id(LONG_JOB)
         assert len(long_id) == 20
@@ -182,8 +180,29 @@ class TestBulksms(GatewayContract[FakeBulksms]):
         first = await gateway.send(self.message())
         second = await gateway.send(self.message())
         assert first.provider_message_id == second.provider_message_id == fake.messages[0].id
-        assert [seen.query["deduplication-id"] for seen in fake.requests] == [str(dedup_id("job-1"))] * 2
+        assert [seen.query["deduplication-id"] for seen in fake.requests] == [self.message().ref] * 2
         assert len(fake.messages) == 1
+
+    async def test_deduplication_lasts_12_hours(self, gateway: BulksmsGateway, fake: FakeBulksms) -> None:
+        await gateway.send(self.message())
+        fake.clock_offset += 12 * 3600 + 1  # BulkSMS forgets a deduplication-id after about 12 h
+        await gateway.send(self.message())
+        assert len(fake.messages) == 2
+
+    async def test_a_numeric_ref_is_required(self, gateway: BulksmsGateway) -> None:
+        with pytest.raises(Permanent, match=r"bulksms\.no_ref"):  # never an id made up from the job id
+            await gateway.send(self.message(ref=""))
+
+    async def test_find(self, gateway: BulksmsGateway, fake: FakeBulksms) -> None:
+        assert await gateway.find(self.message()) is None
+        fake.reset_after_accept_next(1)
+        with pytest.raises(Ambiguous, match="reset"):
+            await gateway.send(self.message())
+        found = await gateway.find(self.message())
+        assert found is not None
+        assert found.provider_message_id == fake.messages[0].id
+        assert await gateway.find(self.message("job-2")) is None  # another job's userSuppliedId
+        assert await gateway.find(self.message(text="another text")) is None  # the id set by someone else
 
     async def test_ambiguous_send_then_resend_sends_once(self, gateway: BulksmsGateway, fake: FakeBulksms) -> None:
         fake.reset_after_accept_next(1)
@@ -211,7 +230,7 @@ class TestBulksms(GatewayContract[FakeBulksms]):
 
     async def test_invalid_number_is_permanent(self, gateway: BulksmsGateway) -> None:
         with pytest.raises(Permanent, match=r"bulksms\.400\.bad-request"):
-            await gateway.send(Outgoing(job_id="j", to="+12", text="hi"))
+            await gateway.send(Outgoing(job_id="j", to="+12", text="hi", ref="1"))
 
     async def test_2xx_without_messages_is_ambiguous(self, gateway: BulksmsGateway, fake: FakeBulksms) -> None:
         fake.http_status_next(1, 200)

@@ -96,7 +96,7 @@ class TestPlaymobile(GatewayContract[FakePlaymobile]):
         assert gateway_class("playmobile") is PlaymobileGateway
         assert PlaymobileGateway.default_rate == 49.0
         assert not PlaymobileGateway.has_status
-        assert not PlaymobileGateway.dedupes
+        assert not PlaymobileGateway.can_find
 
     async def test_wire_body(self, gateway: PlaymobileGateway, fake: FakePlaymobile) -> None:
         receipt = await gateway.send(self.message("job-42", text="Salom, dunyo! Привет"))
@@ -179,7 +179,7 @@ class TestPlaymobile(GatewayContract[FakePlaymobile]):
 
     async def test_resend_of_a_job_reaches_the_provider_again(
         self, gateway: PlaymobileGateway, fake: FakePlaymobile
-    ) -> None:  # why dedupes is off: nothing documented stops a second SMS
+    ) -> None:  # why there is no resend: nothing documented stops a second SMS
         await gateway.send(self.message())
         await gateway.send(self.message())
         assert [m.message_id for m in fake.messages] == ["job-1", "job-1"]

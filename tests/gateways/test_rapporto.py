@@ -36,7 +36,7 @@ LISTEN_PATH = "/smslistener/listen_type/sms_rapporto"
 
 class TestRapporto(ContractHooks, GatewayContract[FakeRapporto]):
     def fake_server(self) -> FakeRapporto:
-        return FakeRapporto(service_id=SERVICE, password=PASSWORD)
+        return FakeRapporto(service_id=SERVICE, password=PASSWORD, dedup=True)  # an account where it is enabled
 
     def make_gateway(self, http: aiohttp.ClientSession, url: str) -> RapportoGateway:
         return RapportoGateway(RapportoSettings(service_id=SERVICE, password=PASSWORD, url=url), http)
@@ -77,7 +77,7 @@ class TestRapporto(ContractHooks, GatewayContract[FakeRapporto]):
     def test_registered(self) -> None:
         assert gateway_class("rapporto") is RapportoGateway
         assert not RapportoGateway.has_status
-        assert RapportoGateway.dedupes
+        assert not RapportoGateway.can_find  # partnerMsgId dedup is an account setting we cannot see
 
     async def test_wire_fields(self, gateway: RapportoGateway, fake: FakeRapporto) -> None:
         receipt = await gateway.send(self.message(text="Привет, мир"))

@@ -67,7 +67,7 @@ class TestSeventech(ContractHooks, GatewayContract[FakeSeventech]):
     def test_registered(self) -> None:
         assert gateway_class("seventech") is SeventechGateway
         assert not SeventechGateway.has_status
-        assert not SeventechGateway.dedupes
+        assert not SeventechGateway.can_find
         assert SeventechGateway.assumptions
 
     async def test_wire_body(self, gateway: SeventechGateway, fake: FakeSeventech) -> None:

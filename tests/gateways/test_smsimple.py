@@ -186,4 +186,4 @@ class TestSmsimple(GatewayContract[FakeSmsimple]):
         assert PASSWORD not in repr(gateway)
         assert USER in repr(gateway)
         assert gateway.has_status
-        assert not gateway.dedupes
+        assert not gateway.can_find

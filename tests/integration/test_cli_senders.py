@@ -185,3 +185,87 @@ def test_topology_declare(env: str, capsys: pytest.CaptureFixture[str], amqp: ob
     code, out, _ = run(capsys, "topology", "declare")
     assert code == 0
     assert env in out
+
+
+def test_rotate_token_prints_the_new_receiving_url_and_the_old_token_is_gone(
+    env: str, capsys: pytest.CaptureFixture[str], redis: aioredis.Redis
+) -> None:
+    del redis  # clean-up
+    assert run(capsys, "senders", "create", "rp", "--gateway", "rapporto", "--account", "acme", "--set",
+               "service_id=1", "--set", f"password={SECRET}", "--set", "url=https://rapporto.test")[0] == 0  # fmt: skip
+    old = json.loads(run(capsys, "senders", "show", "rp", "--json")[1])["receiving_url"]
+    assert old.startswith("https://hooks.example.com/smslistener/listen_type/sms_rapporto?sender=rp&token=")
+    code, out, err = run(capsys, "senders", "rotate-token", "rp")
+    assert code == 0, err
+    new = json.loads(run(capsys, "senders", "show", "rp", "--json")[1])["receiving_url"]
+    assert new != old
+    assert len(new.partition("&token=")[2]) == 43
+    assert new in out.replace("\n", "")
+    assert old.partition("&token=")[2] not in out + err
+    assert "old one stops working" in out
+    assert SECRET not in out + err
+    code, out, _ = run(capsys, "senders", "rotate-token", "rp", "--json")
+    assert (code, json.loads(out)["id"]) == (0, "rp")
+    assert json.loads(out)["receiving_url"] not in (old, new)
+    code, _, err = run(capsys, "senders", "rotate-token", "nobody")
+    assert (code, err.strip()) == (2, "smsfleet: error: no sender with id 'nobody'")
+
+
+@pytest.mark.parametrize(
+    ("token", "needle"),
+    [("short", "5 characters long; use at least 32"), ("a" * 40, "made of 1 different characters")],
+)
+def test_a_weak_webhook_token_in_a_file_is_refused_in_one_line(
+    env: str, capsys: pytest.CaptureFixture[str], tmp_path: Path, token: str, needle: str
+) -> None:
+    path = tmp_path / "weak.json"
+    path.write_text(json.dumps(sample_sender("infobip", webhook_token=token)))
+    code, _, err = run(capsys, "senders", "create", "--file", str(path))
+    assert code == 2
+    assert err.startswith("smsfleet: error: sender 'infobip-1': webhook_token: the token ")
+    assert needle in err
+    assert err.count("\n") == 1
+    assert token not in err
+
+
+def test_markup_in_names_prints_literally(
+    env: str, capsys: pytest.CaptureFixture[str], tmp_path: Path, redis: aioredis.Redis
+) -> None:
+    """Issue 15, item 9: an account named `[/bold]` crashed `senders list` and `show` (Rich markup)."""
+    del redis  # clean-up
+    accounts = ["[/bold]", "[red]x", ":thumbs_up:", "[link=http://evil.test]y"]
+    doc = sample_sender("infobip", "marked", accounts=accounts, verified_caller_ids=["[b]ACME"], stop_words=["[i]"])
+    path = tmp_path / "marked.json"
+    path.write_text(json.dumps(doc))
+    code, out, err = run(capsys, "senders", "create", "--file", str(path))
+    assert code == 0, err
+    for argv in (["senders", "list"], ["senders", "show", "marked"]):
+        code, out, err = run(capsys, *argv)
+        assert code == 0, err
+        for text in [*accounts, "[b]ACME"]:
+            assert text in out, (argv, text, out)
+    assert "[i]" in run(capsys, "senders", "show", "marked")[1]
+
+
+def test_an_unreadable_record_is_named_listed_around_and_deletable(
+    env: str, capsys: pytest.CaptureFixture[str], redis_url: str
+) -> None:
+    import redis as sync_redis  # noqa: PLC0415
+
+    assert run(capsys, "senders", "create", "ok", "--gateway", "sandbox", "--account", "a")[0] == 0
+    client = sync_redis.Redis.from_url(redis_url)
+    try:
+        client.hset(f"{env}:senders", "broken", b"GARBAGE-CONTENT")
+        code, out, err = run(capsys, "senders", "list", "--json")
+        assert (code, [s["id"] for s in json.loads(out)]) == (0, ["ok"])
+        warning = "smsfleet: warning: sender 'broken': its stored record cannot be read: not a sender document"
+        assert err == f"{warning} (DecodeError)\n"
+        code, _, err = run(capsys, "senders", "show", "broken")
+        assert code == 2
+        assert err.count("\n") == 1
+        assert "GARBAGE" not in err
+        assert run(capsys, "senders", "delete", "broken")[0] == 0
+        assert not client.hexists(f"{env}:senders", "broken")
+    finally:
+        client.delete(f"{env}:senders", f"{env}:senders:version")
+        client.close()

@@ -16,6 +16,7 @@ from gateways.rapporto import partner_msg_id
 from smsfleet.settings import Settings
 from smsfleet.topology import Names
 from tests.fakes.rapporto import FakeRapporto
+from tests.integration.test_send_worker import until
 from workers.ledger import Ledger
 
 from ._rapporto_family import accepted, create_sender, publish_jobs, running_fleet
@@ -68,15 +69,17 @@ async def test_jobs_are_sent_and_accepted(
         assert (record["phase"], record["state"], record["pid"]) == ("accepted", "accepted", event.provider_message_id)
 
 
-async def test_ambiguous_send_is_resent_with_the_same_key_and_sent_once(
+async def test_ambiguous_send_is_not_resent(
     settings: Settings, amqp: aio_pika.abc.AbstractConnection, names: Names, rapporto: FakeRapporto
 ) -> None:
+    """Rapporto has no lookup, and whether it deduplicates by partnerMsgId is an account setting we cannot
+    see: a send whose answer was lost ends `unknown` under the default policy, never sent twice."""
     rapporto.reset_after_accept_next(1)  # Rapporto takes the message; its answer is lost
     async with running_fleet(settings, amqp, names, "rapporto") as events:
         await publish_jobs(amqp, names, "rapporto", [{"id": "lost-reply", **JOB}])
-        await accepted(events, ["lost-reply"])
+        await until(lambda: any(e.state == "unknown" for e in events.get("lost-reply", ())))
 
-    assert [r.form["partnerMsgId"] for r in rapporto.requests] == ["lost-reply", "lost-reply"]
-    [message] = rapporto.messages  # the resend created nothing: same key, same id
+    assert [r.form["partnerMsgId"] for r in rapporto.requests] == ["lost-reply"]
+    assert len(rapporto.messages) == 1
     [event] = events["lost-reply"]
-    assert (event.state, event.attempt, event.provider_message_id) == ("accepted", 2, str(message.id))
+    assert (event.state, event.attempt) == ("unknown", 1)

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustConnection
 
 from producers import (
+    InvalidJobId,
     NotConfirmed,
     Publisher,
     PublishError,
@@ -285,6 +286,16 @@ async def test_concurrent_publishes_of_one_job_id_each_get_their_own_outcome(
 
     await asyncio.gather(*(publisher.publish(job("twice", "s1")) for _ in range(3)))
     assert await counts(amqp, names, {"smsc": 3}) == {"smsc": 3}
+
+
+async def test_a_job_id_over_128_bytes_raises_before_anything_is_sent(
+    publisher: Publisher, amqp: AbstractRobustConnection, names: Names
+) -> None:
+    """128 characters, but 512 bytes: no AMQP message id can carry it (a job built by hand skips decode_job)."""
+    long_id = "\U0001f600" * 128
+    with pytest.raises(InvalidJobId, match="512 bytes"):
+        await publisher.publish(SendJob(id=long_id, sender="s1", account="acme", to="+79161234567", text="hi"))
+    assert await counts(amqp, names, dict.fromkeys(GATEWAYS, 0)) == dict.fromkeys(GATEWAYS, 0)
 
 
 async def test_an_unknown_sender_raises_before_anything_is_sent(

@@ -82,3 +82,24 @@ def test_send_job_is_frozen() -> None:
     job = msgspec.convert(GOOD, SendJob)
     with pytest.raises(AttributeError):
         job.text = "changed"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("job_id", "valid"),
+    [
+        ("x" * 128, True),
+        ("д" * 64, True),  # 128 bytes
+        ("😀" * 32, True),  # 128 bytes
+        ("д" * 65, False),  # 130 bytes, 65 characters
+        ("😀" * 33, False),
+        ("😀" * 128, False),  # 128 characters, 512 bytes: the AMQP message id (a shortstr) takes 255
+    ],
+)
+def test_a_job_id_is_limited_to_128_bytes_in_utf8(job_id: str, valid: bool) -> None:
+    if valid:
+        assert decode_job(_json(id=job_id)).id == job_id
+        return
+    with pytest.raises(InvalidJob) as err:
+        decode_job(_json(id=job_id))
+    assert err.value.code == "schema"
+    assert err.value.message == f"id is {len(job_id.encode())} bytes in UTF-8; at most 128 - at `$.id`"
