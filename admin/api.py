@@ -29,9 +29,9 @@ import msgspec
 from aiohttp import web
 
 from smsfleet.kinds import KIND_SETTINGS, fields
-from smsfleet.senders import Sender, SenderError, UnreadableSender, sender_doc
+from smsfleet.senders import Sender, SenderError, sender_doc
 
-from .context import REGISTRY, SETTINGS
+from .context import REGISTRY, SETTINGS, sender_or_404
 from .errors import Invalid, Problem
 from .validation import invalid, validate
 
@@ -65,14 +65,9 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 
 async def _existing(request: web.Request) -> Sender:
-    sender_id = request.match_info["id"]
-    try:
-        sender = await request.app[REGISTRY].get(sender_id)
-    except UnreadableSender as exc:
-        raise Problem(500, f"{exc}; delete the sender and create it again") from None
-    if sender is None:
-        raise Problem(404, f"no sender with id {sender_id!r}")
-    return sender
+    return await sender_or_404(
+        request, missing="no sender with id {id!r}", unreadable="{error}; delete the sender and create it again"
+    )
 
 
 async def list_senders(request: web.Request) -> web.StreamResponse:

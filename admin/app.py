@@ -9,8 +9,6 @@ so running workers follow it without a restart.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,8 +18,9 @@ import structlog
 from aiohttp import hdrs, web
 from redis.exceptions import RedisError
 
-from smsfleet.senders import Cipher, SenderRegistry
+from smsfleet.senders import open_registry
 from smsfleet.settings import Settings
+from smsfleet.signals import stop_on_signals
 from smsfleet.topology import Names
 
 from . import api, pages
@@ -106,7 +105,8 @@ def _templates() -> jinja2.Environment:
 
 def build_app(config: AdminConfig, settings: Settings) -> web.Application:
     """The admin for the senders of `settings.namespace`. Raises ValueError for a bad SMSFLEET_SECRET_KEY."""
-    cipher = Cipher(settings.secret_key) if settings.secret_key else None
+    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)  # connects on use
+    registry = open_registry(client, Names(settings.namespace), settings.secret_key)
     guard = Guard(config)
     app = web.Application(
         middlewares=[security_headers, errors, guard.require_auth, guard.require_same_origin],
@@ -117,8 +117,7 @@ def build_app(config: AdminConfig, settings: Settings) -> web.Application:
     app[TEMPLATES] = _templates()
 
     async def redis_client(app: web.Application) -> AsyncIterator[None]:
-        client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
-        app[REGISTRY] = SenderRegistry(client, Names(settings.namespace), cipher)
+        app[REGISTRY] = registry
         yield
         await client.aclose()
 
@@ -133,11 +132,7 @@ async def serve(
     config: AdminConfig, settings: Settings, host: str, port: int, stop: asyncio.Event | None = None
 ) -> None:
     """Run the admin until SIGTERM/SIGINT (or `stop`)."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals(stop or asyncio.Event())
     runner = web.AppRunner(build_app(config, settings), access_log=None)
     await runner.setup()
     try:

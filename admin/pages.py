@@ -23,9 +23,9 @@ from typing import Any
 from aiohttp import web
 
 from smsfleet.kinds import KIND_SETTINGS
-from smsfleet.senders import Sender, SenderError, UnreadableSender, receiving_url
+from smsfleet.senders import Sender, SenderError, receiving_url
 
-from .context import GUARD, REGISTRY, SETTINGS, TEMPLATES
+from .context import GUARD, REGISTRY, SETTINGS, TEMPLATES, sender_or_404
 from .errors import Invalid, Problem
 from .forms import SenderForm
 from .security import CSRF_FIELD
@@ -72,14 +72,11 @@ class SenderRow:
 
 
 async def _sender(request: web.Request) -> Sender:
-    sender_id = request.match_info["id"]
-    try:
-        sender = await request.app[REGISTRY].get(sender_id)
-    except UnreadableSender as exc:
-        raise Problem(500, f"{exc}. Delete the sender and create it again.") from None
-    if sender is None:
-        raise Problem(404, f"There is no sender {sender_id!r}. It may have been deleted.")
-    return sender
+    return await sender_or_404(
+        request,
+        missing="There is no sender {id!r}. It may have been deleted.",
+        unreadable="{error}. Delete the sender and create it again.",
+    )
 
 
 async def index(request: web.Request) -> web.StreamResponse:

@@ -11,7 +11,7 @@ the environment or touches Redis) and offers up to three things:
 
 Where the provider takes an id of ours with a message, `Outgoing.ref` is that id: the job id, or, for
 providers that want a number (`numeric_ref`), a number the worker allocates once per job from a counter per
-provider account (`ref_space`), so two jobs never share one and every attempt of a job carries the same.
+provider account (`account`), so two jobs never share one and every attempt of a job carries the same.
 
 `send_many` exists for providers that take several messages in one request; the default sends them one by
 one, so an adapter only overrides it when its API really batches.
@@ -20,6 +20,8 @@ one, so an adapter only overrides it when its API really batches.
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import ClassVar, Generic, TypeVar
@@ -28,7 +30,7 @@ import aiohttp
 import msgspec
 
 from smsfleet.contracts import ErrorInfo, State
-from smsfleet.kinds import KindSettings
+from smsfleet.kinds import KindSettings, secret_fields
 
 from .errors import GatewayError
 
@@ -44,6 +46,9 @@ __all__ = [
 ]
 
 S = TypeVar("S", bound=KindSettings)
+
+#: the settings that name a provider account, in the order they are looked for (see `Gateway.account`)
+_IDENTITY_FIELDS = ("login", "user", "user_id", "service_id", "client_id")
 
 
 class Outgoing(msgspec.Struct, frozen=True, kw_only=True):
@@ -111,6 +116,8 @@ class Inbound(msgspec.Struct, frozen=True, kw_only=True):
     text: str
     provider_message_id: str | None = None
     at: datetime | None = None
+    #: the keyword the provider matched in it, where it says (Infobip's `keyword`)
+    keyword: str | None = None
 
 
 class CallbackRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -181,10 +188,17 @@ class Gateway(Generic[S]):
 
         return list(await asyncio.gather(*(one(m) for m in messages)))
 
-    @property
-    def ref_space(self) -> str:
-        """The provider account whose numeric ids one counter allocates (`numeric_ref` kinds)."""
-        return self.kind
+    @functools.cached_property
+    def account(self) -> str:
+        """Who this adapter sends as at the provider, as a short hash of (kind, endpoint, login — or the
+        credential where the kind has no login). Senders that share it share one rate limit, since a provider
+        limits an account, not our sender records, and one counter of numeric ids (`numeric_ref`)."""
+        s = self.settings
+        endpoint = str(getattr(s, "base_url", None) or getattr(s, "url", None) or "")
+        who = next((str(v) for f in _IDENTITY_FIELDS if (v := getattr(s, f, None))), "")
+        if not who:
+            who = "|".join(str(getattr(s, f, "")) for f in secret_fields(type(s)))
+        return hashlib.blake2b("|".join((self.kind, endpoint, who)).encode(), digest_size=10).hexdigest()
 
     async def status(self, ref: StatusRef) -> Report:
         raise NotImplementedError(f"{self.kind} has no status lookup")

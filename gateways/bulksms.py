@@ -133,10 +133,6 @@ class BulksmsGateway(Gateway[BulksmsSettings]):
         basic = base64.b64encode(f"{settings.login}:{settings.password}".encode()).decode()
         self._auth = {"Authorization": f"Basic {basic}"}  # sent up front, as BulkSMS asks
 
-    @property
-    def ref_space(self) -> str:
-        return f"bulksms|{self.base_url}|{self.settings.login}"
-
     def __repr__(self) -> str:
         return f"BulksmsGateway(login={self.settings.login!r}, base_url={self.base_url!r})"
 

@@ -1,8 +1,10 @@
 """MFMS EDNA (the legacy MFMS "connector" HTTP API): send, status lookup, pushed delivery reports.
 
 Wire (shared/providers/providers-B.md §2): HTTP GET with a query string at the account's own connector URL,
-the `url` setting (e.g. `https://<host>:<port>/revoup/connector0/send`); the status URL is the same with
-`/status` in place of `/send` (a `url` without `/send` is taken as the connector's base). Replies are
+the `url` setting, called exactly as entered (e.g. `https://<host>:<port>/revoup/connector0/send`, or an
+installation's own script such as `…/hpg_send.php`). Status lookups go to `status_url`, or, when it is
+empty, to the sending URL with a final `/send` replaced by `/status`; a sending URL that does not end in
+`/send` and no `status_url`: no lookup (reports must be pushed). Replies are
 `text/plain` fields separated by `;`, and logical errors come back with HTTP 200:
 
 - send: `<login>, <password>, subject, address, text, clientId` -> `ok;<clientId>;<providerId>` | `<error-code>`
@@ -99,7 +101,7 @@ class EdnaGateway(Gateway[EdnaSettings]):
     settings_type = EdnaSettings
     has_status = True
     assumptions = (
-        "the status URL is the send URL with /status in place of /send",
+        "without a status URL, the status URL is the sending URL with a final /send replaced by /status",
         "the configured login/password field names are used for both send and status (Bitrix uses `pass` "
         "for send and `password` for status: such an account cannot be served by one pair of names)",
         "clientId carries our job id and a repeat is refused with error-id-not-unique (edna-era code, medium)",
@@ -111,17 +113,15 @@ class EdnaGateway(Gateway[EdnaSettings]):
     )
 
     @property
-    def _base(self) -> str:
-        url = self.settings.url.rstrip("/")
-        return url.removesuffix("/send")
-
-    @property
     def send_url(self) -> str:
-        return self._base + "/send"
+        return self.settings.url  # as entered: the connector's path is the installation's, not ours to guess
 
     @property
-    def status_url(self) -> str:
-        return self._base + "/status"
+    def status_url(self) -> str | None:
+        if self.settings.status_url:
+            return self.settings.status_url
+        url = self.settings.url.rstrip("/")
+        return url.removesuffix("/send") + "/status" if url.endswith("/send") else None
 
     def __repr__(self) -> str:
         return f"EdnaGateway(login={self.settings.login!r}, url={self.settings.url!r})"
@@ -139,6 +139,8 @@ class EdnaGateway(Gateway[EdnaSettings]):
         pid = ref.provider_message_id
         if not pid:
             raise Transient("edna.no_provider_id", "edna looks messages up by provider id only")
+        if self.status_url is None:
+            raise Transient("edna.no_status_url", "no SMS status URL is set, and the sending URL ends not in /send")
         try:
             fields = await self._call(self.status_url, {"providerId[0]": pid})
         except Ambiguous as exc:  # a lookup changes nothing: a lost reply is only transient

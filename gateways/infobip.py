@@ -29,7 +29,8 @@ Decisions:
   DELIVERED_TO_OPERATOR is not final. The error object's `permanent` flag goes into the event's error.
 - A message refused in a 200 reply raises per ERRORS. HTTP 429 is RateLimited (gateways.http); 4xx Permanent.
 - Inbound `text` is the whole SMS; `keyword` and `cleanText` are Infobip's split of it, so a bare "STOP"
-  (keyword STOP, empty cleanText) reaches the stop-word check as "STOP".
+  (keyword STOP, empty cleanText) reaches the stop-word check as "STOP", and `keyword` goes along: a STOP
+  keyword flags the SMS as a stop whatever follows it.
 """
 
 from __future__ import annotations
@@ -95,11 +96,18 @@ class Status(NamedTuple):
     name: str
 
 
+#: Infobip's status groups by name: integrations that key on `groupName` send it without `groupId`
+GROUPS = {"ACCEPTED": 0, "PENDING": 1, "UNDELIVERABLE": 2, "DELIVERED": 3, "EXPIRED": 4, "REJECTED": 5}
+
+
 def _status(status: Any) -> Status:
-    """An Infobip status object `{groupId, groupName, id, name, description}`, mapped; ValueError if malformed."""
+    """An Infobip status object `{groupId, groupName, id, name, description}`, mapped; ValueError if malformed.
+    The group is `groupId`, or, where that is missing, `groupName`."""
     group, sid = (status.get("groupId"), status.get("id")) if isinstance(status, dict) else (None, None)
+    if not isinstance(group, int) and isinstance(status, dict):
+        group = GROUPS.get(str(status.get("groupName") or "").upper(), group)
     if not isinstance(group, int):
-        raise ValueError("an Infobip status needs an integer groupId")
+        raise ValueError("an Infobip status needs an integer groupId or a known groupName")
     sid = sid if isinstance(sid, int) else None
     state, meaning = STATUSES.get((group, sid)) or STATUSES.get((group, None), (None, f"unknown group {group}"))
     return Status(state, meaning, group, sid, str(status.get("name") or f"{group}.{sid}"))
@@ -137,6 +145,7 @@ def _inbound(item: Any) -> Inbound:
         text=text,
         provider_message_id=str(item["messageId"]) if item.get("messageId") else None,
         at=timestamp(item.get("receivedAt")),
+        keyword=item["keyword"] if isinstance(item.get("keyword"), str) else None,
     )
 
 

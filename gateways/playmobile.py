@@ -18,6 +18,9 @@ Decisions:
 - The default rate, 49 requests/s, is `PLAY_MOBILE_LIMIT_REQUESTS_PER_SEC` (`Settings.play_mobile_rate`),
   which the worker consults before `default_rate`; a sender's `rate_limit` overrides both.
 - `send_many` posts one request for several messages, as the API takes them; a refusal applies to all.
+- Inbound SMS come as XML, the form public integrations of Play Mobile handle:
+  `<sms-request><message id=".." msisdn=".." submit-date=".."><content type="text/plain">..</content>
+  </message></sms-request>`. A body with a DOCTYPE is refused (no entity of a stranger's is expanded).
 """
 
 from __future__ import annotations
@@ -28,13 +31,15 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
+from xml.etree import ElementTree
 
 import msgspec
 
 from smsfleet.contracts import ErrorInfo, State
 from smsfleet.kinds import PlaymobileSettings
 
-from .base import Callback, CallbackRequest, Gateway, Outgoing, Receipt, Report
+from ._json_api import e164
+from .base import Callback, CallbackRequest, Gateway, Inbound, Outgoing, Receipt, Report
 from .errors import GatewayError, Permanent, Transient
 from .http import request
 
@@ -115,6 +120,29 @@ def _report(item: Any) -> Report:
     )
 
 
+def _inbound_xml(body: bytes) -> list[Inbound]:
+    """The inbound SMS of an `<sms-request>`; ValueError for anything else."""
+    if b"<!DOCTYPE" in body.upper() or b"<!ENTITY" in body.upper():
+        raise ValueError("playmobile XML with a DOCTYPE or an entity is refused")
+    try:
+        root = ElementTree.fromstring(body)  # noqa: S314 - no DOCTYPE, so no entity: nothing to expand
+    except ElementTree.ParseError:
+        raise ValueError("playmobile callback body is not XML") from None
+    if root.tag != "sms-request":
+        raise ValueError("playmobile XML callback must be an <sms-request>")
+    found = []
+    for message in root.iter("message"):
+        msisdn, content = message.get("msisdn", "").strip(), message.find("content")
+        if not msisdn or content is None:
+            raise ValueError("a playmobile <message> needs msisdn and <content>")
+        sms = Inbound(
+            from_=e164(msisdn), to=message.get("service-number", "").strip(), text=content.text or "",
+            provider_message_id=message.get("id") or None, at=_at(message.get("submit-date")),
+        )  # fmt: skip
+        found.append(sms)
+    return found
+
+
 class PlaymobileGateway(Gateway[PlaymobileSettings]):
     """Play Mobile's broker-api: JSON send with our job id as `message-id`; delivery reports are pushed."""
 
@@ -128,6 +156,8 @@ class PlaymobileGateway(Gateway[PlaymobileSettings]):
         "no status lookup: a get-status endpoint appears in one third-party library only",
         "a repeated message-id is not documented to be refused, so an ambiguous send is not resent blindly",
         "ttl is in seconds (unit not confirmed); originator defaults to 3700, the examples' short number",
+        "inbound SMS are XML <sms-request><message id msisdn submit-date><content>; the short number they were "
+        "sent to is not in that form (read from a `service-number` attribute where one is present)",
         "HTTP 400 errors carry error-code/error-description (client libraries) or error_code/"
         "error_description (the wiki): both are read",
     )
@@ -152,6 +182,8 @@ class PlaymobileGateway(Gateway[PlaymobileSettings]):
         return [Receipt(provider_message_id=m.job_id) for m in messages]
 
     def parse_callback(self, request: CallbackRequest) -> Callback:
+        if request.content_type in ("application/xml", "text/xml") or request.body.lstrip()[:1] == b"<":
+            return Callback(inbound=_inbound_xml(request.body))
         if request.content_type == "application/json" or request.body.lstrip()[:1] in (b"{", b"["):
             try:
                 data: Any = msgspec.json.decode(request.body)
@@ -160,8 +192,8 @@ class PlaymobileGateway(Gateway[PlaymobileSettings]):
         else:
             data = dict(request.query) | dict(parse_qsl(request.body.decode("utf-8", "replace")))
         items = data.get("messages", [data]) if isinstance(data, dict) else data
-        if not isinstance(items, list) or not items:
-            raise ValueError("playmobile callback carries no reports")
+        if not isinstance(items, list):
+            raise ValueError("playmobile callback carries no list of reports")  # an empty one is fine: 200
         return Callback(reports=[_report(item) for item in items])
 
     async def _post(self, messages: Sequence[Outgoing]) -> None:

@@ -12,8 +12,9 @@ Decisions:
   inside the step because the captured top-level fields are only scenario, callback and clientRequestId.
 - `clientRequestId` is our job id. Seven Tech documents no deduplication by it, so `dedupes` stays False and
   an ambiguous send follows the worker's policy.
-- Shorten links in messages (`shorten_links`): when on, the request carries `"shortenLinks": true` (Rapporto's
-  name for the same option); when off the key is not sent at all.
+- Shorten links in messages (`shorten_links`): nothing shows Seven Tech reads a flag for it (its link
+  shortening was not seen in what is documented), so none is sent: smsfleet shortens the links itself before
+  the text reaches the adapter (`smsfleet.links`, for every kind), with click events of its own.
 - `ttl` is the seconds left until the job's `valid_until`, when it has one.
 - Errors are read from the HTTP status alone, as in the Rapporto family; the body text only explains.
 - `callback` is the sender's SMS Receiving URL (`Outgoing.callback_url`), so each message says where its
@@ -112,7 +113,6 @@ class SeventechGateway(Gateway[SeventechSettings]):
     assumptions = (
         "low confidence throughout: only auth, endpoint and top-level fields are documented",
         "a scenario step is {channel: SMS, to, text, from, ttl}; its structure is not documented",
-        "link shortening is the top-level boolean shortenLinks, as at Rapporto",
         "the send reply is JSON with messageId (or id); a 2xx without one is ambiguous",
         "errors are HTTP statuses with their standard meanings (408: slow down); no error codes are documented",
         "clientRequestId is not a deduplication key (none is documented): ambiguous sends follow the policy",
@@ -131,8 +131,6 @@ class SeventechGateway(Gateway[SeventechSettings]):
         if message.valid_until is not None:
             step["ttl"] = max(1, math.ceil((message.valid_until - datetime.now(UTC)).total_seconds()))
         body: dict[str, Any] = {"clientRequestId": message.job_id, "scenario": [step]}
-        if self.settings.shorten_links:
-            body["shortenLinks"] = True
         if message.callback_url:
             body["callback"] = message.callback_url
         token = base64.b64encode(f"{self.settings.login}:{self.settings.password}".encode()).decode()

@@ -116,10 +116,6 @@ class SmscGateway(Gateway[SmscSettings]):
     def base_url(self) -> str:
         return (self.settings.base_url or DEFAULT_BASE_URL).rstrip("/")
 
-    @property
-    def ref_space(self) -> str:
-        return f"smsc|{self.base_url}|{self.settings.login}"
-
     def __repr__(self) -> str:
         return f"SmscGateway(login={self.settings.login!r}, base_url={self.base_url!r})"
 

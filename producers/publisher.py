@@ -36,7 +36,7 @@ import redis.asyncio as aioredis
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 
 from smsfleet.contracts import JOB_ID_MAX_BYTES, SendJob, encode
-from smsfleet.senders import Cipher, SenderCache, SenderRegistry
+from smsfleet.senders import SenderCache, open_registry
 from smsfleet.settings import Settings
 from smsfleet.topology import Names, message
 
@@ -184,11 +184,10 @@ class Publisher:
     ) -> AsyncIterator[Self]:
         """A publisher with its own broker connection, Redis client and sender cache, all closed on exit."""
         names = Names(settings.namespace)
-        cipher = Cipher(settings.secret_key) if settings.secret_key else None
         async with contextlib.AsyncExitStack() as stack:
             redis = aioredis.Redis.from_url(settings.redis_url)
             stack.push_async_callback(redis.aclose)
-            cache = SenderCache(SenderRegistry(redis, names, cipher))
+            cache = SenderCache(open_registry(redis, names, settings.secret_key))
             await cache.start()
             stack.push_async_callback(cache.stop)
             connection = await aio_pika.connect_robust(settings.amqp_url)

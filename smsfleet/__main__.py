@@ -1,7 +1,9 @@
-"""`python -m smsfleet` is the `smsfleet` command."""
+"""`python -m smsfleet` is the `smsfleet` command.
 
-import sys
+The command line is the top-level package `cli`, which imports every package of ours; the kernel imports
+none of them, so it is run here by name (`runpy`) rather than imported.
+"""
 
-from smsfleet.cli import main
+import runpy
 
-sys.exit(main())
+runpy.run_module("cli", run_name="__main__", alter_sys=True)

@@ -17,6 +17,7 @@ import phonenumbers
 __all__ = [
     "FINAL_STATES",
     "JOB_ID_MAX_BYTES",
+    "ClickEvent",
     "ErrorInfo",
     "InboundEvent",
     "InboundMessage",
@@ -30,6 +31,7 @@ __all__ = [
     "encode",
     "normalize_phone",
     "now",
+    "status_event",
 ]
 
 
@@ -96,6 +98,22 @@ class StatusEvent(msgspec.Struct, frozen=True, kw_only=True):
         return f"status.{self.state}"
 
 
+def status_event(
+    job: SendJob,
+    state: State,
+    *,
+    attempt: int = 1,
+    parts: int = 0,
+    provider_message_id: str | None = None,
+    error: ErrorInfo | None = None,
+) -> StatusEvent:
+    """The event of `job` entering `state`, now."""
+    return StatusEvent(
+        job_id=job.id, sender=job.sender, account=job.account, to=job.to, state=state, at=now(), attempt=attempt,
+        parts=parts, provider_message_id=provider_message_id, error=error, meta=job.meta,
+    )  # fmt: skip
+
+
 class InboundEvent(msgspec.Struct, frozen=True, kw_only=True):
     """An SMS a subscriber sent to one of our senders. Routing key `inbound.<sender_id>`."""
 
@@ -125,6 +143,20 @@ class SuppressionEvent(msgspec.Struct, frozen=True, kw_only=True):
     at: datetime
 
     routing_key = "suppression.added"
+
+
+class ClickEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A reader followed a shortened link of a job. Routing key `click.<sender_id>`."""
+
+    job_id: str
+    sender: str
+    url: str
+    code: str
+    at: datetime
+
+    @property
+    def routing_key(self) -> str:
+        return f"click.{self.sender}"
 
 
 class InvalidJob(ValueError):
@@ -212,3 +244,4 @@ class InboundMessage(msgspec.Struct, frozen=True, kw_only=True):
     text: str
     provider_message_id: str | None = None
     at: datetime
+    keyword: str | None = None  # the keyword the provider matched in it, where it says

@@ -16,21 +16,37 @@ from typing import Annotated, Any, ClassVar
 
 import msgspec
 
-__all__ = ["KINDS", "KIND_SETTINGS", "FieldSpec", "KindSettings", "fields", "secret_fields"]
+__all__ = ["KINDS", "KIND_SETTINGS", "PATTERN_MESSAGES", "FieldSpec", "KindSettings", "fields", "secret_fields"]
 
 
 def _f(label: str, *, secret: bool = False, help: str = "") -> msgspec.Meta:
     return msgspec.Meta(title=label, description=help or None, extra={"secret": secret})
 
 
+#: an absolute http(s) URL: a URL without a scheme or a host is refused when the sender is saved, not at send
+HTTP_URL = r"\Ahttps?://[^\s/?#]+[^\s]*\Z"
+#: Infobip's account base URL, optionally ending in one of the send paths the adapter knows (v3 or v2)
+INFOBIP_URL = r"\Ahttps?://[^\s/?#]+(?:/sms/3/messages|/sms/2/text/advanced)?/?\Z"
+#: what a value failing each pattern should be, said to a person
+PATTERN_MESSAGES = {
+    HTTP_URL: "must be an absolute http(s) URL, e.g. https://sms.example.com/send",
+    INFOBIP_URL: "must be your Infobip base URL (https://<id>.api.infobip.com), optionally ending in "
+    "/sms/3/messages or /sms/2/text/advanced",
+}
+
 Login = Annotated[str, _f("Login")]
 Password = Annotated[str, _f("Password", secret=True)]
-Url = Annotated[str, _f("SMS service sending URL", help="the endpoint given by the provider")]
-BaseUrl = Annotated[str | None, _f("Endpoint override", help="replaces the provider's public endpoint")]
+Url = Annotated[
+    str, _f("SMS service sending URL", help="the endpoint given by the provider"), msgspec.Meta(pattern=HTTP_URL)
+]
+BaseUrl = Annotated[
+    Annotated[str, msgspec.Meta(pattern=HTTP_URL)] | None,
+    _f("Endpoint override", help="replaces the provider's public endpoint"),
+]
 AwaitDelivery = Annotated[
     int,
-    _f("Await delivery (seconds)", help="wait before the first delivery status check"),
-    msgspec.Meta(ge=0),
+    _f("Await delivery (seconds)", help="wait before the first delivery status check; at least 1 s"),
+    msgspec.Meta(ge=1),
 ]
 MaxParts = Annotated[
     Annotated[int, msgspec.Meta(ge=1)] | None,
@@ -45,6 +61,11 @@ class KindSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     title: ClassVar[str]
     #: the provider pushes delivery reports or inbound SMS, so the sender gets an SMS Receiving URL
     callbacks: ClassVar[bool] = False
+    #: the provider may also call one fixed URL for every account, with no sender or token in it (the seed's
+    #: `…/sms_rapporto`): only what no stranger can forge is taken from it (see `webhooks`)
+    pushes_on_fixed_path: ClassVar[bool] = False
+    #: the setting naming the account's service id or short number, which credits an inbound SMS on that URL
+    service_number_field: ClassVar[str | None] = None
 
     def __repr__(self) -> str:  # secrets never reach a log line or a traceback through repr()
         hidden = secret_fields(type(self))
@@ -92,7 +113,10 @@ class DevinoSettings(KindSettings, frozen=True, kw_only=True, forbid_unknown_fie
     kind = "devino"
     title = "Devino.Online SMS"
     callbacks = True
-    url: Annotated[str | None, _f("SMS service sending script/URL", help="empty: the API's public URL")] = None
+    url: Annotated[
+        Annotated[str, msgspec.Meta(pattern=HTTP_URL)] | None,
+        _f("SMS service sending script/URL", help="empty: the API's public URL"),
+    ] = None
     api_key: Annotated[str | None, _f("API key", secret=True)] = None
     login: Annotated[str | None, _f("Login")] = None
     password: Annotated[str | None, _f("Password", secret=True)] = None
@@ -106,7 +130,9 @@ class SmstrafficSettings(KindSettings, frozen=True, kw_only=True, forbid_unknown
     kind = "smstraffic"
     title = "SMS Traffic"
     callbacks = True
-    url: Annotated[str, _f("SMS service sending script")] = "https://api.smstraffic.ru/multi.php"
+    url: Annotated[str, _f("SMS service sending script"), msgspec.Meta(pattern=HTTP_URL)] = (
+        "https://api.smstraffic.ru/multi.php"
+    )
     login: Login
     password: Password
 
@@ -115,7 +141,11 @@ class InfobipSettings(KindSettings, frozen=True, kw_only=True, forbid_unknown_fi
     kind = "infobip"
     title = "Infobip"
     callbacks = True
-    url: Annotated[str, _f("SMS service sending script/URL", help="your account's base URL")]
+    url: Annotated[
+        str,
+        _f("SMS service sending script/URL", help="your account's base URL (https://<id>.api.infobip.com)"),
+        msgspec.Meta(pattern=INFOBIP_URL),
+    ]
     api_token: Annotated[str, _f("API token", secret=True)]
 
 
@@ -131,11 +161,15 @@ class EdnaSettings(KindSettings, frozen=True, kw_only=True, forbid_unknown_field
     kind = "edna"
     title = "MFMS EDNA"
     callbacks = True
-    url: Annotated[str, _f("SMS service URL")]
+    url: Annotated[str, _f("SMS service URL", help="called as given"), msgspec.Meta(pattern=HTTP_URL)]
     login: Login
     login_field: Annotated[str, _f("Login field name", help="empty: login")] = "login"
     password: Password
     password_field: Annotated[str, _f("Password field name", help="empty: password")] = "password"  # noqa: S105 - a field name
+    status_url: Annotated[
+        Annotated[str, msgspec.Meta(pattern=HTTP_URL)] | None,
+        _f("SMS status URL", help="empty: the sending URL with its final /send replaced by /status"),
+    ] = None
 
 
 class SkymediaSettings(KindSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -159,6 +193,8 @@ class RapportoSettings(KindSettings, frozen=True, kw_only=True, forbid_unknown_f
     kind = "rapporto"
     title = "Rapporto"
     callbacks = True
+    pushes_on_fixed_path = True
+    service_number_field = "service_id"
     service_id: Annotated[str, _f("Service ID")]
     password: Password
     url: Url

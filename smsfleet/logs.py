@@ -8,6 +8,7 @@ library's records (aiohttp's, aio-pika's) through the same processors, so no log
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -54,12 +55,27 @@ def _mask_phone(match: re.Match[str]) -> str:
 
 
 def redact_text(text: str, *, phones: bool = True) -> str:
-    """`text` with secret-looking pairs and URL passwords masked, and phone numbers cut to their last 4 digits."""
-    text = _SECRET_PAIR.sub(lambda m: m.group("name") + MASK, text)
-    text = _URL_PASSWORD.sub(lambda m: m.group("user") + MASK + "@", text)
-    return _PHONE.sub(_mask_phone, text) if phones else text
+    """`text` with secret-looking pairs and URL passwords masked, and phone numbers cut to their last 4 digits.
+
+    Most log values are short words and ids: the regular expressions run only on text that could hold what
+    they look for (a separator; ten digits), which keeps a log line's redaction at a few microseconds."""
+    if "=" in text or ":" in text:
+        text = _SECRET_PAIR.sub(lambda m: m.group("name") + MASK, text)
+        text = _URL_PASSWORD.sub(lambda m: m.group("user") + MASK + "@", text)
+    if phones and len(text) >= 10 and sum(map(str.isdigit, text)) >= 10:
+        text = _PHONE.sub(_mask_phone, text)
+    return text
 
 
+@functools.lru_cache(maxsize=1024)  # a process logs a few dozen keys, millions of times
+def is_id_key(key: object) -> bool:
+    """Keys that name ids (`job_id`, `provider_message_id`): their values are ours or a provider's, never a
+    phone number, however many digits they have (an SMSC id has ten)."""
+    name = str(key).lower()
+    return name == "id" or name.endswith(("_id", "_ids"))
+
+
+@functools.lru_cache(maxsize=1024)
 def is_secret_key(key: object) -> bool:
     name = str(key).lower().replace("-", "_")
     if name in PLAIN_KEYS:
@@ -83,23 +99,23 @@ class Redactor:
     def __init__(self, *, phones: bool = True) -> None:
         self.phones = phones
 
-    def _clean(self, value: Any) -> Any:
+    def _clean(self, value: Any, *, phones: bool = True) -> Any:
         if value is None or isinstance(value, bool | int | float):
             return value  # counts, durations, ids as numbers: phones are strings in smsfleet
         if isinstance(value, dict):
-            return {k: MASK if is_secret_key(k) else self._clean(v) for k, v in value.items()}
+            return {k: MASK if is_secret_key(k) else self._clean(v, phones=not is_id_key(k)) for k, v in value.items()}
         if isinstance(value, list | tuple | set | frozenset):
-            return [self._clean(v) for v in value]
+            return [self._clean(v, phones=phones) for v in value]
         if isinstance(value, bytes | bytearray):
             value = bytes(value).decode("utf-8", "replace")
         # anything else (a URL object, an exception) is rendered as text anyway: redact that text
-        return redact_text(value if isinstance(value, str) else str(value), phones=self.phones)
+        return redact_text(value if isinstance(value, str) else str(value), phones=self.phones and phones)
 
     def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         for key, value in event.items():
             if key in ("exc_info", "_record", "_from_structlog"):
                 continue  # rendered (and so redacted) by later processors, or structlog's own bookkeeping
-            event[key] = MASK if is_secret_key(key) else self._clean(value)
+            event[key] = MASK if is_secret_key(key) else self._clean(value, phones=not is_id_key(key))
         return event
 
 

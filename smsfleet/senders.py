@@ -37,7 +37,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from redis.exceptions import RedisError
 
 from .contracts import InvalidJob, normalize_phone
-from .kinds import KIND_SETTINGS, KindSettings, secret_fields
+from .kinds import KIND_SETTINGS, PATTERN_MESSAGES, KindSettings, secret_fields
 from .topology import Names
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "SenderRegistry",
     "UnreadableSender",
     "new_token",
+    "open_registry",
     "parse_sender",
     "receiving_url",
     "sender_doc",
@@ -98,6 +99,8 @@ class Sender(msgspec.Struct, frozen=True, kw_only=True):
     add_to_global_suppress: bool = False
     rate_limit: Annotated[float, msgspec.Meta(gt=0)] | None = None
     webhook_token: str = ""
+    #: links in the text are replaced by `$SMSFLEET_PUBLIC_URL/l/<code>`, and each click is an event
+    shorten_links: bool = False
 
     def __repr__(self) -> str:
         shown = f"id={self.id!r}, gateway={self.gateway!r}, accounts={self.accounts!r}, settings={self.settings!r}"
@@ -117,6 +120,7 @@ class _Doc(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     add_to_global_suppress: bool = False
     rate_limit: Annotated[float, msgspec.Meta(gt=0)] | None = None
     webhook_token: str = ""
+    shorten_links: bool = False
     receiving_url: str | None = None  # shown in output; ignored on input so output can be fed back
 
 
@@ -185,6 +189,8 @@ def _field_of(exc: msgspec.ValidationError, prefix: str = "") -> tuple[str, str]
     field = path.rstrip("`").lstrip(".")
     if "matching regex" in message and field == "id":
         message = "use 1 to 64 letters, digits, - or _ (the id is part of routing keys and URLs)"
+    elif "matching regex" in message:
+        message = next((said for p, said in PATTERN_MESSAGES.items() if repr(p)[1:-1] in message), message)
     if not field and message.startswith("Object missing required field `"):
         field = message.split("`")[1]
     if not field and "Object contains unknown field `" in message:
@@ -236,6 +242,8 @@ def parse_sender(
         add_to_global_suppress=raw.add_to_global_suppress,
         rate_limit=raw.rate_limit,
         webhook_token=token,
+        # the seed's Seven Tech form has the option among its settings: it means the same
+        shorten_links=raw.shorten_links or bool(getattr(settings, "shorten_links", False)),
     )
 
 
@@ -407,6 +415,15 @@ class SenderRegistry:
 
     async def version(self) -> int:
         return int(await self.redis.get(self.names.senders_version_key) or 0)
+
+
+def open_registry(redis: aioredis.Redis, names: Names, secret_key: str | None) -> SenderRegistry:
+    """The registry of `names`' senders on `redis`, its secrets encrypted with `secret_key`
+    (SMSFLEET_SECRET_KEY; None or empty: stored as given). Raises ValueError for a key that is not a Fernet key.
+
+    The one way every process opens it: the CLI, the admin, the workers (in a `SenderCache`), the receiver.
+    """
+    return SenderRegistry(redis, names, Cipher(secret_key) if secret_key else None)
 
 
 class SenderCache:

@@ -1,15 +1,29 @@
-"""Process configuration, read once from the environment at the edge (CLI, process start) and passed down."""
+"""Process configuration, read once at the edge (CLI, process start) and passed down: from the environment,
+over an optional TOML file (`SMSFLEET_CONFIG`, or the CLI's `--config`).
+
+The file holds the settings of the README's configuration table, named as the variables are without their
+`SMSFLEET_` prefix, in lower case (`amqp_url`, `rate_margin_ms`, `trusted_proxies = ["10.0.0.0/8"]`), and
+Play Mobile's limit under the seed's own name, `PLAY_MOBILE_LIMIT_REQUESTS_PER_SEC`. A variable set in the
+environment wins over the file. An unknown key or a bad value is one error naming the file and the key.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import tomllib
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
-__all__ = ["ConfigError", "QueueLimits", "Settings", "redact_url"]
+__all__ = ["CONFIG_VARIABLE", "ConfigError", "QueueLimits", "Settings", "redact_url"]
+
+
+#: the variable naming the configuration file
+CONFIG_VARIABLE = "SMSFLEET_CONFIG"
 
 
 class ConfigError(ValueError):
@@ -62,8 +76,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     __str__ = __repr__
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None, *, config: str | Path | None = None) -> Settings:
+        """The settings from `env` (default: the process environment) over the TOML file `config`, else the one
+        `SMSFLEET_CONFIG` names, if any."""
         env = os.environ if env is None else env
+        path = config or env.get(CONFIG_VARIABLE, "").strip()
+        if not path:
+            return cls._from_variables(env)
+        from_file = _read_config(Path(path))
+        try:
+            cls._from_variables(from_file)  # the file alone first: an error then names the file and its key
+        except ConfigError as exc:
+            message = str(exc)
+            for name in from_file:
+                message = message.replace(name, _key_of(name))
+            raise ConfigError(f"{path}: {message}") from None
+        return cls._from_variables(from_file | {k: v for k, v in env.items() if v.strip()})
+
+    @classmethod
+    def _from_variables(cls, env: Mapping[str, str]) -> Settings:
         d = cls()
 
         def get(name: str, default: str | None = None) -> str | None:
@@ -133,3 +164,46 @@ def redact_url(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+#: every variable `Settings` reads, and so (without the prefix, in lower case) every key a file may hold
+VARIABLES = frozenset(
+    {
+        "SMSFLEET_AMQP_URL", "SMSFLEET_REDIS_URL", "SMSFLEET_NAMESPACE", "SMSFLEET_PUBLIC_URL",
+        "SMSFLEET_SECRET_KEY", "SMSFLEET_LOG_FORMAT", "SMSFLEET_LOG_LEVEL", "SMSFLEET_DEFAULT_REGION",
+        "PLAY_MOBILE_LIMIT_REQUESTS_PER_SEC", "SMSFLEET_STATUS_HORIZON_S", "SMSFLEET_RATE_MARGIN_MS",
+        "SMSFLEET_QUEUE_MAX_LENGTH", "SMSFLEET_DEAD_QUEUE_MAX_LENGTH", "SMSFLEET_WEBHOOK_RAPPORTO_IPS",
+        "SMSFLEET_TRUSTED_PROXIES", "SMSFLEET_WEBHOOK_RATE_LIMIT",
+    }
+)  # fmt: skip
+
+
+def _key_of(variable: str) -> str:
+    return variable if variable.startswith("PLAY_MOBILE") else variable.removeprefix("SMSFLEET_").lower()
+
+
+def _read_config(path: Path) -> dict[str, str]:
+    """The file's settings as the variables they stand for, their values as the environment would hold them."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration file ({exc.strerror or exc})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not a TOML file: {exc}") from None
+    known = {_key_of(v): v for v in VARIABLES}
+    found = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"{path}: unknown setting {key!r}; known: {', '.join(sorted(known))}")
+        found[known[key]] = _as_text(path, key, value)
+    return found
+
+
+def _as_text(path: Path, key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str | int | float):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(item, str | int | float) for item in value):
+        return ",".join(map(str, value))
+    raise ConfigError(f"{path}: {key} must be a string, a number or a list of them, not {type(value).__name__}")

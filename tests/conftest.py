@@ -61,12 +61,12 @@ def _service(name: str) -> Iterator[str]:
         return
     if not _reachable(DEFAULTS[name]) and _docker_answers():
         if name == "amqp":
-            from testcontainers.rabbitmq import RabbitMqContainer  # noqa: PLC0415
+            from testcontainers.rabbitmq import RabbitMqContainer  # noqa: PLC0415 - only when no URL is given and Docker answers
 
             with RabbitMqContainer("rabbitmq:3.13-management") as c:
                 yield f"amqp://guest:guest@{c.get_container_host_ip()}:{c.get_exposed_port(5672)}/"
         else:
-            from testcontainers.redis import RedisContainer  # noqa: PLC0415
+            from testcontainers.redis import RedisContainer  # noqa: PLC0415 - only when no URL is given and Docker answers
 
             with RedisContainer("redis:7") as c:
                 yield f"redis://{c.get_container_host_ip()}:{c.get_exposed_port(6379)}/0"

@@ -18,6 +18,10 @@ def sample_settings(kind: str, secret: str = SECRET) -> dict[str, Any]:
             values[spec.name] = "https://provider.test/api" if "url" in spec.name else f"{kind}-{spec.name}"
     if kind == "devino":
         values["login"] = "devino-login"
+    if kind == "infobip":
+        values["url"] = "https://provider.test"  # Infobip's url is the account's base URL
+    if kind == "edna":
+        values["url"] = "https://provider.test/api/send"
     return values
 
 

@@ -2,6 +2,7 @@
 
     GET|POST /smslistener/listen_type/sms_<kind>?sender=<id>&token=<token>   every kind that pushes
     GET|POST /smslistener/listen_type/sms_rapporto                          Rapporto (the seed's exact path)
+    GET /l/<code>  a shortened link (smsfleet.links): 302 to it, and a `click.<sender>` event
     GET /healthz   the process is up         GET /readyz   the broker connection is open
     (/metrics is not here: `serve(..., metrics_port=...)` serves it on a port of its own)
 
@@ -37,18 +38,21 @@ from typing import Any
 
 import aio_pika
 import aiohttp
+import msgspec
 import redis.asyncio as aioredis
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
+from redis.exceptions import RedisError
 
 from gateways import Callback, CallbackRequest, Gateway, gateway_class
 from smsfleet import metrics
-from smsfleet.contracts import InboundMessage, ReportMessage, encode, normalize_phone, now
-from smsfleet.kinds import KIND_SETTINGS, RapportoSettings
-from smsfleet.senders import Cipher, Sender, SenderCache, SenderRegistry
+from smsfleet.contracts import ClickEvent, InboundMessage, ReportMessage, encode, normalize_phone, now
+from smsfleet.kinds import KIND_SETTINGS
+from smsfleet.links import Shortener
+from smsfleet.senders import Sender, SenderCache, open_registry
 from smsfleet.settings import Settings
 from smsfleet.topology import Names, declare, message
 
@@ -107,18 +111,21 @@ class Receiver:
         self.redis: aioredis.Redis | None = None
         self.senders: SenderCache | None = None
         self.http: aiohttp.ClientSession | None = None
+        self.links: Shortener | None = None
+        self.events: AbstractExchange | None = None
         self._adapters: dict[str, tuple[Sender, Gateway[Any]]] = {}
 
     async def start(self, _: web.Application | None = None) -> None:
         self.redis = aioredis.Redis.from_url(self.settings.redis_url, socket_timeout=5)
-        cipher = Cipher(self.settings.secret_key) if self.settings.secret_key else None
-        self.senders = SenderCache(SenderRegistry(self.redis, self.names, cipher))
+        self.senders = SenderCache(open_registry(self.redis, self.names, self.settings.secret_key))
         await self.senders.start()
         self.http = aiohttp.ClientSession()  # adapters want one; parsing callbacks makes no request
         self.connection = await aio_pika.connect_robust(self.settings.amqp_url)
         self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
         await declare(self.channel, self.names, self.settings.queue_limits)
         self.exchange = await self.channel.get_exchange(self.names.internal_exchange, ensure=False)
+        self.events = await self.channel.get_exchange(self.names.events_exchange, ensure=False)
+        self.links = Shortener(self.redis, self.names, self.settings.public_url)
 
     async def stop(self, _: web.Application | None = None) -> None:
         if self.connection is not None:
@@ -146,10 +153,12 @@ class Receiver:
             cached = self._adapters[sender.id] = (sender, gateway_class(sender.gateway)(sender.settings, self.http))
         return cached[1]
 
-    def rapporto_parser(self) -> Gateway[Any]:
-        """Rapporto's adapter with no sender's settings: parsing a callback needs none."""
+    def parser(self, kind: str) -> Gateway[Any]:
+        """The kind's adapter with no sender's settings (blank ones): parsing a callback needs none."""
         assert self.http is not None
-        return gateway_class("rapporto")(RapportoSettings(service_id="", password="", url=""), self.http)
+        cls = KIND_SETTINGS[kind]
+        blank = cls(**{f.name: "" for f in msgspec.structs.fields(cls) if f.required})  # not validated: unused
+        return gateway_class(kind)(blank, self.http)
 
     async def publish(self, bodies: list[tuple[str, bytes]]) -> None:
         """Publish with confirms; Unavailable when the broker does not take them (a nack or a return too)."""
@@ -175,8 +184,8 @@ async def callback(request: web.Request) -> web.StreamResponse:
     if kind not in PUSH_KINDS:
         raise Rejected(404, f"no callbacks for {kind[:40]!r}")
     assert receiver.senders is not None
-    if kind == "rapporto" and "sender" not in request.query and "token" not in request.query:
-        return await _rapporto_bare(request, receiver)
+    if KIND_SETTINGS[kind].pushes_on_fixed_path and "sender" not in request.query and "token" not in request.query:
+        return await _fixed_path(request, receiver, kind)
     sender_id, token = request.query.get("sender", ""), request.query.get("token", "")
     found = receiver.senders.get(sender_id)
     expected = found.webhook_token if found is not None and found.gateway == kind else uuid.uuid4().hex
@@ -187,38 +196,40 @@ async def callback(request: web.Request) -> web.StreamResponse:
     return _reply(parsed)
 
 
-async def _rapporto_bare(request: web.Request, receiver: Receiver) -> web.StreamResponse:
+async def _fixed_path(request: web.Request, receiver: Receiver, kind: str) -> web.StreamResponse:
+    """A call to the kind's fixed URL (Rapporto's): no sender, no token (see the module doc)."""
     client = receiver.client(request)
     if receiver.rapporto_nets and not within(client, receiver.rapporto_nets):
         raise Rejected(403, "not an address in SMSFLEET_WEBHOOK_RAPPORTO_IPS", public="not accepted")
-    parsed = _parse(receiver.rapporto_parser(), request, await request.read())
+    parsed = _parse(receiver.parser(kind), request, await request.read())
     credited: list[str] = []
     if parsed.inbound:
         if not receiver.rapporto_nets:
             raise Rejected(403, CONFIGURE_RAPPORTO, public="not accepted")
         for sms in parsed.inbound:
-            sender = _rapporto_sender_for(receiver, sms.to)
+            sender = _sender_for(receiver, kind, sms.to)
             if sender is None:
                 raise Rejected(403, "no single Rapporto sender for this short number", public="not accepted")
             credited.append(sender.id)
-    await _publish(receiver, "rapporto", parsed, None, credited)
+    await _publish(receiver, kind, parsed, None, credited)
     return _reply(parsed)
 
 
-def _rapporto_sender_for(receiver: Receiver, to: str) -> Sender | None:
-    """The Rapporto sender whose service id (or short number) is `to`, else the only Rapporto sender."""
+def _sender_for(receiver: Receiver, kind: str, to: str) -> Sender | None:
+    """The sender of `kind` whose service id (or short number) is `to`, else the only sender of `kind`."""
     assert receiver.senders is not None
-    rapporto = [s for s in receiver.senders.all() if s.gateway == "rapporto"]
+    of_kind = [s for s in receiver.senders.all() if s.gateway == kind]
     to = to.strip()
-    named = [s for s in rapporto if to and to in _service_numbers(s)]
+    named = [s for s in of_kind if to and to in _service_numbers(s)]
     if len(named) == 1:
         return named[0]
-    return rapporto[0] if not named and len(rapporto) == 1 else None
+    return of_kind[0] if not named and len(of_kind) == 1 else None
 
 
 def _service_numbers(sender: Sender) -> set[str]:
-    found = {getattr(sender.settings, "service_id", ""), getattr(sender.settings, "short_number", "")}
-    return {str(n).strip() for n in found if n}
+    field = type(sender.settings).service_number_field
+    number = str(getattr(sender.settings, field, "") or "").strip() if field else ""
+    return {number} if number else set()
 
 
 def _parse(adapter: Gateway[Any], request: web.Request, body: bytes) -> Callback:
@@ -253,7 +264,7 @@ async def _publish(
             phone = sms.from_
         msg_in = InboundMessage(
             id=uuid.uuid4().hex, gateway=kind, sender=credited, from_=phone, to=sms.to, text=sms.text,
-            provider_message_id=sms.provider_message_id, at=sms.at or received,
+            provider_message_id=sms.provider_message_id, at=sms.at or received, keyword=sms.keyword,
         )  # fmt: skip
         bodies.append((f"inbound.{kind}", encode(msg_in)))
     try:
@@ -265,6 +276,29 @@ async def _publish(
 
 def _reply(parsed: Callback) -> web.Response:
     return web.Response(status=parsed.reply_status, text=parsed.reply_body, content_type=parsed.reply_content_type)
+
+
+async def click(request: web.Request) -> web.StreamResponse:
+    """A shortened link (`smsfleet.links`): a 302 to where it points, and a `click.<sender>` event. The reader is
+    sent on even when the event cannot be published (logged): a click is not worth a broken link."""
+    receiver = request.app[RECEIVER]
+    assert receiver.links is not None
+    code = request.match_info["code"]
+    try:
+        link = await receiver.links.resolve(code)
+    except (RedisError, OSError) as exc:
+        raise Rejected(
+            503, f"links unavailable: {type(exc).__name__}", public="try again later", retry_after=5
+        ) from None
+    if link is None:
+        raise Rejected(404, "no such link", public="no such link")
+    event = ClickEvent(job_id=link.job_id, sender=link.sender, url=link.url, code=code, at=now())
+    try:
+        assert receiver.events is not None
+        await receiver.events.publish(message(encode(event)), routing_key=event.routing_key, timeout=5)
+    except (aio_pika.exceptions.AMQPError, TimeoutError, ConnectionError, RuntimeError, AssertionError) as exc:
+        log.warning("click.not_published", sender=link.sender, error=type(exc).__name__)
+    raise web.HTTPFound(link.url)
 
 
 async def healthz(_: web.Request) -> web.Response:
@@ -368,6 +402,7 @@ def build_app(receiver: Receiver) -> web.Application:
     app[RECEIVER] = receiver
     app.router.add_route("GET", "/smslistener/listen_type/sms_{kind}", callback)
     app.router.add_route("POST", "/smslistener/listen_type/sms_{kind}", callback)
+    app.router.add_get("/l/{code}", click)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.on_startup.append(receiver.start)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 
 import structlog
 from aiohttp import web
 
 from smsfleet.metrics import metrics_app
 from smsfleet.settings import Settings
+from smsfleet.signals import stop_on_signals
 
 from .app import SERVER_OPTIONS, Receiver, build_app
 from .guard import Options
@@ -30,11 +29,7 @@ async def serve(
     options: Options | None = None,
 ) -> None:
     """`options` None: read from the environment (SMSFLEET_TRUSTED_PROXIES, SMSFLEET_WEBHOOK_RATE_LIMIT)."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals(stop or asyncio.Event())
     receiver = Receiver(settings, options=options or Options.of(settings))
     if not receiver.rapporto_nets:
         log.info("webhooks.rapporto_inbound_refused", hint="set SMSFLEET_WEBHOOK_RAPPORTO_IPS to accept inbound "

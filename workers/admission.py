@@ -109,15 +109,23 @@ class Admitter:
         self._admit = ledger.redis.register_script(_ADMIT)
 
     async def admit(
-        self, job: SendJob, owner: str, rate: float, *, max_wait: float, lease_s: float, ref_space: str | None
+        self,
+        job: SendJob,
+        owner: str,
+        rate: float,
+        *,
+        account: str,
+        numeric_ref: bool,
+        max_wait: float,
+        lease_s: float,
     ) -> Admission:
-        """`ref_space`: the provider account whose counter gives the job its numeric id (None: no such id)."""
-        gcra_keys, gcra_args = self.limiter.gcra_args(job.sender, rate, max_wait=max_wait)
+        """`account`: the provider account (`Gateway.account`) whose rate limit gives the slot and whose counter
+        gives the job its numeric id when `numeric_ref`."""
+        gcra_keys, gcra_args = self.limiter.gcra_args(account, rate, max_wait=max_wait)
         names = self.ledger.names
-        counter = names.redis_key("ref", hashlib.blake2b((ref_space or "").encode(), digest_size=8).hexdigest())
         keys = [self.ledger.key(job.id), names.suppress_account_key(job.account), names.suppress_global_key]
-        keys += [*gcra_keys, counter]
-        args = [owner, JOB_TTL_S, job.to, *gcra_args, fingerprint(job), int(lease_s * 1000), int(ref_space is not None)]
+        keys += [*gcra_keys, names.redis_key("ref", account)]
+        args = [owner, JOB_TTL_S, job.to, *gcra_args, fingerprint(job), int(lease_s * 1000), int(numeric_ref)]
         outcome, state, wait_us, ref = await self.ledger.scripts.run(self._admit, keys, args)
         return Admission(Outcome(_text(outcome)), _text(state), int(wait_us) / 1e6, _text(ref))
 

@@ -1,7 +1,8 @@
 """The checks a job passes before anything is sent (DESIGN §7.1), each a small callable with one job.
 
 A check takes the job and its sender and returns None (pass) or a `Verdict`: the final state and why.
-They run in the order of `CHECKS`; the first verdict wins. Checks that need I/O get it injected.
+`run_checks` runs them in the order given (the send worker's `SendWorker.checks`: DESIGN §7.1's order); the
+first verdict wins. Checks that need I/O get it injected.
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ class QueueConsumer:
         except msgspec.DecodeError as exc:
             await self.rt.dead_letter(msg.body, "malformed", str(exc), msg.routing_key or "", msg.message_id)
             await msg.ack()
-        except (RedisError, OSError) as exc:
+        except RedisError as exc:  # (not OSError: a broker connection error is one too, and no reason to pause)
             # Redis holds the claims, the limits and the lists: without it nothing may be decided. Give the
             # message back without spending its delivery count, and stop taking new ones until Redis answers.
             log.warning("worker.redis_unavailable", role=self.role, error=type(exc).__name__)
@@ -146,11 +146,12 @@ class QueueConsumer:
             while not self.draining:
                 try:
                     await self.rt.redis.ping()
-                except (RedisError, OSError):
+                    await self._consume()  # fails while the broker is away too: then try again
+                except Exception as exc:  # Redis or the broker still away: wait and ask again
+                    log.debug("worker.still_paused", role=self.role, error=type(exc).__name__)
                     await asyncio.sleep(PING_EVERY_S)
                     continue
                 log.info("worker.redis_back", role=self.role, queue=self.queue_name)
-                await self._consume()
                 return
 
         self._redis_watch = asyncio.create_task(watch())

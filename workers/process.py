@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from collections.abc import AsyncIterator, Sequence
 
 import structlog
@@ -13,12 +12,13 @@ from redis.exceptions import RedisError
 
 from smsfleet import metrics
 from smsfleet.settings import Settings
+from smsfleet.signals import forget_signals, stop_on_signals
 
 from .consumer import QueueConsumer
-from .inbound import InboundWorker
 from .runtime import Runtime
 from .send import SendPolicy, SendWorker
 from .status import StatusWorker
+from .suppression import SuppressionWorker
 
 __all__ = ["run_workers"]
 
@@ -85,11 +85,7 @@ async def run_workers(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Consume until `stop` is set (or a SIGTERM/SIGINT arrives), then drain."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals(stop or asyncio.Event())
     async with Runtime.open(settings, prefetch=policy.concurrency) as rt:
         senders = [SendWorker(rt, kind, policy) for kind in gateways]
         workers: list[QueueConsumer] = [*senders]
@@ -98,7 +94,7 @@ async def run_workers(
             workers.append(StatusWorker(rt))
             queues += [rt.names.status_queue, rt.names.dead_queue]
         if suppression:
-            workers.append(InboundWorker(rt))
+            workers.append(SuppressionWorker(rt))
             queues.append(rt.names.inbound_queue)
         health = _Health(rt, workers)
         async with _probe_server(metrics_port, health):
@@ -113,7 +109,5 @@ async def run_workers(
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.remove_signal_handler(sig)
+    forget_signals()
     log.info("fleet.stopped")

@@ -1,7 +1,8 @@
-"""Fleet-wide per-sender rate limits: one GCRA bucket per sender in Redis, on the Redis server clock.
+"""Fleet-wide rate limits: one GCRA bucket per provider account in Redis, on the Redis server clock.
 
-Every worker process on every machine shares one bucket per sender (provider account). The state is a
-single number, the sender's TAT ("theoretical arrival time", integer microseconds on the Redis clock),
+Every worker process on every machine shares one bucket per provider account (`Gateway.account`: senders
+that send as the same account share it, since the provider limits the account). The state is a single
+number, the bucket's TAT ("theoretical arrival time", integer microseconds on the Redis clock),
 and a Lua script reads ``redis.call('TIME')``, decides and advances the TAT in one atomic step. A
 granted acquisition is a *reservation*: the script has already moved the TAT past it, so the caller just
 sleeps the returned number of seconds and sends. Local clocks never enter the decision, so machines
@@ -23,10 +24,10 @@ sender gets ``1 / (1 + margin)`` of its limit, 97 % with the default ``margin=0.
 
 Keys, under the prefix given to the constructor (e.g. ``f"{namespace}:rate"``):
 
-* ``<prefix>:<sender_id>`` - the TAT in microseconds. Its TTL is the time until that TAT plus 1 s:
+* ``<prefix>:<bucket>`` - the TAT in microseconds. Its TTL is the time until that TAT plus 1 s:
   once the TAT is in the past the bucket is full and an absent key means exactly the same thing, so
   idle senders leave nothing behind and no state is lost when the key expires.
-* ``<prefix>:<sender_id>:pause`` - the end of a provider-imposed pause (microseconds), expiring 1 s
+* ``<prefix>:<bucket>:pause`` - the end of a provider-imposed pause (microseconds), expiring 1 s
   after that end. Set by :meth:`RateLimiter.pause`; no send is granted before it, burst or not.
 
 Failure mode: nothing here catches Redis errors. If Redis is unreachable or slow,
@@ -124,13 +125,13 @@ class RateLimitWait(Exception):
     holding it. Other processes may take that slot meanwhile, so the retry may be told to wait again.
     """
 
-    def __init__(self, retry_after: float, sender_id: str = "") -> None:
-        super().__init__(retry_after, sender_id)
+    def __init__(self, retry_after: float, bucket: str = "") -> None:
+        super().__init__(retry_after, bucket)
         self.retry_after = retry_after
-        self.sender_id = sender_id
+        self.bucket = bucket
 
     def __str__(self) -> str:
-        who = f"sender {self.sender_id!r}" if self.sender_id else "sender"
+        who = f"bucket {self.bucket!r}" if self.bucket else "the bucket"
         return f"{who} is rate limited: next slot in {self.retry_after:.3f} s"
 
 
@@ -171,11 +172,11 @@ class RateLimiter:
     def margin(self) -> float:
         return self._margin
 
-    def keys(self, sender_id: str) -> tuple[str, str]:
-        """The sender's TAT key and pause key."""
-        if not sender_id or sender_id.endswith(_PAUSE_SUFFIX):
-            raise ValueError(f"invalid sender id {sender_id!r}")
-        key = f"{self._prefix}:{sender_id}"
+    def keys(self, bucket: str) -> tuple[str, str]:
+        """The bucket's TAT key and pause key."""
+        if not bucket or bucket.endswith(_PAUSE_SUFFIX):
+            raise ValueError(f"invalid bucket {bucket!r}")
+        key = f"{self._prefix}:{bucket}"
         return key, key + _PAUSE_SUFFIX
 
     def interval(self, rate: float) -> float:
@@ -187,32 +188,32 @@ class RateLimiter:
             raise ValueError(f"rate must be a finite number > 0, not {rate!r}")
         return max(1, math.ceil(_US * (1 + self._margin) / rate))
 
-    def gcra_args(self, sender_id: str, rate: float, *, max_wait: float) -> tuple[list[str], list[int]]:
+    def gcra_args(self, bucket: str, rate: float, *, max_wait: float) -> tuple[list[str], list[int]]:
         """The keys and arguments of one `gcra` call (`GCRA_LUA`), for a script that takes a slot itself."""
         interval = self._interval_us(rate)
         if not (math.isfinite(max_wait) and max_wait >= 0):
             raise ValueError(f"max_wait must be a finite number >= 0, not {max_wait!r}")
-        return list(self.keys(sender_id)), [interval, (self._burst - 1) * interval, math.floor(max_wait * _US)]
+        return list(self.keys(bucket)), [interval, (self._burst - 1) * interval, math.floor(max_wait * _US)]
 
-    async def acquire(self, sender_id: str, rate: float, *, max_wait: float) -> float:
+    async def acquire(self, bucket: str, rate: float, *, max_wait: float) -> float:
         """Reserve the sender's next slot and return the seconds to wait before sending (0.0: now).
 
         The reservation is made on the server, so sleep the returned time and send; do not ask again.
         If the wait would exceed ``max_wait`` seconds nothing is reserved and :class:`RateLimitWait`
         is raised. Redis connection and timeout errors propagate unchanged.
         """
-        keys, args = self.gcra_args(sender_id, rate, max_wait=max_wait)
+        keys, args = self.gcra_args(bucket, rate, max_wait=max_wait)
         granted, wait_us = (int(v) for v in await self._acquire(keys=keys, args=args))
         if not granted:
-            raise RateLimitWait(wait_us / _US, sender_id)
+            raise RateLimitWait(wait_us / _US, bucket)
         return wait_us / _US
 
-    async def wait(self, sender_id: str, rate: float, *, max_wait: float) -> None:
+    async def wait(self, bucket: str, rate: float, *, max_wait: float) -> None:
         """:meth:`acquire`, then sleep until the reserved slot. Cancelling the sleep wastes the slot."""
-        delay = await self.acquire(sender_id, rate, max_wait=max_wait)
+        delay = await self.acquire(bucket, rate, max_wait=max_wait)
         await sleep_until(time.monotonic() + delay)
 
-    async def pause(self, sender_id: str, seconds: float) -> None:
+    async def pause(self, bucket: str, seconds: float) -> None:
         """The provider asked us to back off (429 / Retry-After): grant no send for ``seconds``.
 
         Measured on the Redis clock from now, for every process. A pause only ever extends: a shorter
@@ -221,4 +222,4 @@ class RateLimiter:
         """
         if not (math.isfinite(seconds) and seconds >= 0):
             raise ValueError(f"seconds must be a finite number >= 0, not {seconds!r}")
-        await self._pause(keys=list(self.keys(sender_id)), args=[math.ceil(seconds * _US)])
+        await self._pause(keys=list(self.keys(bucket)), args=[math.ceil(seconds * _US)])

@@ -17,8 +17,9 @@ import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
 from smsfleet import metrics
-from smsfleet.contracts import ErrorInfo, SendJob, State, StatusEvent, encode, now
-from smsfleet.senders import Cipher, SenderCache, SenderRegistry
+from smsfleet.contracts import StatusEvent, encode
+from smsfleet.links import Shortener
+from smsfleet.senders import SenderCache, open_registry
 from smsfleet.settings import Settings
 from smsfleet.suppression import SuppressionStore
 from smsfleet.topology import HEADER_REASON, HEADER_REASON_CODE, Names, declare, publish_json
@@ -28,31 +29,7 @@ from .delays import Delayer
 from .ledger import Ledger
 from .ratelimit import RateLimiter
 
-__all__ = ["Runtime", "status_event"]
-
-
-def status_event(
-    job: SendJob,
-    state: State,
-    *,
-    attempt: int = 1,
-    parts: int = 0,
-    provider_message_id: str | None = None,
-    error: ErrorInfo | None = None,
-) -> StatusEvent:
-    return StatusEvent(
-        job_id=job.id,
-        sender=job.sender,
-        account=job.account,
-        to=job.to,
-        state=state,
-        at=now(),
-        attempt=attempt,
-        parts=parts,
-        provider_message_id=provider_message_id,
-        error=error,
-        meta=job.meta,
-    )
+__all__ = ["Runtime"]
 
 
 @dataclass
@@ -70,6 +47,7 @@ class Runtime:
     limiter: RateLimiter
     admitter: Admitter
     delayer: Delayer
+    shortener: Shortener
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -94,8 +72,7 @@ class Runtime:
             stack.push_async_callback(redis.aclose)
             http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(100, prefetch)))
             stack.push_async_callback(http.close)
-            cipher = Cipher(settings.secret_key) if settings.secret_key else None
-            senders = SenderCache(SenderRegistry(redis, names, cipher))
+            senders = SenderCache(open_registry(redis, names, settings.secret_key))
             await senders.start()
             stack.push_async_callback(senders.stop)
             ledger = Ledger(redis, names)
@@ -114,6 +91,7 @@ class Runtime:
                 limiter=limiter,
                 admitter=Admitter(ledger, limiter),
                 delayer=Delayer(publishing, names),
+                shortener=Shortener(redis, names, settings.public_url),
             )
 
     async def publish(

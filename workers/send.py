@@ -36,9 +36,10 @@ from redis.exceptions import RedisError
 
 from gateways import Ambiguous, Gateway, GatewayError, Outgoing, Permanent, RateLimited, Receipt, gateway_class
 from smsfleet import metrics
-from smsfleet.contracts import ErrorInfo, InvalidJob, SendJob, State, decode_job
+from smsfleet.contracts import ErrorInfo, InvalidJob, SendJob, State, decode_job, status_event
 from smsfleet.segments import count
 from smsfleet.senders import Sender, receiving_url
+from smsfleet.settings import Settings
 from smsfleet.topology import HEADER_ATTEMPT
 
 from .admission import Outcome
@@ -58,9 +59,9 @@ from .consumer import QueueConsumer
 from .delays import attempt_of, backoff, remaining, tier_for
 from .ratelimit import RateLimitWait, sleep_until
 from .rechecks import RecheckBatcher
-from .runtime import Runtime, status_event
+from .runtime import Runtime
 
-__all__ = ["SendPolicy", "SendWorker"]
+__all__ = ["SendPolicy", "SendWorker", "sender_rate"]
 
 log = structlog.get_logger("smsfleet.workers.send")
 
@@ -92,15 +93,16 @@ class Delivery:
     sender: Sender
     gateway: Gateway[Any]
     attempt: int
-    rate: float
+    rate: float  # of the sender, within its provider account's limit (`sender_rate`)
+    text: str  # what is sent: the job's text, its links shortened where the sender asks for that
     owner: str = ""  # the claim this delivery holds in the ledger
     ref: str = ""  # the id the provider sees, for `numeric_ref` kinds
 
     def outgoing(self, callback_url: str | None) -> Outgoing:
         job = self.job
         return Outgoing(
-            job_id=job.id, to=job.to, text=job.text, originator=job.originator, valid_until=job.valid_until,
-            parts=count(job.text).parts, callback_url=callback_url, ref=self.ref,
+            job_id=job.id, to=job.to, text=self.text, originator=job.originator, valid_until=job.valid_until,
+            parts=count(self.text).parts, callback_url=callback_url, ref=self.ref,
         )  # fmt: skip
 
 
@@ -183,10 +185,11 @@ class SendWorker(QueueConsumer):
             log.info("job.rerouted", job_id=job.id, sender=sender.id, to_gateway=sender.gateway)
             return None
         gateway = self._gateway(sender)
-        rate = sender.rate_limit or self.rt.settings.default_rates.get(self.kind) or gateway.default_rate
-        d = Delivery(msg, job, sender, gateway, attempt, rate)
-        if await run_checks(self.local_checks, job, sender) is not None:
-            verdict = await run_checks(self.checks, job, sender)  # all of them, in order: the first verdict wins
+        sendable = await self.rt.shortener.shorten(job) if sender.shorten_links else job  # parts counted on this
+        rate = sender_rate(sender, gateway, self.rt.settings)
+        d = Delivery(msg, job, sender, gateway, attempt, rate, sendable.text)
+        if await run_checks(self.local_checks, sendable, sender) is not None:
+            verdict = await run_checks(self.checks, sendable, sender)  # all of them, in order: the first verdict wins
             assert verdict is not None
             await self._refused(d, verdict)
             return None
@@ -206,9 +209,9 @@ class SendWorker(QueueConsumer):
         wait their turn here (up to `max_rate_wait_s`), rather than all ask Redis and bounce through delay
         tiers. A job past that goes through a delay tier.
         """
-        gate = self._gates.get(d.sender.id)
+        gate = self._gates.get(d.gateway.account)
         if gate is None:
-            gate = self._gates[d.sender.id] = asyncio.Semaphore(max(1, math.ceil(d.rate * GATE_S)))
+            gate = self._gates[d.gateway.account] = asyncio.Semaphore(max(1, math.ceil(d.rate * GATE_S)))
         if gate.locked():
             try:
                 async with asyncio.timeout(self.policy.max_rate_wait_s):
@@ -229,10 +232,10 @@ class SendWorker(QueueConsumer):
             await d.msg.nack(requeue=True)
             return False
         d.owner = next(self._owners)
-        space = d.gateway.ref_space if d.gateway.numeric_ref else None
         admission = await self.rt.admitter.admit(
-            d.job, d.owner, d.rate, max_wait=self.policy.max_rate_wait_s, lease_s=self.policy.lease_s, ref_space=space
-        )
+            d.job, d.owner, d.rate, account=d.gateway.account, numeric_ref=d.gateway.numeric_ref,
+            max_wait=self.policy.max_rate_wait_s, lease_s=self.policy.lease_s,
+        )  # fmt: skip
         d.ref = admission.ref
         match admission.outcome:
             case Outcome.CALL:
@@ -269,7 +272,7 @@ class SendWorker(QueueConsumer):
             await self._final(d, State.UNKNOWN, 0, _AMBIGUOUS_REDELIVERY)
             return False
         try:
-            await self.rt.limiter.wait(d.sender.id, d.rate, max_wait=self.policy.max_rate_wait_s)  # a request too
+            await self.rt.limiter.wait(d.gateway.account, d.rate, max_wait=self.policy.max_rate_wait_s)  # a request too
             found = await d.gateway.find(d.outgoing(self._callback_url(d.sender)))
         except (GatewayError, RateLimitWait) as exc:
             log.info("sms.reconcile_failed", job_id=d.job.id, sender=d.sender.id, error=str(exc), attempt=d.attempt)
@@ -307,7 +310,8 @@ class SendWorker(QueueConsumer):
         for _ in range(MAX_SLOTS):
             if delay is None:
                 try:
-                    delay = await self.rt.limiter.acquire(d.sender.id, d.rate, max_wait=self.policy.max_rate_wait_s)
+                    limiter, wait = self.rt.limiter, self.policy.max_rate_wait_s
+                    delay = await limiter.acquire(d.gateway.account, d.rate, max_wait=wait)
                 except RateLimitWait as exc:
                     await self._give_up_claim(d, exc.retry_after)
                     return False
@@ -350,7 +354,7 @@ class SendWorker(QueueConsumer):
     async def _accepted(self, d: Delivery, receipt: Receipt) -> None:
         """The provider took the message: record it, report it, schedule its status check — if this delivery
         still holds the claim (else the one that took it over does all that)."""
-        job, parts = d.job, receipt.parts or count(d.job.text).parts
+        job, parts = d.job, receipt.parts or count(d.text).parts
         pid = receipt.provider_message_id
         took = await _until_done(
             lambda: self.rt.ledger.accepted(job, d.owner, self.kind, receipt.ids, d.attempt, parts)
@@ -396,7 +400,7 @@ class SendWorker(QueueConsumer):
             await self._final(d, State.UNKNOWN, parts, ErrorInfo(exc.code, _AMBIGUOUS))
         else:  # transient or rate limited
             if isinstance(exc, RateLimited):
-                await self.rt.limiter.pause(d.sender.id, exc.retry_after)
+                await self.rt.limiter.pause(d.gateway.account, exc.retry_after)
             await self._retry(d, exc)
 
     async def _retry(self, d: Delivery, exc: GatewayError) -> None:
@@ -456,6 +460,16 @@ class SendWorker(QueueConsumer):
         """The first status check: after `await_delivery_s`, or at the horizon for push-only kinds (batched)."""
         after_s = gateway.await_delivery_s if gateway.has_status else self.rt.settings.status_horizon_s
         await self.rechecks.add(job.sender, job.id, after_s)
+
+
+def sender_rate(sender: Sender, gateway: Gateway[Any], settings: Settings) -> float:
+    """Requests a second for `sender`, on the bucket of its provider account (`Gateway.account`), which senders
+    sharing the account share. Where configuration sets the account's limit (Play Mobile's
+    PLAY_MOBILE_LIMIT_REQUESTS_PER_SEC), a sender's `rate_limit` may lower it, never raise it; elsewhere it
+    replaces the kind's default (those are guesses, not a provider's documented limit)."""
+    limit = settings.default_rates.get(gateway.kind)
+    rate = sender.rate_limit or limit or gateway.default_rate
+    return min(rate, limit) if limit else rate
 
 
 #: slots a job may take in a row when it keeps waking too late for them (see `_take_slot`)

@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from gateways import Gateway, GatewayError, StatusRef, gateway_class
 from smsfleet import metrics
-from smsfleet.contracts import ErrorInfo, ReportMessage, SendJob, State, encode
+from smsfleet.contracts import ErrorInfo, ReportMessage, SendJob, State, encode, status_event
 from smsfleet.senders import Sender
 
 from .consumer import QueueConsumer
@@ -36,7 +36,8 @@ from .delays import remaining
 from .ledger import Record
 from .ratelimit import RateLimitWait
 from .rechecks import Recheck
-from .runtime import Runtime, status_event
+from .runtime import Runtime
+from .send import sender_rate
 
 __all__ = ["StatusWorker"]
 
@@ -49,6 +50,8 @@ _report_decoder = msgspec.json.Decoder(ReportMessage)
 MATCH_ATTEMPTS = 6
 _FAILED_FIRST = (State.REJECTED, State.UNDELIVERED, State.EXPIRED)
 MAX_RECHECK_INTERVAL_S = 3600.0
+#: what a recheck found for one job: final (or nothing to do), on its way at the provider, no answer
+DONE, PENDING, FAILED = "done", "pending", "failed"
 #: status lookups of one recheck batch in flight at once (each also waits for the sender's rate limit)
 RECHECK_CONCURRENCY = 20
 
@@ -84,73 +87,77 @@ class StatusWorker(QueueConsumer):
         return cached[1]
 
     async def recheck(self, check: Recheck) -> None:
-        """Look every job of the batch up; the ones still pending go on together to their next check."""
+        """Look every job of the batch up. The ones the provider says are still on their way go on together to
+        their next check, with backoff; the ones whose lookup failed are asked again at the same pace (a status
+        API's bad minute must not push a job's check out by hours); the rate limit bounds both."""
         sender = self.rt.senders.get(check.sender)
         records = await self.rt.ledger.records(check.job_ids)
         lookups = asyncio.Semaphore(RECHECK_CONCURRENCY)
 
-        async def one(job_id: str, record: Record) -> bool:
+        async def one(job_id: str, record: Record) -> str:
             async with lookups:
                 try:
                     return await self._recheck(check, sender, record)
-                except (RedisError, OSError):
+                except RedisError:
                     raise  # the whole batch comes back once Redis does
                 except Exception:  # a bug with one job must not cost the others their rechecks
                     log.exception("recheck.crashed", job_id=job_id, gateway=check.gateway)
-                    return True
+                    return FAILED
 
-        pending = await asyncio.gather(*(one(j, r) for j, r in zip(check.job_ids, records, strict=True)))
-        job_ids = tuple(j for j, p in zip(check.job_ids, pending, strict=True) if p)
-        if not job_ids or sender is None:
+        found = await asyncio.gather(*(one(j, r) for j, r in zip(check.job_ids, records, strict=True)))
+        if sender is None:
             return
         gateway = self._gateway(sender)
         age = time.time() - check.accepted_at
-        interval = min(gateway.await_delivery_s * 2**check.attempt, MAX_RECHECK_INTERVAL_S, self.horizon_s - age)
-        if not gateway.has_status:  # push-only: nothing to ask, only the horizon to keep
-            interval = self.horizon_s - age
-        following = msgspec.structs.replace(check, job_ids=job_ids, attempt=check.attempt + 1)
-        await self.rt.delayer.delay(
-            encode(following),
-            routing_key=f"recheck.{check.gateway}",
-            target="internal",
-            seconds=max(interval, 1.0),
-        )
+        for outcome, attempt in ((PENDING, check.attempt + 1), (FAILED, check.attempt)):
+            job_ids = tuple(j for j, f in zip(check.job_ids, found, strict=True) if f == outcome)
+            if not job_ids:
+                continue
+            backoff = gateway.await_delivery_s * 2 ** (attempt - 1)
+            interval = min(backoff, MAX_RECHECK_INTERVAL_S, self.horizon_s - age)
+            if not gateway.has_status:  # push-only: nothing to ask, only the horizon to keep
+                interval = self.horizon_s - age
+            following = msgspec.structs.replace(check, job_ids=job_ids, attempt=attempt)
+            await self.rt.delayer.delay(
+                encode(following), routing_key=f"recheck.{check.gateway}", target="internal", seconds=max(interval, 1.0)
+            )
 
-    async def _recheck(self, check: Recheck, sender: Sender | None, record: Record) -> bool:
-        """One job of a recheck batch. True: still pending, check it again later."""
+    async def _recheck(self, check: Recheck, sender: Sender | None, record: Record) -> str:
+        """One job of a recheck batch: DONE, PENDING (the provider says it is on its way) or FAILED (no answer)."""
         job = record.send_job()
         if job is None:
-            return False
+            return DONE
         if record.final:
             if record.emitted == "0":  # finished, but the event was not confirmed: publish it again
                 await self._emit(job, record, State(record.state), None)
-            return False
+            return DONE
         bound = log.bind(job_id=job.id, sender=check.sender, gateway=check.gateway, attempt=check.attempt)
         if sender is None:
             error = ErrorInfo("unknown_sender", "the sender was deleted")
             await self._finish(job, record, State.UNKNOWN, error, "poll")
-            return False
+            return DONE
         gateway = self._gateway(sender)
         report = await self._lookup(gateway, sender, job, record) if gateway.has_status else None
         if report is not None and report.state is not None and report.state.final:
             await self._finish(job, record, report.state, report.error, "poll")
             bound.info("recheck.final", state=report.state)
             metrics.RECHECKS.labels(check.gateway, "final").inc()
-            return False
+            return DONE
         if time.time() - check.accepted_at >= self.horizon_s:
             error = ErrorInfo("no_final_report", f"no final status within {self.horizon_s:g} s")
             await self._finish(job, record, State.UNKNOWN, error, "horizon")
             bound.info("recheck.horizon")
             metrics.RECHECKS.labels(check.gateway, "horizon").inc()
-            return False
-        metrics.RECHECKS.labels(check.gateway, "pending" if report is not None else "failed").inc()
-        return True
+            return DONE
+        outcome = PENDING if report is not None else FAILED
+        metrics.RECHECKS.labels(check.gateway, outcome).inc()
+        return outcome
 
     async def _lookup(self, gateway: Gateway[Any], sender: Sender, job: SendJob, record: Record) -> Any:
         """A status lookup through the sender's rate limit (it is a request too); None when it failed."""
-        rate = sender.rate_limit or self.rt.settings.default_rates.get(sender.gateway) or gateway.default_rate
+        rate = sender_rate(sender, gateway, self.rt.settings)
         try:
-            await self.rt.limiter.wait(sender.id, rate, max_wait=5.0)
+            await self.rt.limiter.wait(gateway.account, rate, max_wait=5.0)
             pids = record.provider_ids
             ref = StatusRef(job_id=job.id, provider_message_id=record.provider_message_id, provider_ids=pids, to=job.to)
             return await gateway.status(ref)

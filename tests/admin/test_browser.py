@@ -56,7 +56,7 @@ UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), s
 
 def _missing() -> str | None:
     try:
-        import playwright.async_api  # noqa: F401, PLC0415
+        import playwright.async_api  # noqa: F401, PLC0415 - optional on purpose: the tests skip without it
     except ImportError:
         return "playwright is not installed: pip install -e '.[dev]'"
     if not CHROMIUM.exists():
@@ -71,7 +71,7 @@ async def browser() -> AsyncIterator[Any]:
         if CI:
             pytest.fail(f"{reason} (CI=true: a missing browser is a failure)", pytrace=False)
         pytest.skip(reason)
-    from playwright.async_api import async_playwright  # noqa: PLC0415
+    from playwright.async_api import async_playwright  # noqa: PLC0415 - optional (see _missing)
 
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
@@ -145,7 +145,7 @@ async def screenshot(page: Any, name: str) -> None:
 async def test_create_edit_and_delete_senders_in_the_browser(
     browser: Any, base_url: str, registry: SenderRegistry
 ) -> None:
-    from playwright.async_api import expect  # noqa: PLC0415
+    from playwright.async_api import expect  # noqa: PLC0415 - optional (see _missing)
 
     # two senders made elsewhere (the CLI, say): the page lists them too
     await registry.create(parse_sender(sample_sender("smsc", "acme-smsc", verified_caller_ids=["ACME"])))
@@ -267,7 +267,7 @@ async def test_create_edit_and_delete_senders_in_the_browser(
 
 
 async def test_the_page_works_without_javascript(browser: Any, base_url: str, registry: SenderRegistry) -> None:
-    from playwright.async_api import expect  # noqa: PLC0415
+    from playwright.async_api import expect  # noqa: PLC0415 - optional (see _missing)
 
     page, problems = await new_page(browser, base_url, javascript=False)
     await page.goto("/senders/new")

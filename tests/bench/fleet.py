@@ -5,7 +5,7 @@
         await fleet.wait_until(lambda: len(seen) >= n, 600, "all sent")
         await fleet.stop()
 
-Each process is `python -m smsfleet.cli worker --gateway smsc --role send FLAGS`, configured by environment
+Each process is `python -m smsfleet worker --gateway smsc --role send FLAGS`, configured by environment
 (SMSFLEET_AMQP_URL / REDIS_URL / NAMESPACE) as in production, logging JSON warnings to a file of its own in
 a temporary folder; a worker that exits early fails the wait with the end of its log. Leaving the `with`
 kills every process still running and removes the logs.
@@ -61,7 +61,7 @@ class WorkerProcesses:
         self._logs.cleanup()
 
     def start(self, *flags: str) -> subprocess.Popen[bytes]:
-        argv = [sys.executable, "-m", "smsfleet.cli", "worker", "--gateway", "smsc", "--role", "send", *flags]
+        argv = [sys.executable, "-m", "smsfleet", "worker", "--gateway", "smsc", "--role", "send", *flags]
         with self._log_path(len(self.procs)).open("wb") as out:
             proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603 - our own CLI
         self.procs.append(proc)

@@ -10,7 +10,7 @@ stays full: `--concurrency` is both the sends in flight and the AMQP prefetch (`
 `prefetch_count` to it), so at 1,000 the process holds 1,000 deliveries at once. For each setting (`default`
 passes no flag: 100):
 
-- idle: a worker (`python -m smsfleet.cli worker --gateway smsc --role send --metrics-port P [--concurrency
+- idle: a worker (`python -m smsfleet worker --gateway smsc --role send --metrics-port P [--concurrency
   N]`) started on the empty queue; once `/readyz` answers 200 and 1 s more has passed, its VmRSS from
   /proc/<pid>/status; then it is stopped.
 - drain: a backlog of `--jobs` jobs is published (confirmed), then a fresh worker with the same flags is

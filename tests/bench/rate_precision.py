@@ -10,7 +10,7 @@ On a throw-away namespace of the local broker and Redis: one SMSC sender per rat
 by a child process of its own whose event loop does nothing but serve it: the fake stamps the arrival of each
 request (`time.time()` when its handler runs, as `TimedRequests` does in the chaos test) and watches its own
 loop's lag. A backlog of rate x `--seconds` jobs per sender (980 and 4,000 by default), the two interleaved,
-is published before `--processes` real workers start (`python -m smsfleet.cli worker --gateway smsc --role
+is published before `--processes` real workers start (`python -m smsfleet worker --gateway smsc --role
 send`); when every job has an `accepted` event they are stopped with SIGTERM, the fakes are stopped, and each
 writes its send times to a file.
 

@@ -7,7 +7,7 @@
 On a throw-away namespace of the local broker and Redis: one SMSC sender with a rate limit of 1e6/s against
 the fast fake SMSC (latency 0) served by a child process. Each run publishes a backlog of `--jobs` jobs
 (confirmed) before the workers start, then starts that many real worker processes
-(`python -m smsfleet.cli worker --gateway smsc --role send`, default concurrency unless `--concurrency`),
+(`python -m smsfleet worker --gateway smsc --role send`, default concurrency unless `--concurrency`),
 waits until every job has an `accepted` event on `<ns>.events` (an exclusive queue bound before
 publishing, consumed here), and stops them with SIGTERM. msg/s = (n - 1) / (last - first) over the events'
 `at` stamps, so process start-up before the first send is not counted, but the other processes' start-up

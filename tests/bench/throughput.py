@@ -44,8 +44,8 @@ import aiohttp
 import msgspec
 import redis.asyncio as aioredis
 
+from cli import run
 from gateways.http import FORM
-from smsfleet.cli import run
 from smsfleet.contracts import SendJob, State, StatusEvent, encode
 from smsfleet.logs import configure
 from smsfleet.senders import SenderRegistry, parse_sender

@@ -88,7 +88,7 @@ class Workers:
 
     def start(self, *flags: str) -> subprocess.Popen[bytes]:
         n = len(self.procs)
-        argv = [sys.executable, "-m", "smsfleet.cli", "worker", "--gateway", "smsc", "--role", "all", *flags]
+        argv = [sys.executable, "-m", "smsfleet", "worker", "--gateway", "smsc", "--role", "all", *flags]
         with (self.logs / f"worker-{n}.log").open("wb") as out:
             proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603 - our own CLI
         self.procs.append(proc)

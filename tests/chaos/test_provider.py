@@ -91,10 +91,10 @@ async def test_random_500s_and_timeouts(case: Case) -> None:
     ]
     fake = FakeSmsc("acme", "pw", failure_rate=0.3, timeout_rate=0.05, seed=7, initial_status=1)
     jobs = [*valid_jobs("ok", n_valid, expect=given_up | {State.DELIVERED.value}), *short]
-    # await_delivery_s 0: rechecks come every second (the smallest delay tier), so a failed lookup costs a
-    # second, not a doubling backoff
+    # await_delivery_s 1 (the least a sender may set): the first recheck after a second; a failed lookup is
+    # asked again at the same pace, a pending one with backoff
     async with (
-        case.backlog(fake, jobs, settings={"await_delivery_s": 0}) as events,
+        case.backlog(fake, jobs, settings={"await_delivery_s": 1}) as events,
         fleet(case.settings, ["smsc"], policy) as task,
     ):
         row = await case.settle(events, fake, timeout=120, procs=[task])

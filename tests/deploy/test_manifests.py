@@ -29,9 +29,8 @@ import prometheus_client
 import pytest
 import yaml
 
+from cli import UserError, build_parser
 from smsfleet import metrics
-from smsfleet.cli import UserError, build_parser
-from smsfleet.commands import register_all
 from smsfleet.contracts import State
 from smsfleet.kinds import KINDS
 from smsfleet.metrics import metrics_app
@@ -86,7 +85,7 @@ def smsfleet_services() -> dict[str, dict[str, Any]]:
 def parse(argv: list[str]) -> Namespace:
     """Parse a command line of `smsfleet` exactly as the CLI does; a mistake fails the test."""
     try:
-        return build_parser(register_all()).parse_args(argv)
+        return build_parser().parse_args(argv)
     except UserError as exc:
         pytest.fail(f"smsfleet {' '.join(argv)}: {exc}")
 
@@ -382,13 +381,15 @@ def test_webhooks_ports_probes_service_and_ingress() -> None:
     assert rule["host"] == public.hostname, "SMSFLEET_PUBLIC_URL must name the Ingress host"
     assert public.scheme == "https"
     assert public.hostname in ingress["spec"]["tls"][0]["hosts"]
-    (path,) = rule["http"]["paths"]
-    backend = path["backend"]["service"]
-    assert backend == {"name": service["metadata"]["name"], "port": {"name": service_port["name"]}}
-    callbacks = [r for r in routes if r.startswith("/smslistener/")]
-    assert callbacks, "the receiver has no callback route"
-    assert all(r.startswith(path["path"]) for r in callbacks)
-    assert not any(r.startswith(path["path"]) for r in routes - set(callbacks)), "probes and /metrics stay private"
+    paths = rule["http"]["paths"]
+    for path in paths:
+        backend = path["backend"]["service"]
+        assert backend == {"name": service["metadata"]["name"], "port": {"name": service_port["name"]}}
+    public_routes = [r for r in routes if r.startswith(("/smslistener/", "/l/"))]
+    assert any(r.startswith("/smslistener/") for r in public_routes), "the receiver has no callback route"
+    assert all(any(r.startswith(p["path"]) for p in paths) for r in public_routes)
+    private = routes - set(public_routes)
+    assert not any(r.startswith(p["path"]) for r in private for p in paths), "probes and /metrics stay private"
     size = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
     assert int(size.removesuffix("k")) * 1024 >= MAX_BODY, "the Ingress must let the receiver answer 413 itself"
 

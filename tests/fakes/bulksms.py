@@ -20,69 +20,37 @@ Knobs: `fail_next(n, status, kind)` (send only), `set_status`, `initial_status` 
 once, e.g. "DELIVERED"), and the faults of `JsonFake`. Webhook bodies: `webhook_body(ids)` for status updates,
 `received_body(...)` for inbound SMS (status DELIVERED is assumed for those).
 
-`JsonFake` is the aiohttp plumbing this fake shares with `tests.fakes.infobip`.
+`JsonFake` is the base (tests/fakes/_base.py) this fake shares with `tests.fakes.infobip`: injected HTTP
+statuses come with the provider's error body, and any request without valid auth gets a 401.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import dataclasses
 import itertools
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
-from multidict import CIMultiDict
+from aiohttp.typedefs import Handler, Middleware
 
 from smsfleet.segments import Encoding, count
 
+from ._base import Seen, SeenFake
+
 __all__ = ["FakeBulksms", "FakeMessage", "JsonFake", "Seen"]
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-
-@dataclasses.dataclass(frozen=True)
-class Seen:
-    """One request as a fake received it."""
-
-    method: str
-    path: str
-    query: Mapping[str, str]
-    headers: Mapping[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body) if self.body else None
-
-
-class JsonFake:
-    """A provider fake's plumbing: request log, faults, start and stop. Subclasses give routes, auth, errors.
-
-    Faults apply to any request, before auth: `http_status_next(n, status)` (answered with the provider's
-    error body for that status), `hang_next(n)` (never answered), `latency`. `reset_after_accept_next(n)`:
-    the next `n` accepted sends are recorded, then the connection is dropped without a reply.
-    """
-
-    prefix = ""  # the path `url` ends with
-
-    def __init__(self, *, latency: float = 0.0) -> None:
-        self.latency = latency
-        self.url = ""
-        self.requests: list[Seen] = []
-        self._http: list[int] = []
-        self._hang = self._reset = 0
-        self._closing = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-
-    def routes(self) -> list[web.RouteDef]:
-        raise NotImplementedError
+class JsonFake(SeenFake):
+    """A JSON provider's fake: `Seen` records; the faults, then an auth check, apply to any request (routed or
+    not) before its handler; an injected status is answered with the provider's error body. Subclasses give
+    routes, auth, errors."""
 
     def authorized(self, request: web.Request) -> bool:
         raise NotImplementedError
@@ -90,60 +58,23 @@ class JsonFake:
     def error(self, status: int, detail: str = "") -> web.Response:
         raise NotImplementedError
 
-    def hang_next(self, n: int = 1) -> None:
-        self._hang += n
-
-    def http_status_next(self, n: int, status: int) -> None:
-        self._http += [status] * n
-
-    def reset_after_accept_next(self, n: int = 1) -> None:
-        """The next `n` sends are taken (see `accepted`), then the connection drops without a reply."""
-        self._reset += n
-
-    def accepted(self, request: web.Request) -> None:
-        """Called once a send was taken: drops the connection instead of answering, when asked to."""
-        if self._reset and request.transport is not None:
-            self._reset -= 1
-            request.transport.abort()
+    def injected(self, status: int, headers: Mapping[str, str]) -> web.StreamResponse:
+        response = self.error(status, "injected fault")
+        response.headers.update(headers)
+        return response
 
     def sent(self, path: str) -> list[Any]:
         """The JSON bodies of the requests to `path` (relative to `url`)."""
-        return [seen.json() for seen in self.requests if seen.path == self.prefix + path]
+        return [seen.json() for seen in self.requests if seen.path == self.path + path]
 
-    async def __aenter__(self) -> Self:
-        app = web.Application(middlewares=[self._faults])
-        app.add_routes(self.routes())
-        runner = self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}{self.prefix}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._closing.set()  # lets hanging handlers go
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _pause(self, seconds: float | None) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closing.wait(), seconds)
+    def middlewares(self) -> list[Middleware]:
+        return [self._faults]
 
     @web.middleware
     async def _faults(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        body = await request.read()
-        self.requests.append(
-            Seen(request.method, request.path, dict(request.query), CIMultiDict(request.headers), body)
-        )
-        if self.latency:
-            await self._pause(self.latency)
-        if self._hang:
-            self._hang -= 1
-            await self._pause(None)
-            return web.Response(status=503)
-        if self._http:
-            return self.error(self._http.pop(0), "injected fault")
+        self.requests.append(await self.record(request))
+        if (fault := await self.faults(request)) is not None:
+            return fault
         if not self.authorized(request):
             return self.error(401, "Authentication failed")
         return await handler(request)
@@ -196,7 +127,7 @@ class FakeMessage:
 
 
 class FakeBulksms(JsonFake):
-    prefix = "/v1"
+    path = "/v1"
 
     def __init__(
         self,
@@ -317,7 +248,7 @@ class FakeBulksms(JsonFake):
         reply = [m.as_json(submitted=True) for m in created]
         if dedup:
             self.submissions[int(dedup)] = (now, reply)
-        self.accepted(request)
+        self.dropped(request)
         return web.json_response(reply, status=201)
 
     def _problem(self, entry: Any, query: Mapping[str, str]) -> str | None:

@@ -19,7 +19,8 @@ Devino.Online: `POST /sms/messages` with `Authorization: Key <api_key>` and a JS
 (inferred). `reject_next(n)` rejects the next messages.
 
 Messages start in classic state `initial_state` (default -1, sent to the network); `set_state` moves them.
-`callback_body` is the (assumed) Devino.Online status push. Faults: see `tests.fakes._devino_smstraffic`.
+`callback_body` is the (assumed) Devino.Online status push. Faults: `FakeProvider`'s
+(tests/fakes/_base.py); `hang_next(1, "/rest/Sms/")` hangs only sends and lookups, not a login.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from ._devino_smstraffic import FakeProvider, Handler, Seen
+from ._base import FakeProvider
+from ._devino_smstraffic import Seen
 
 __all__ = ["CODES", "FakeDevino", "FakeMessage"]
 
@@ -74,7 +76,7 @@ def _net(ts: float) -> str:
     return f"/Date({int(ts * 1000)})/"
 
 
-class FakeDevino(FakeProvider):
+class FakeDevino(FakeProvider[Seen]):
     def __init__(
         self,
         login: str = "acme",
@@ -95,12 +97,12 @@ class FakeDevino(FakeProvider):
         self._reject = 0
         self._ids = itertools.count(579_700_854_169_272_358)
 
-    def routes(self) -> list[tuple[str, str, Handler]]:
+    def routes(self) -> list[web.RouteDef]:
         return [
-            ("GET", "/rest/user/sessionid", self._sessionid),
-            ("*", "/rest/Sms/Send", self._send),
-            ("GET", "/rest/Sms/State", self._state),
-            ("POST", "/sms/messages", self._online),
+            web.route("GET", "/rest/user/sessionid", self._sessionid),
+            web.route("*", "/rest/Sms/Send", self._send),
+            web.route("GET", "/rest/Sms/State", self._state),
+            web.route("POST", "/sms/messages", self._online),
         ]
 
     # knobs

@@ -13,7 +13,7 @@ or an error code. A `clientId` seen before is refused with `error-id-not-unique`
 
 Messages start as `initial_status` ("enqueued"); `set_status` moves them, `callback_body` is edna's push of a
 message's current status (`{"smsOutMessageId", "dlvStatus"}`). Faults: `fail_next(n, code)` (send only) and
-those of `FakeServer`.
+those of `FakeProvider` (tests/fakes/_base.py; an injected HTTP status carries `Retry-After: 1`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from datetime import datetime, timedelta, timezone
 import msgspec
 from aiohttp import web
 
-from .mts import FakeServer, Seen
+from ._base import Seen, SeenFake
 
 __all__ = ["FakeEdna", "FakeEdnaMessage"]
 
@@ -49,8 +49,9 @@ def _text(body: str) -> web.Response:
     return web.Response(text=body, content_type="text/plain")
 
 
-class FakeEdna(FakeServer):
-    routes = (("GET", f"{PATH}/send"), ("GET", f"{PATH}/status"))
+class FakeEdna(SeenFake):
+    retry_after = "1"  # on every injected HTTP status
+    endpoints = (("GET", f"{PATH}/send"), ("GET", f"{PATH}/status"))
 
     def __init__(
         self,

@@ -195,7 +195,7 @@ class FakeInfobip(JsonFake):
             return self.error(400, violations=violations)
         bulk_id = str(next(self._ids))
         replies = [self._take(sms, d, v3, bulk_id) for sms in messages for d in sms["destinations"]]
-        self.accepted(request)
+        self.dropped(request)
         return web.json_response({"bulkId": bulk_id, "messages": replies})
 
     def _take(self, sms: dict[str, Any], destination: dict[str, Any], v3: bool, bulk_id: str) -> dict[str, Any]:

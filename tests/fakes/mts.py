@@ -12,116 +12,24 @@ not in `namings` is refused (403), a message without one gets the first of them.
 `/messages/info` takes `int_ids` (internal ids) or `msg_ids` (client message ids) and answers
 `{"events_info": [{"key", "events_info": [...]}]}`, one event per status change: none while queued.
 
-This module also holds `FakeServer`, the plumbing the MTS, edna and Stream Telecom fakes share (a local
-server, a log of requests, injected faults); it belongs in a shared `tests/fakes/base.py`.
+Faults: `fail_next(n, status, message)` (sends only) and those of `FakeProvider` (tests/fakes/_base.py; an
+injected HTTP status carries `Retry-After: 1`, `hang_next(n, *paths)` can single out the lookups).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import dataclasses
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Self
-from urllib.parse import parse_qsl
+from typing import Any
 
 from aiohttp import web
 
-from ._serve import serve
+from ._base import Seen, SeenFake
 
-__all__ = ["FakeMessage", "FakeMts", "FakeServer", "Seen"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Seen:
-    """One request as it reached a fake."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def form(self) -> dict[str, str]:
-        return dict(parse_qsl(self.body.decode(), keep_blank_values=True))
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class FakeServer:
-    """A local aiohttp server with a request log and faults; a provider's fake sets `routes`, `handle`.
-
-    Faults: `http_status_next(n, status)` (429 comes with `Retry-After: 1`), `hang_next(n, *paths)` (never
-    answered, until the fake stops), `latency`, and `reset_after_accept_next(n)`, which a fake honours by
-    calling `dropped(request)` once it has taken a message.
-    """
-
-    routes: ClassVar[tuple[tuple[str, str], ...]] = ()
-
-    def __init__(self, *, latency: float = 0.0) -> None:
-        self.url = ""
-        self.latency = latency
-        self.requests: list[Seen] = []
-        self._http: list[int] = []
-        self._hang: list[tuple[str, ...]] = []
-        self._reset = 0
-        self._stopping = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-
-    def http_status_next(self, n: int, status: int) -> None:
-        self._http += [status] * n
-
-    def hang_next(self, n: int = 1, *paths: str) -> None:
-        """The next `n` requests (to one of `paths`, when given) are never answered."""
-        self._hang += [paths] * n
-
-    def reset_after_accept_next(self, n: int = 1) -> None:
-        self._reset += n
-
-    async def __aenter__(self) -> Self:
-        app = web.Application()
-        for method, path in self.routes:
-            app.router.add_route(method, path, self._entry)
-        self._runner, self.url = await serve(app)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._stopping.set()  # releases hanging handlers
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _entry(self, request: web.Request) -> web.StreamResponse:
-        seen = Seen(request.method, request.path, dict(request.query), dict(request.headers), await request.read())
-        self.requests.append(seen)
-        if self.latency:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.latency)
-        hang = next((i for i, paths in enumerate(self._hang) if request.path in paths or not paths), None)
-        if hang is not None:
-            del self._hang[hang]
-            await self._stopping.wait()
-            return web.Response(status=503)
-        if self._http:
-            status = self._http.pop(0)
-            return web.Response(status=status, text="injected fault", headers={"Retry-After": "1"})
-        return await self.handle(request, seen)
-
-    async def handle(self, request: web.Request, seen: Seen) -> web.StreamResponse:
-        raise NotImplementedError
-
-    def dropped(self, request: web.Request) -> bool:
-        """After taking a message: drop the connection unanswered if a reset was asked for."""
-        if not self._reset:
-            return False
-        self._reset -= 1
-        if request.transport is not None:
-            request.transport.abort()
-        return True
+__all__ = ["FakeMessage", "FakeMts"]
 
 
 @dataclasses.dataclass
@@ -138,8 +46,9 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"code": status, "message": message}, status=status)
 
 
-class FakeMts(FakeServer):
-    routes = (("POST", "/http-api/v1/messages"), ("POST", "/http-api/v1/messages/info"))
+class FakeMts(SeenFake):
+    endpoints = (("POST", "/http-api/v1/messages"), ("POST", "/http-api/v1/messages/info"))
+    retry_after = "1"  # on every injected HTTP status
 
     def __init__(
         self,
@@ -176,7 +85,7 @@ class FakeMts(FakeServer):
         if seen.headers.get("Authorization") != expected:
             return _error(401, "Unauthorized")
         try:
-            body = seen.json()
+            body = json.loads(seen.body)
         except ValueError:
             return _error(400, "body is not JSON")
         if not isinstance(body, dict):

@@ -12,7 +12,8 @@ the wiki's spelling `error_code` / `error_description` (the code then as a strin
 `message-id` is accepted again: Play Mobile documents nothing about it.
 
 Delivery reports: `dlr_body(message_id, status)` is the push the adapter assumes (the real one was not
-retrieved). Faults: `fail_next(n, code)`, and the knobs of `FaultyServer`.
+retrieved). `requests` holds (path, headers, decoded JSON or None) triples. Faults: `fail_next(n, code)`, and
+the knobs of `FakeProvider` (tests/fakes/_base.py; an injected HTTP status carries `Retry-After: 7`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from ._smsimple_playmobile import FaultyServer
+from ._base import FakeProvider
 
 __all__ = ["ERROR_TEXTS", "FakePlaymobile", "SentMessage", "dlr_body"]
 
@@ -56,7 +57,9 @@ def dlr_body(message_id: str, status: str, at: str = "2024-05-01 10:00:00") -> b
     return msgspec.json.encode({"messages": [{"message-id": message_id, "status": status, "status-date": at}]})
 
 
-class FakePlaymobile(FaultyServer):
+class FakePlaymobile(FakeProvider[tuple[str, dict[str, str], Any]]):
+    retry_after = "7"  # on every injected HTTP status
+
     def __init__(
         self,
         user_id: str = "acme",
@@ -67,7 +70,6 @@ class FakePlaymobile(FaultyServer):
     ) -> None:
         super().__init__(latency=latency)
         self.user_id, self.password, self.error_style = user_id, password, error_style
-        self.requests: list[tuple[str, dict[str, str], Any]] = []  # (path, headers, decoded JSON or None)
         self.messages: list[SentMessage] = []
         self._fail: list[int] = []
 
@@ -90,7 +92,7 @@ class FakePlaymobile(FaultyServer):
         except msgspec.DecodeError:
             body = None
         self.requests.append((request.path, dict(request.headers), body))
-        if (fault := await self.fault()) is not None:
+        if (fault := await self.faults(request)) is not None:
             return fault
         expected = base64.b64encode(f"{self.user_id}:{self.password}".encode()).decode()
         if request.headers.get("Authorization") != f"Basic {expected}":
@@ -117,5 +119,5 @@ class FakePlaymobile(FaultyServer):
             fields = (str(m["message-id"]), str(m["recipient"]), str(sms["originator"]), content["text"])
             accepted.append(SentMessage(*fields, ttl=ttl, received_at=arrived))
         self.messages += accepted
-        self.drop_if_asked(request)
+        self.dropped(request)
         return web.Response(text="Request is received")

@@ -13,7 +13,8 @@ wording). The `output=xml` variant is not reproduced: the adapter never asks for
 manager enables it per account, and a fake is no kinder than the provider): a repeat creates nothing and gets
 the first request's id; a repeat while the first is still being processed (during `latency`) gets 503.
 With `anti_duplicates` on, the same text to the same number again gets 409. Faults: `fail_next(n, status)`
-answers the next sends with a documented error status and its text; the others come from `FakeServer`.
+answers the next sends with a documented error status and its text; the others are `FakeProvider`'s
+(tests/fakes/_base.py).
 
 Reports are pushed only: `report(message, status, ext)` is the exact GET Rapporto makes to the partner's
 status URL, `inbound(phone, text)` its inbound-SMS GET; `push(url, request)` makes either for real.
@@ -149,7 +150,7 @@ class FakeRapporto(FakeServer):
         self.messages.append(message)
         if key:
             self.by_partner_id[key] = message
-        self.drop_if_asked(request)
+        self.dropped(request)
         return _reply(200, message.id)
 
 

@@ -14,8 +14,8 @@ outside it gets "Такого отправителя нет"; a `dadr` that is n
 
 New messages start at `initial_status` (default "send"); tests move them with `set_status`, and an
 end-to-end test may pass `initial_status="deliver"`. Faults: `fail_next(n, text)` (sends only: that reply
-instead, nothing taken); `reset_after_accept_next(n)` (sends only: taken, then the connection is dropped with
-no reply); `http_status_next(n, status)`, `hang_next(n)` and `latency` apply to any request.
+instead, nothing taken), and those of `FakeProvider` (tests/fakes/_base.py): `reset_after_accept_next(n)` on
+sends; `http_status_next(n, status)`, `hang_next(n)` and `latency` on any request.
 
 `SadrDadrContract` is the gateway contract (tests/gateways/contract.py) with its hooks filled for this fake
 and the family's own wire tests; a kind's test module sets `kind`, `path` and `extra` and adds its quirks.
@@ -23,15 +23,13 @@ and the family's own wire tests; a kind's test module sets `kind`, `path` and `e
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from gateways import (
     Ambiguous,
@@ -48,6 +46,8 @@ from gateways._sadr_dadr import ERRORS, STATUSES
 from smsfleet.contracts import State
 from smsfleet.kinds import KIND_SETTINGS
 from tests.gateways.contract import GatewayContract
+
+from ._base import FakeProvider
 
 __all__ = ["ERROR_TEXTS", "FakeMessage", "FakeRequest", "FakeSadrDadr", "SadrDadrContract"]
 
@@ -81,7 +81,7 @@ class FakeMessage:
     status: str
 
 
-class FakeSadrDadr:
+class FakeSadrDadr(FakeProvider[FakeRequest]):
     def __init__(
         self,
         login: str = "acme",
@@ -94,33 +94,17 @@ class FakeSadrDadr:
         initial_status: str = "send",
         latency: float = 0.0,
     ) -> None:
+        super().__init__(latency=latency)
         self.login, self.password, self.extra = login, password, dict(extra or {})
         self.path, self.senders, self.default_sender = path, senders, default_sender
-        self.initial_status, self.latency = initial_status, latency
-        self.url = ""
-        self.requests: list[FakeRequest] = []
+        self.initial_status = initial_status
         self.messages: dict[str, FakeMessage] = {}
-        self._faults: dict[str, list[Any]] = {"fail": [], "http": [], "hang": [], "reset": []}
+        self._fail: list[str] = []
         self._next_id = 4_100_000_000
-        self._stopping = asyncio.Event()
-        self._server: TestServer | None = None
 
-    # knobs: each queues a fault for the next n requests it applies to
+    # knobs
     def fail_next(self, n: int, text: str) -> None:
-        self._faults["fail"] += [text] * n
-
-    def http_status_next(self, n: int, status: int) -> None:
-        self._faults["http"] += [status] * n
-
-    def hang_next(self, n: int = 1) -> None:
-        self._faults["hang"] += [True] * n
-
-    def reset_after_accept_next(self, n: int = 1) -> None:
-        self._faults["reset"] += [True] * n
-
-    def _take(self, fault: str) -> Any:
-        queued = self._faults[fault]
-        return queued.pop(0) if queued else None
+        self._fail += [text] * n
 
     def set_status(self, message_id: str, status: str) -> None:
         self.messages[message_id].status = status
@@ -129,29 +113,16 @@ class FakeSadrDadr:
         return [r for r in self.requests if "smsid" not in r.params]
 
     # server
-    async def __aenter__(self) -> Self:
-        app = web.Application()
-        app.router.add_route("*", self.path, self._handle)
-        self._server = TestServer(app, host="127.0.0.1")
-        await self._server.start_server(access_log=None)
-        self.url = str(self._server.make_url(self.path))
-        return self
+    def routes(self) -> list[web.RouteDef]:
+        return [web.route("*", self.path, self.entry)]
 
-    async def __aexit__(self, *exc: object) -> None:
-        self._stopping.set()  # releases hanging handlers
-        if self._server is not None:
-            await self._server.close()
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def record(self, request: web.Request) -> FakeRequest:
         params = {k: request.query.getone(k) for k in request.query}
         query, connection = request.rel_url.raw_query_string, request.headers.get("Connection", "")
-        self.requests.append(FakeRequest(request.method, request.path, params, query, connection))
-        await asyncio.sleep(self.latency)
-        if self._take("hang"):
-            await self._stopping.wait()  # never answered, until the fake stops
-            return web.Response(status=503)
-        if status := self._take("http"):
-            return web.Response(status=status, text="injected fault")
+        return FakeRequest(request.method, request.path, params, query, connection)
+
+    async def handle(self, request: web.Request, seen: FakeRequest) -> web.StreamResponse:
+        params = seen.params
         if request.method != "GET":
             return web.Response(status=405, text="Method Not Allowed")
         wanted = {"user": self.login, "pwd": self.password} | self.extra
@@ -163,8 +134,8 @@ class FakeSadrDadr:
         return self._send(request, params)
 
     def _send(self, request: web.Request, params: dict[str, str]) -> web.Response:  # noqa: PLR0911 - one per error
-        if (reply := self._take("fail")) is not None:
-            return _text(reply)
+        if self._fail:
+            return _text(self._fail.pop(0))
         phone, text = params.get("dadr", ""), params.get("text", "")
         sender = params.get("sadr") or self.default_sender
         if not text:
@@ -180,8 +151,7 @@ class FakeSadrDadr:
         self._next_id += 1
         message = FakeMessage(str(self._next_id), phone, text, sender, self.initial_status)
         self.messages[message.id] = message
-        if self._take("reset") and request.transport is not None:
-            request.transport.abort()  # taken, but no reply: the client sees the connection die
+        self.dropped(request)  # with reset_after_accept_next: taken, but no reply
         return _text(message.id)
 
 
@@ -213,32 +183,11 @@ class SadrDadrContract(GatewayContract[FakeSadrDadr]):
     def fake_server(self) -> FakeSadrDadr:
         return FakeSadrDadr(LOGIN, PASSWORD, path=self.path, extra=self.extra)
 
-    def fake_url(self, fake: FakeSadrDadr) -> str:
-        return fake.url
-
     def make_gateway(self, http: aiohttp.ClientSession, url: str) -> Gateway[Any]:
         return gateway_class(self.kind)(self.settings(url), http)
 
-    def requests_seen(self, fake: FakeSadrDadr) -> int:
-        return len(fake.requests)
-
-    def accepted(self, fake: FakeSadrDadr) -> int:
-        return len(fake.messages)
-
     def fake_permanent_error(self, fake: FakeSadrDadr) -> None:
         fake.fail_next(1, ERROR_TEXTS["direction"])
-
-    def fake_transient_error(self, fake: FakeSadrDadr) -> None:
-        fake.http_status_next(1, 503)
-
-    def fake_hang(self, fake: FakeSadrDadr) -> None:
-        fake.hang_next(1)
-
-    def fake_rate_limited(self, fake: FakeSadrDadr) -> None:
-        fake.http_status_next(1, 429)  # the family documents no signal of its own; any server may say 429
-
-    def fake_reset_after_accept(self, fake: FakeSadrDadr) -> None:
-        fake.reset_after_accept_next(1)
 
     def assert_auth_on_wire(self, fake: FakeSadrDadr) -> None:
         params = fake.requests[-1].params

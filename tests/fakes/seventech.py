@@ -5,14 +5,14 @@
 
 What is documented: `POST /messaging/v1/send` with HTTP Basic auth and a JSON body of `scenario` (required),
 `callback` and `clientRequestId`. What the fake assumes, as `gateways.seventech` does: a scenario step is
-`{"channel": "SMS", "to": <digits>, "text", "from"?, "ttl"?}`, link shortening is the top-level boolean
-`shortenLinks`, success is HTTP 200 `{"messageId", "clientRequestId"}`, errors are HTTP statuses with a JSON
+`{"channel": "SMS", "to": <digits>, "text", "from"?, "ttl"?}` (no link-shortening flag: none is documented),
+success is HTTP 200 `{"messageId", "clientRequestId"}`, errors are HTTP statuses with a JSON
 `{"error": {"code", "message"}}`, and reports are pushed as JSON `{"messageId", "clientRequestId", "status",
 "errorCode", "timestamp"}`. Nothing is deduplicated. One message (one id) per request.
 
-Faults: `fail_next(n, status)` answers the next sends with that status and an error body; the others come from
-`FakeServer`. `report(message, status)` and `inbound(phone, text)` are the pushes, `push(url, request)` makes
-one for real.
+Faults: `fail_next(n, status)` answers the next sends with that status and an error body; the others are
+`FakeProvider`'s (tests/fakes/_base.py). `report(message, status)` and `inbound(phone, text)` are the pushes,
+`push(url, request)` makes one for real.
 """
 
 from __future__ import annotations
@@ -134,5 +134,5 @@ class FakeSeventech(FakeServer):
         await self.wait(self.latency)
         message = FakeMessage(uuid.uuid4().hex, scenario[0]["to"], scenario[0]["text"], body)
         self.messages.append(message)
-        self.drop_if_asked(request)
+        self.dropped(request)
         return web.json_response({"messageId": message.id, "clientRequestId": message.client_request_id})

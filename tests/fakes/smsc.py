@@ -19,28 +19,25 @@ the newest is the one status.php finds). `clock_offset` moves the fake's clock f
 
 New messages start at `initial_status` (default 0, handed to the operator); tests move them with
 `set_status`, and an end-to-end test may pass `initial_status=1` to have everything delivered. Faults:
-`fail_next(n, code)` (send only); `reset_after_accept_next(n)` (send only: the message is accepted and
-recorded, then the connection is dropped with no reply); `http_status_next(n, status, headers)` (e.g. a 429
-with `Retry-After`), `hang_next(n)`, `latency`, and the random `failure_rate` (HTTP 500) and `timeout_rate`
-(no answer) apply to any request.
+`fail_next(n, code)` (send only), those of `FakeProvider` (tests/fakes/_base.py: `reset_after_accept_next` on
+sends; `http_status_next(n, status, headers)`, `hang_next`, `latency` on any request), and the random
+`failure_rate` (HTTP 500) and `timeout_rate` (no answer) on any request.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import math
 import random
 import re
 import time
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from ._serve import serve
+from ._base import FakeProvider
 
 __all__ = ["ERROR_TEXTS", "FakeMessage", "FakeSmsc"]
 
@@ -76,7 +73,11 @@ def _parts(text: str) -> int:
     return 1 if len(text) <= single else -(-len(text) // multi)
 
 
-class FakeSmsc:
+class FakeSmsc(FakeProvider[tuple[str, dict[str, str]]]):
+    """`requests` holds (path, parameters) pairs."""
+
+    endpoints = (("*", "/sys/send.php"), ("*", "/sys/status.php"))
+
     def __init__(
         self,
         login: str = "acme",
@@ -88,74 +89,40 @@ class FakeSmsc:
         seed: int | None = None,
         initial_status: int = 0,
     ) -> None:
+        super().__init__(latency=latency)
         self.login, self.password = login, password
-        self.latency, self.failure_rate, self.timeout_rate = latency, failure_rate, timeout_rate
-        self.url = ""
-        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.failure_rate, self.timeout_rate = failure_rate, timeout_rate
         self.messages: list[FakeMessage] = []
         self.by_key: dict[tuple[int, str], FakeMessage] = {}
         self.initial_status = initial_status  # e.g. 1: every message is delivered at once
         self._rng = random.Random(seed)
         self._fail: list[int] = []
-        self._http: list[tuple[int, dict[str, str]]] = []
-        self._hang = self._reset = 0
         self._next_id = 1_000_000
         self.duplicate_window_s = 60.0
         self.clock_offset = 0.0
         self._recent: dict[tuple[tuple[str, str], ...], float] = {}  # identical request -> when it came
-        self._stopping = asyncio.Event()
-        self._runner: web.AppRunner | None = None
 
     # knobs
     def fail_next(self, n: int, error_code: int) -> None:
         self._fail += [error_code] * n
-
-    def http_status_next(self, n: int, status: int, headers: dict[str, str] | None = None) -> None:
-        self._http += [(status, headers or {})] * n
-
-    def hang_next(self, n: int = 1) -> None:
-        self._hang += n
-
-    def reset_after_accept_next(self, n: int = 1) -> None:
-        self._reset += n
 
     def set_status(self, id: int, phone: str, status: int, err: int = 0) -> None:
         message = self.by_key[(int(id), phone.lstrip("+"))]
         message.status, message.err, message.updated = status, err, time.time()
 
     # server
-    async def __aenter__(self) -> Self:
-        app = web.Application()
-        app.router.add_route("*", "/sys/send.php", self._handle)
-        app.router.add_route("*", "/sys/status.php", self._handle)
-        self._runner, self.url = await serve(app)
-        return self
+    def hangs(self, request: web.Request) -> bool:
+        return super().hangs(request) or self._rng.random() < self.timeout_rate
 
-    async def __aexit__(self, *exc: object) -> None:
-        self._stopping.set()  # releases hanging handlers
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _wait(self, seconds: float | None) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def record(self, request: web.Request) -> tuple[str, dict[str, str]]:
         raw = request.rel_url.raw_query_string
         if request.method == "POST":
             raw += "&" + (await request.read()).decode("latin-1")
         charset = _CHARSETS.get(dict(parse_qsl(raw)).get("charset", ""), "cp1251")
-        params = dict(parse_qsl(raw, keep_blank_values=True, encoding=charset, errors="replace"))
-        self.requests.append((request.path, params))
-        if self.latency:
-            await self._wait(self.latency)
-        if self._hang or self._rng.random() < self.timeout_rate:
-            self._hang = max(self._hang - 1, 0)
-            await self._wait(None)
-            return web.Response(status=503)
-        if self._http:
-            status, headers = self._http.pop(0)
-            return web.Response(status=status, headers=headers, text="injected fault")
+        return request.path, dict(parse_qsl(raw, keep_blank_values=True, encoding=charset, errors="replace"))
+
+    async def handle(self, request: web.Request, seen: tuple[str, dict[str, str]]) -> web.StreamResponse:
+        params = seen[1]
         if self._rng.random() < self.failure_rate:
             return web.Response(status=500, text="Internal Server Error")
         fmt3 = params.get("fmt") == "3"
@@ -194,10 +161,7 @@ class FakeSmsc:
             message = FakeMessage(sid, phone, text, params.get("sender"), params, self.initial_status)
             self.messages.append(message)
             self.by_key[(sid, phone)] = message
-        if self._reset:
-            self._reset -= 1
-            if request.transport is not None:
-                request.transport.abort()  # no reply: the client sees the connection die
+        self.dropped(request)  # with reset_after_accept_next: no reply, the client sees the connection die
         cnt = _parts(text) * len(phones)
         return _reply({"id": sid, "cnt": cnt}, fmt3, f"OK - {cnt} SMS, ID - {sid}")
 

@@ -12,7 +12,9 @@ query string only, whatever the method (as a PHP script reading `$_GET` would), 
 documented; those below are this fake's (and the adapter's) assumption.
 
 New messages get status `initial_status` (default `Отправлено`); `set_status(id, text)` moves one.
-Faults: `fail_next(n, reason)` with a key of ERROR_TEXTS (send only), and the knobs of `FaultyServer`.
+`requests` holds (method, path, query) triples, recorded once no fault took the request. Faults:
+`fail_next(n, reason)` with a key of ERROR_TEXTS (send only), and the knobs of `FakeProvider`
+(tests/fakes/_base.py; an injected HTTP status carries `Retry-After: 7`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
-from ._smsimple_playmobile import FaultyServer
+from ._base import FakeProvider
 
 __all__ = ["ERROR_TEXTS", "STATUS_TEXTS", "FakeSmsimple", "SentMessage"]
 
@@ -54,7 +56,9 @@ class SentMessage:
     status: str
 
 
-class FakeSmsimple(FaultyServer):
+class FakeSmsimple(FakeProvider[tuple[str, str, dict[str, str]]]):
+    retry_after = "7"  # on every injected HTTP status
+
     def __init__(
         self,
         user: str = "acme",
@@ -69,7 +73,6 @@ class FakeSmsimple(FaultyServer):
         super().__init__(latency=latency)
         self.user, self.password, self.origins = user, password, set(origins)
         self.charset, self.name_charset, self.initial_status = charset, name_charset, initial_status
-        self.requests: list[tuple[str, str, dict[str, str]]] = []  # (method, path, query)
         self.messages: dict[int, SentMessage] = {}
         self._ids = itertools.count(12345)
         self._fail: list[str] = []
@@ -94,7 +97,7 @@ class FakeSmsimple(FaultyServer):
         return query if (query.get("user"), query.get("pass")) == (self.user, self.password) else None
 
     async def _send(self, request: web.Request) -> web.StreamResponse:
-        if (fault := await self.fault()) is not None:
+        if (fault := await self.faults(request)) is not None:
             return fault
         query = self._query(request)
         phone, text = (query or {}).get("phone", ""), (query or {}).get("message", "")
@@ -110,11 +113,11 @@ class FakeSmsimple(FaultyServer):
         assert query is not None
         message = SentMessage(next(self._ids), phone, text, query["or_id"], self.initial_status)
         self.messages[message.id] = message
-        self.drop_if_asked(request)
+        self.dropped(request)
         return self._text(f"Сообщение #{message.id} отослано.")
 
     async def _check(self, request: web.Request) -> web.StreamResponse:
-        if (fault := await self.fault()) is not None:
+        if (fault := await self.faults(request)) is not None:
             return fault
         query = self._query(request)
         if query is None:

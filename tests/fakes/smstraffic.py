@@ -14,7 +14,7 @@ id answers flat, of several with one `<sms>` each; an unknown id has the error t
 
 Parts start with status `initial_status` (default "", no report yet); `set_status` moves them. `report_body` and
 `inbound_body` build SMS Traffic's pushes. Faults: `fail_next(n, code)` (sends), `raw_reply_next(n, body)`
-(any request: HTTP 200 text/xml with that body), and those of `tests.fakes._devino_smstraffic`.
+(any request: HTTP 200 text/xml with that body), and those of `FakeProvider` (tests/fakes/_base.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
 
-from ._devino_smstraffic import FakeProvider, Handler, Seen
+from ._base import FakeProvider
+from ._devino_smstraffic import Seen
 
 __all__ = ["DESCRIPTIONS", "FakeMessage", "FakeSmsTraffic"]
 
@@ -84,7 +85,9 @@ def _error(code: int) -> web.Response:
     return _reply({"result": "ERROR", "code": code, "description": DESCRIPTIONS.get(code, "error")})
 
 
-class FakeSmsTraffic(FakeProvider):
+class FakeSmsTraffic(FakeProvider[Seen]):
+    endpoints = (("*", "/multi.php"),)
+
     def __init__(
         self,
         login: str = "acme",
@@ -102,9 +105,6 @@ class FakeSmsTraffic(FakeProvider):
         self._fail: list[int] = []
         self._raw: list[bytes] = []
         self._ids = itertools.count(1_000_472_891)
-
-    def routes(self) -> list[tuple[str, str, Handler]]:
-        return [("*", "/multi.php", self._handle)]
 
     # knobs
     def fail_next(self, n: int, code: int) -> None:
@@ -125,15 +125,16 @@ class FakeSmsTraffic(FakeProvider):
         return urlencode({"phone": phone, "message": text, "sms_id": sms_id}, encoding=charset).encode()
 
     # server
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def record(self, request: web.Request) -> Seen:
         raw = request.rel_url.raw_query_string
         if request.method == "POST":
             raw += "&" + (await request.read()).decode("latin-1")
         charset = "utf-8" if dict(parse_qsl(raw)).get("rus") == "5" else "cp1251"
         params = dict(parse_qsl(raw, keep_blank_values=True, encoding=charset, errors="replace"))
-        self.requests.append(Seen(request.method, request.path, params, dict(request.headers)))
-        if fault := await self.faults(request):
-            return fault
+        return Seen(request.method, request.path, params, dict(request.headers))
+
+    async def handle(self, request: web.Request, seen: Seen) -> web.StreamResponse:
+        params = seen.params
         if self._raw:
             return web.Response(body=self._raw.pop(0), content_type="text/xml")
         if refused := self._auth_error(params):

@@ -13,7 +13,8 @@ did not issue, or one `expire_sessions()` ended, gets HTTP 401 with a text namin
 signal is not documented). A sender name not in `senders` is refused.
 
 Messages start at `initial_state` (-1, sent); `set_state` moves them. Faults: `fail_next(n, data, status)` (send
-only) and those of `FakeServer`.
+only) and those of `FakeProvider` (tests/fakes/_base.py; an injected HTTP status carries `Retry-After: 1`,
+`hang_next(n, *paths)` can leave the login alone).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from .mts import FakeServer, Seen
+from ._base import Seen, SeenFake
 
 __all__ = ["SEND", "SESSION", "STATE", "FakeStreamMessage", "FakeStreamTelecom"]
 
@@ -54,8 +55,9 @@ def _reply(data: object, status: int = 200) -> web.Response:
     return web.json_response(data, status=status)
 
 
-class FakeStreamTelecom(FakeServer):
-    routes = (("POST", SESSION), ("POST", "/rest/Session/session.php"), ("POST", SEND), ("POST", STATE))
+class FakeStreamTelecom(SeenFake):
+    retry_after = "1"  # on every injected HTTP status
+    endpoints = (("POST", SESSION), ("POST", "/rest/Session/session.php"), ("POST", SEND), ("POST", STATE))
 
     def __init__(
         self,

@@ -10,20 +10,28 @@ within the adapter's timeout; accepted then dropped -> Ambiguous; credentials on
 Permanent, and none in any exception or repr; status mapping and a failed lookup -> Transient (when
 `has_status`); callback parsing and refusal of malformed pushes (when the kind has `callbacks`).
 
-Hooks for the next gateway author:
+Hooks for the next gateway author. The fakes all extend `tests.fakes._base.FakeProvider`, so the hooks that
+only drive a fake's common faults are written here once, in its terms; a module overrides one only where its
+provider differs.
 
 Required (abstract):
-- `fake_server()`: a new fake provider, as an async context manager; `fake_url(fake)`: its base URL.
+- `fake_server()`: a new fake provider (a `FakeProvider`, an async context manager).
 - `make_gateway(http, url)`: the adapter, with credentials the fake accepts and `url` as its endpoint (the
   kind's `base_url`, or its `url` for kinds configured with a full URL).
-- `requests_seen(fake)`, `accepted(fake)`: how many HTTP requests reached the fake; how many messages it took.
-- `fake_permanent_error(fake)`: the next send is refused for good (e.g. a bad number).
-- `fake_transient_error(fake)`: the next request gets a 5xx (or the provider's own "try later").
-- `fake_hang(fake)`: the next request, whatever the endpoint, is never answered.
+- `fake_permanent_error(fake)`: the next send is refused for good (e.g. a bad number), in the provider's terms
+  (its fake's `fail_next`).
 - `assert_auth_on_wire(fake)`: the credentials of `make_gateway` reached the fake in the provider's way.
 
-Optional (the test skips, or the default fits):
-- `fake_rate_limited(fake)`: the next send is told to slow down.
+Written once (override where the provider differs):
+- `fake_url(fake)`: the URL `make_gateway` is given: `fake.url`.
+- `requests_seen(fake)`, `accepted(fake)`: how many HTTP requests reached the fake (`fake.requests`); how many
+  messages it took (`fake.messages`).
+- `fake_transient_error(fake)`: the next request gets a 5xx (`http_status_next(1, 503)`), or the provider's
+  own "try later".
+- `fake_hang(fake)`: the next request, whatever the endpoint, is never answered (`hang_next(1)`).
+- `fake_rate_limited(fake)`: the next send is told to slow down: an HTTP 429, which any server may send; a
+  provider with its own signal overrides it, and one that documents none sets `rate_limited_by_429 = False`
+  (the test then skips).
 - `fake_reset_after_accept(fake)`: the next send is accepted, then the connection drops unanswered.
 - `derived_secrets(settings)`: secret forms beyond the settings' secret fields (e.g. a password's md5).
 - `status_states`: the final states `fake_set_state` can produce.
@@ -65,8 +73,9 @@ from gateways import (
 )
 from smsfleet.contracts import State
 from smsfleet.kinds import KindSettings, secret_fields
+from tests.fakes._base import FakeProvider
 
-F = TypeVar("F")
+F = TypeVar("F", bound=FakeProvider[Any])
 AnyGateway = Gateway[Any]
 
 
@@ -78,40 +87,43 @@ class GatewayContract(abc.ABC, Generic[F]):
         State.EXPIRED,
         State.REJECTED,
     )
+    rate_limited_by_429: ClassVar[bool] = True  # False: the provider documents no rate limiting
 
-    # --- hooks -------------------------------------------------------------------------------------------
+    # --- hooks ---------------------------------------------------------------------------------------------
     @abc.abstractmethod
     def fake_server(self) -> AbstractAsyncContextManager[F]: ...
-
-    @abc.abstractmethod
-    def fake_url(self, fake: F) -> str: ...
 
     @abc.abstractmethod
     def make_gateway(self, http: aiohttp.ClientSession, url: str) -> AnyGateway: ...
 
     @abc.abstractmethod
-    def requests_seen(self, fake: F) -> int: ...
-
-    @abc.abstractmethod
-    def accepted(self, fake: F) -> int: ...
-
-    @abc.abstractmethod
     def fake_permanent_error(self, fake: F) -> None: ...
-
-    @abc.abstractmethod
-    def fake_transient_error(self, fake: F) -> None: ...
-
-    @abc.abstractmethod
-    def fake_hang(self, fake: F) -> None: ...
 
     @abc.abstractmethod
     def assert_auth_on_wire(self, fake: F) -> None: ...
 
+    def fake_url(self, fake: F) -> str:
+        return fake.url
+
+    def requests_seen(self, fake: F) -> int:
+        return len(fake.requests)
+
+    def accepted(self, fake: F) -> int:
+        return len(fake.messages)
+
+    def fake_transient_error(self, fake: F) -> None:
+        fake.http_status_next(1, 503)
+
+    def fake_hang(self, fake: F) -> None:
+        fake.hang_next(1)
+
     def fake_rate_limited(self, fake: F) -> None:
-        pytest.skip("this fake has no rate-limit signal")
+        if not self.rate_limited_by_429:
+            pytest.skip("this provider documents no rate-limit signal")
+        fake.http_status_next(1, 429)
 
     def fake_reset_after_accept(self, fake: F) -> None:
-        pytest.skip("this fake cannot drop a connection after accepting")
+        fake.reset_after_accept_next(1)
 
     def derived_secrets(self, settings: Any) -> Iterable[str]:
         return ()

@@ -52,32 +52,11 @@ class TestBulksms(GatewayContract[FakeBulksms]):
     def fake_server(self) -> FakeBulksms:
         return FakeBulksms(username=LOGIN, password=PASSWORD)
 
-    def fake_url(self, fake: FakeBulksms) -> str:
-        return fake.url
-
     def make_gateway(self, http: aiohttp.ClientSession, url: str, max_parts: int | None = None) -> BulksmsGateway:
         return BulksmsGateway(BulksmsSettings(login=LOGIN, password=PASSWORD, base_url=url, max_parts=max_parts), http)
 
-    def requests_seen(self, fake: FakeBulksms) -> int:
-        return len(fake.requests)
-
-    def accepted(self, fake: FakeBulksms) -> int:
-        return len(fake.messages)
-
     def fake_permanent_error(self, fake: FakeBulksms) -> None:
         fake.fail_next(1, 403, "insufficient-credits")
-
-    def fake_transient_error(self, fake: FakeBulksms) -> None:
-        fake.http_status_next(1, 503)
-
-    def fake_hang(self, fake: FakeBulksms) -> None:
-        fake.hang_next(1)
-
-    def fake_rate_limited(self, fake: FakeBulksms) -> None:
-        fake.http_status_next(1, 429)
-
-    def fake_reset_after_accept(self, fake: FakeBulksms) -> None:
-        fake.reset_after_accept_next(1)
 
     def assert_auth_on_wire(self, fake: FakeBulksms) -> None:
         expected = "Basic " + base64.b64encode(f"{LOGIN}:{PASSWORD}".encode()).decode()

@@ -40,20 +40,10 @@ def push(body: Any) -> CallbackRequest:
 
 
 class DevinoContract(GatewayContract[FakeDevino]):
+    rate_limited_by_429 = False
+
     def fake_server(self) -> FakeDevino:
         return FakeDevino(login=LOGIN, password=PASSWORD, api_key=KEY)
-
-    def fake_url(self, fake: FakeDevino) -> str:
-        return fake.url
-
-    def requests_seen(self, fake: FakeDevino) -> int:
-        return len(fake.requests)
-
-    def accepted(self, fake: FakeDevino) -> int:
-        return len(fake.messages)
-
-    def fake_reset_after_accept(self, fake: FakeDevino) -> None:
-        fake.reset_after_accept_next(1)
 
     def message(self, job_id: str = "job-1", **fields: Any) -> Outgoing:
         return super().message(job_id, **{"originator": "ACME"} | fields)  # Devino needs a sender name
@@ -78,7 +68,7 @@ class TestDevinoRest(DevinoContract):
         fake.fail_next(1, 8)  # HTTP 500 {"Code": 8}
 
     def fake_hang(self, fake: FakeDevino) -> None:
-        fake.hang_next(1, prefix="/rest/Sms/")  # a hung session request is no send: see its own test
+        fake.hang_next(1, "/rest/Sms/")  # a hung session request is no send: see its own test
 
     def assert_auth_on_wire(self, fake: FakeDevino) -> None:
         first, last = fake.requests[0], fake.requests[-1]
@@ -174,7 +164,7 @@ class TestDevinoRest(DevinoContract):
 
     async def test_a_hung_session_request_is_transient(self, gateway: DevinoGateway, fake: FakeDevino) -> None:
         gateway.timeout_s = 0.3
-        fake.hang_next(1, prefix="/rest/user/")
+        fake.hang_next(1, "/rest/user/")
         with pytest.raises(Transient, match="timeout"):
             await gateway.send(self.message())
         assert [r.path for r in fake.requests] == ["/rest/user/sessionid"]
@@ -266,12 +256,6 @@ class TestDevinoOnline(DevinoContract):
 
     def fake_permanent_error(self, fake: FakeDevino) -> None:
         fake.reject_next(1)
-
-    def fake_transient_error(self, fake: FakeDevino) -> None:
-        fake.http_status_next(1, 503)
-
-    def fake_hang(self, fake: FakeDevino) -> None:
-        fake.hang_next(1)
 
     def assert_auth_on_wire(self, fake: FakeDevino) -> None:
         assert fake.requests[-1].headers["Authorization"] == f"Key {KEY}"

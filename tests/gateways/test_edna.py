@@ -33,6 +33,7 @@ def push(data: object) -> CallbackRequest:
 
 class TestEdna(GatewayContract[FakeEdna]):
     status_states = (State.DELIVERED, State.UNDELIVERED, State.REJECTED)  # expiry shows as undelivered
+    rate_limited_by_429 = False
 
     def fake_server(self) -> FakeEdna:
         return FakeEdna(login=LOGIN, password=PASSWORD, login_field="user", password_field="pass")
@@ -44,23 +45,11 @@ class TestEdna(GatewayContract[FakeEdna]):
         settings = EdnaSettings(url=url, login=LOGIN, password=PASSWORD, login_field="user", password_field="pass")
         return EdnaGateway(settings, http)
 
-    def requests_seen(self, fake: FakeEdna) -> int:
-        return len(fake.requests)
-
-    def accepted(self, fake: FakeEdna) -> int:
-        return len(fake.messages)
-
     def fake_permanent_error(self, fake: FakeEdna) -> None:
         fake.fail_next(1, "error-address-format")
 
     def fake_transient_error(self, fake: FakeEdna) -> None:
         fake.fail_next(1, "error-system")  # the connector's "try later", with HTTP 200
-
-    def fake_hang(self, fake: FakeEdna) -> None:
-        fake.hang_next(1)
-
-    def fake_reset_after_accept(self, fake: FakeEdna) -> None:
-        fake.reset_after_accept_next(1)
 
     def assert_auth_on_wire(self, fake: FakeEdna) -> None:
         query = fake.requests[-1].query
@@ -118,12 +107,17 @@ class TestEdna(GatewayContract[FakeEdna]):
             assert (seen.query["login"], seen.query["password"]) == (LOGIN, PASSWORD)
             assert not {"user", "pass"} & set(seen.query)
 
-    @pytest.mark.parametrize("suffix", ["", "/"])
-    async def test_connector_base_url_works_too(self, http: aiohttp.ClientSession, fake: FakeEdna, suffix: str) -> None:
-        gateway = self.make_gateway(http, fake.url + "/revoup/connector0" + suffix)
-        assert (gateway.send_url, gateway.status_url) == (fake.url + SEND, fake.url + STATUS)
-        await gateway.send(self.message())
-        assert fake.requests[-1].path == SEND
+    async def test_the_sending_url_is_called_as_given(self, http: aiohttp.ClientSession, fake: FakeEdna) -> None:
+        """The seed's "SMS service URL" is the installation's own: nothing is appended to it (`…/hpg_send.php`
+        stayed `…/hpg_send.php/send` once), and a status URL is its own field."""
+        script = fake.url + "/revoup/connector0/hpg_send.php"
+        gateway = self.make_gateway(http, script)
+        assert (gateway.send_url, gateway.status_url) == (script, None)
+        with pytest.raises(Transient, match="no_status_url"):
+            await gateway.status(StatusRef(job_id="j", provider_message_id="1", to=self.phone))
+        settings = EdnaSettings(url=script, status_url=fake.url + STATUS, login="acme", password="s3cret")
+        assert EdnaGateway(settings, http).status_url == fake.url + STATUS
+        assert self.make_gateway(http, fake.url + SEND).status_url == fake.url + STATUS  # derived from /send
 
     @pytest.mark.parametrize("code", sorted(ERRORS))
     async def test_error_table_with_http_200(self, gateway: EdnaGateway, fake: FakeEdna, code: str) -> None:

@@ -77,32 +77,11 @@ class TestInfobip(GatewayContract[FakeInfobip]):
     def fake_server(self) -> FakeInfobip:
         return FakeInfobip(api_key=KEY)
 
-    def fake_url(self, fake: FakeInfobip) -> str:
-        return fake.url
-
     def make_gateway(self, http: aiohttp.ClientSession, url: str) -> InfobipGateway:
         return InfobipGateway(InfobipSettings(url=url, api_token=KEY), http)
 
-    def requests_seen(self, fake: FakeInfobip) -> int:
-        return len(fake.requests)
-
-    def accepted(self, fake: FakeInfobip) -> int:
-        return len(fake.messages)
-
     def fake_permanent_error(self, fake: FakeInfobip) -> None:
         fake.reject_next(1, 52)
-
-    def fake_transient_error(self, fake: FakeInfobip) -> None:
-        fake.http_status_next(1, 503)
-
-    def fake_hang(self, fake: FakeInfobip) -> None:
-        fake.hang_next(1)
-
-    def fake_rate_limited(self, fake: FakeInfobip) -> None:
-        fake.http_status_next(1, 429)
-
-    def fake_reset_after_accept(self, fake: FakeInfobip) -> None:
-        fake.reset_after_accept_next(1)
 
     def assert_auth_on_wire(self, fake: FakeInfobip) -> None:
         assert fake.requests[-1].headers["Authorization"] == f"App {KEY}"
@@ -328,6 +307,7 @@ class TestInfobip(GatewayContract[FakeInfobip]):
                 text="QUIZ Correct answer is Paris",  # the whole SMS, not cleanText
                 provider_message_id="817790313235066447",
                 at=datetime(2023, 8, 1, 16, 10, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+                keyword="QUIZ",  # Infobip's match, for the stop-word check
             )
         ]
 

@@ -26,32 +26,11 @@ class TestMts(GatewayContract[FakeMts]):
     def fake_server(self) -> FakeMts:
         return FakeMts(login=LOGIN, password=PASSWORD)
 
-    def fake_url(self, fake: FakeMts) -> str:
-        return fake.url
-
     def make_gateway(self, http: aiohttp.ClientSession, url: str) -> MtsGateway:
         return MtsGateway(MtsSettings(login=LOGIN, password=PASSWORD, base_url=url), http)
 
-    def requests_seen(self, fake: FakeMts) -> int:
-        return len(fake.requests)
-
-    def accepted(self, fake: FakeMts) -> int:
-        return len(fake.messages)
-
     def fake_permanent_error(self, fake: FakeMts) -> None:
         fake.fail_next(1, 400, "invalid msisdn")
-
-    def fake_transient_error(self, fake: FakeMts) -> None:
-        fake.http_status_next(1, 503)
-
-    def fake_hang(self, fake: FakeMts) -> None:
-        fake.hang_next(1)
-
-    def fake_rate_limited(self, fake: FakeMts) -> None:
-        fake.http_status_next(1, 429)
-
-    def fake_reset_after_accept(self, fake: FakeMts) -> None:
-        fake.reset_after_accept_next(1)
 
     def assert_auth_on_wire(self, fake: FakeMts) -> None:
         basic = base64.b64encode(f"{LOGIN}:{PASSWORD}".encode()).decode()

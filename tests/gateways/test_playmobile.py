@@ -42,32 +42,11 @@ class TestPlaymobile(GatewayContract[FakePlaymobile]):
     def fake_server(self) -> FakePlaymobile:
         return FakePlaymobile(user_id=USER_ID, password=PASSWORD)
 
-    def fake_url(self, fake: FakePlaymobile) -> str:
-        return fake.url
-
     def make_gateway(self, http: aiohttp.ClientSession, url: str) -> PlaymobileGateway:
         return PlaymobileGateway(PlaymobileSettings(user_id=USER_ID, password=PASSWORD, base_url=url), http)
 
-    def requests_seen(self, fake: FakePlaymobile) -> int:
-        return len(fake.requests)
-
-    def accepted(self, fake: FakePlaymobile) -> int:
-        return len(fake.messages)
-
     def fake_permanent_error(self, fake: FakePlaymobile) -> None:
         fake.fail_next(1, 406)
-
-    def fake_transient_error(self, fake: FakePlaymobile) -> None:
-        fake.http_status_next(1, 503)
-
-    def fake_hang(self, fake: FakePlaymobile) -> None:
-        fake.hang_next(1)
-
-    def fake_rate_limited(self, fake: FakePlaymobile) -> None:
-        fake.http_status_next(1, 429)
-
-    def fake_reset_after_accept(self, fake: FakePlaymobile) -> None:
-        fake.reset_after_accept_next(1)
 
     def derived_secrets(self, settings: Any) -> Iterable[str]:
         return [base64.b64encode(f"{settings.user_id}:{settings.password}".encode()).decode()]
@@ -83,7 +62,6 @@ class TestPlaymobile(GatewayContract[FakePlaymobile]):
     def malformed_callbacks(self) -> Sequence[CallbackRequest]:
         return [
             push(b"{not json"),
-            push(b'{"messages": []}'),
             push(b'{"messages": [{"status": "delivered"}]}'),
             push(b'{"messages": [{"message-id": "j1"}]}'),
             push(b'{"messages": "j1"}'),

@@ -24,7 +24,7 @@ from gateways._rapporto_family import fail
 from gateways.rapporto import ERRORS, STATUSES, RapportoGateway, partner_msg_id
 from smsfleet.contracts import State
 from smsfleet.kinds import RapportoSettings
-from tests.fakes._rapporto_family import ContractHooks, json_push, listener
+from tests.fakes._rapporto_family import json_push, listener
 from tests.fakes.rapporto import FakeRapporto, dlr_request
 
 from .contract import GatewayContract
@@ -34,7 +34,7 @@ STATE_CODES = {State.DELIVERED: 2, State.UNDELIVERED: 5}
 LISTEN_PATH = "/smslistener/listen_type/sms_rapporto"
 
 
-class TestRapporto(ContractHooks, GatewayContract[FakeRapporto]):
+class TestRapporto(GatewayContract[FakeRapporto]):
     def fake_server(self) -> FakeRapporto:
         return FakeRapporto(service_id=SERVICE, password=PASSWORD, dedup=True)  # an account where it is enabled
 

@@ -15,7 +15,7 @@ from gateways import Ambiguous, CallbackRequest, GatewayError, Outgoing, Permane
 from gateways.seventech import ERRORS, STATUSES, SeventechGateway
 from smsfleet.contracts import State
 from smsfleet.kinds import SeventechSettings
-from tests.fakes._rapporto_family import ContractHooks, json_push, listener
+from tests.fakes._rapporto_family import json_push, listener
 from tests.fakes.seventech import FakeSeventech, report_request
 
 from .contract import GatewayContract
@@ -25,7 +25,7 @@ BASIC = "Basic " + base64.b64encode(f"{LOGIN}:{PASSWORD}".encode()).decode()
 STATE_CODES = {State.DELIVERED: "DELIVERED", State.UNDELIVERED: "UNDELIVERED"}
 
 
-class TestSeventech(ContractHooks, GatewayContract[FakeSeventech]):
+class TestSeventech(GatewayContract[FakeSeventech]):
     def fake_server(self) -> FakeSeventech:
         return FakeSeventech(login=LOGIN, password=PASSWORD)
 
@@ -34,12 +34,6 @@ class TestSeventech(ContractHooks, GatewayContract[FakeSeventech]):
 
     def fake_permanent_error(self, fake: FakeSeventech) -> None:
         fake.fail_next(1, 400)
-
-    def fake_transient_error(self, fake: FakeSeventech) -> None:
-        fake.http_status_next(1, 503)
-
-    def fake_rate_limited(self, fake: FakeSeventech) -> None:
-        fake.http_status_next(1, 429)
 
     def derived_secrets(self, settings: Any) -> Iterable[str]:
         return [base64.b64encode(f"{settings.login}:{settings.password}".encode()).decode()]
@@ -81,15 +75,16 @@ class TestSeventech(ContractHooks, GatewayContract[FakeSeventech]):
         }
         assert receipt.provider_message_id == fake.messages[0].id
 
-    async def test_shorten_links_on_the_wire(self, http: aiohttp.ClientSession, fake: FakeSeventech) -> None:
+    async def test_no_guessed_shortening_flag_on_the_wire(
+        self, http: aiohttp.ClientSession, fake: FakeSeventech
+    ) -> None:
+        """Seven Tech documents no shortening flag: the option is smsfleet's own (the text arrives shortened)."""
         text = "See https://example.com/a/very/long/path?with=query"
         await self.make_gateway(http, fake.url, shorten_links=True).send(self.message("on", text=text))
         await self.make_gateway(http, fake.url, shorten_links=False).send(self.message("off", text=text))
         on, off = (r.json for r in fake.requests)
-        assert on["shortenLinks"] is True
-        assert "shortenLinks" not in off
-        assert not any("shorten" in key.lower() for key in off["scenario"][0])
-        assert on["scenario"] == off["scenario"]
+        assert on == off | {"clientRequestId": "on"}
+        assert not any("shorten" in key.lower() for key in on)
 
     async def test_originator_and_ttl(self, gateway: SeventechGateway, fake: FakeSeventech) -> None:
         until = datetime.now(UTC) + timedelta(minutes=10)
@@ -186,13 +181,6 @@ class TestSeventech(ContractHooks, GatewayContract[FakeSeventech]):
 
 
 async def test_the_receiving_url_goes_with_each_message() -> None:
-    import aiohttp  # noqa: PLC0415
-
-    from gateways.base import Outgoing  # noqa: PLC0415
-    from gateways.seventech import SeventechGateway  # noqa: PLC0415
-    from smsfleet.kinds import SeventechSettings  # noqa: PLC0415
-    from tests.fakes.seventech import FakeSeventech  # noqa: PLC0415
-
     async with FakeSeventech(login="l", password="p") as fake, aiohttp.ClientSession() as http:
         gateway = SeventechGateway(SeventechSettings(url=fake.url, login="l", password="p"), http)
         hook = "https://hooks.example.com/smslistener/listen_type/sms_seventech?sender=s&token=t"

@@ -47,32 +47,14 @@ class TestSmsc(GatewayContract[FakeSmsc]):
     def fake_server(self) -> FakeSmsc:
         return FakeSmsc(login=LOGIN, password=PASSWORD)
 
-    def fake_url(self, fake: FakeSmsc) -> str:
-        return fake.url
-
     def make_gateway(self, http: aiohttp.ClientSession, url: str) -> SmscGateway:
         return SmscGateway(SmscSettings(login=LOGIN, password=PASSWORD, base_url=url), http)
-
-    def requests_seen(self, fake: FakeSmsc) -> int:
-        return len(fake.requests)
-
-    def accepted(self, fake: FakeSmsc) -> int:
-        return len(fake.messages)
 
     def fake_permanent_error(self, fake: FakeSmsc) -> None:
         fake.fail_next(1, 7)
 
-    def fake_transient_error(self, fake: FakeSmsc) -> None:
-        fake.http_status_next(1, 503)
-
-    def fake_hang(self, fake: FakeSmsc) -> None:
-        fake.hang_next(1)
-
     def fake_rate_limited(self, fake: FakeSmsc) -> None:
         fake.fail_next(1, 4)
-
-    def fake_reset_after_accept(self, fake: FakeSmsc) -> None:
-        fake.reset_after_accept_next(1)
 
     def derived_secrets(self, settings: Any) -> Iterable[str]:
         return [hashlib.md5(settings.password.encode()).hexdigest()]  # noqa: S324

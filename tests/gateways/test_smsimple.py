@@ -31,33 +31,15 @@ class TestSmsimple(GatewayContract[FakeSmsimple]):
     def fake_server(self) -> FakeSmsimple:
         return FakeSmsimple(user=USER, password=PASSWORD, origins=[OR_ID])
 
-    def fake_url(self, fake: FakeSmsimple) -> str:
-        return fake.url
-
     def make_gateway(self, http: aiohttp.ClientSession, url: str, **settings: object) -> SmsimpleGateway:
         fields = {"user": USER, "password": PASSWORD, "originator_id": OR_ID, "base_url": url} | settings
         return SmsimpleGateway(SmsimpleSettings(**fields), http)  # type: ignore[arg-type]
 
-    def requests_seen(self, fake: FakeSmsimple) -> int:
-        return len(fake.requests)
-
-    def accepted(self, fake: FakeSmsimple) -> int:
-        return len(fake.messages)
-
     def fake_permanent_error(self, fake: FakeSmsimple) -> None:
         fake.fail_next(1, "phone")
 
-    def fake_transient_error(self, fake: FakeSmsimple) -> None:
-        fake.http_status_next(1, 503)
-
-    def fake_hang(self, fake: FakeSmsimple) -> None:
-        fake.hang_next(1)
-
     def fake_rate_limited(self, fake: FakeSmsimple) -> None:
         fake.fail_next(1, "rate")
-
-    def fake_reset_after_accept(self, fake: FakeSmsimple) -> None:
-        fake.reset_after_accept_next(1)
 
     def assert_auth_on_wire(self, fake: FakeSmsimple) -> None:
         _, _, query = fake.requests[-1]

@@ -53,6 +53,7 @@ def dead_url() -> str:
 
 class TestSmstraffic(GatewayContract[FakeSmsTraffic]):
     status_states: ClassVar[tuple[State, ...]] = tuple(STATUS_TEXTS)
+    rate_limited_by_429 = False
 
     def fake_server(self) -> FakeSmsTraffic:
         return FakeSmsTraffic(login=LOGIN, password=PASSWORD)
@@ -63,23 +64,11 @@ class TestSmstraffic(GatewayContract[FakeSmsTraffic]):
     def make_gateway(self, http: aiohttp.ClientSession, url: str) -> SmstrafficGateway:
         return SmstrafficGateway(SmstrafficSettings(login=LOGIN, password=PASSWORD, url=url), http)
 
-    def requests_seen(self, fake: FakeSmsTraffic) -> int:
-        return len(fake.requests)
-
-    def accepted(self, fake: FakeSmsTraffic) -> int:
-        return len(fake.messages)
-
     def fake_permanent_error(self, fake: FakeSmsTraffic) -> None:
         fake.fail_next(1, 428)
 
     def fake_transient_error(self, fake: FakeSmsTraffic) -> None:
         fake.fail_next(1, 1000)  # SMS Traffic's own "temporary error"
-
-    def fake_hang(self, fake: FakeSmsTraffic) -> None:
-        fake.hang_next(1)
-
-    def fake_reset_after_accept(self, fake: FakeSmsTraffic) -> None:
-        fake.reset_after_accept_next(1)
 
     def assert_auth_on_wire(self, fake: FakeSmsTraffic) -> None:
         params = fake.requests[-1].params

@@ -24,6 +24,7 @@ STATE_CODES = {State.DELIVERED: 0, State.UNDELIVERED: 42, State.EXPIRED: 46, Sta
 
 class TestStreamtelecom(GatewayContract[FakeStreamTelecom]):
     status_states = (State.DELIVERED, State.UNDELIVERED, State.EXPIRED, State.UNKNOWN)
+    rate_limited_by_429 = False
 
     def message(self, job_id: str = "job-1", **fields: Any) -> Outgoing:
         return super().message(job_id, **{"originator": "ACME"} | fields)  # Stream needs a sender name
@@ -31,29 +32,14 @@ class TestStreamtelecom(GatewayContract[FakeStreamTelecom]):
     def fake_server(self) -> FakeStreamTelecom:
         return FakeStreamTelecom(login=LOGIN, password=PASSWORD)
 
-    def fake_url(self, fake: FakeStreamTelecom) -> str:
-        return fake.url
-
     def make_gateway(self, http: aiohttp.ClientSession, url: str) -> StreamtelecomGateway:
         return StreamtelecomGateway(StreamtelecomSettings(login=LOGIN, password=PASSWORD, base_url=url), http)
-
-    def requests_seen(self, fake: FakeStreamTelecom) -> int:
-        return len(fake.requests)
-
-    def accepted(self, fake: FakeStreamTelecom) -> int:
-        return len(fake.messages)
 
     def fake_permanent_error(self, fake: FakeStreamTelecom) -> None:
         fake.fail_next(1, "Данное направление закрыто для вас")
 
-    def fake_transient_error(self, fake: FakeStreamTelecom) -> None:
-        fake.http_status_next(1, 503)
-
     def fake_hang(self, fake: FakeStreamTelecom) -> None:
         fake.hang_next(1, SEND, STATE)  # a hanging login is not ambiguous: see test_login_hang_is_transient
-
-    def fake_reset_after_accept(self, fake: FakeStreamTelecom) -> None:
-        fake.reset_after_accept_next(1)
 
     def assert_auth_on_wire(self, fake: FakeStreamTelecom) -> None:
         login, send = fake.requests[-2:]

@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+import redis as sync_redis
 import redis.asyncio as aioredis
 from cryptography.fernet import Fernet
 
-from smsfleet.cli import main
+from cli import main
 from smsfleet.kinds import KINDS
 from tests.samples import SECRET, sample_sender
 
@@ -88,7 +89,6 @@ def test_flags_create_with_receiving_url_and_secret_kept_in_redis_encrypted(
     )
     code, out, _ = run(capsys, "senders", "show", "acme-ib")
     assert doc["receiving_url"] in out
-    import redis as sync_redis  # noqa: PLC0415
 
     client = sync_redis.Redis.from_url(redis_url)
     try:
@@ -250,7 +250,6 @@ def test_markup_in_names_prints_literally(
 def test_an_unreadable_record_is_named_listed_around_and_deletable(
     env: str, capsys: pytest.CaptureFixture[str], redis_url: str
 ) -> None:
-    import redis as sync_redis  # noqa: PLC0415
 
     assert run(capsys, "senders", "create", "ok", "--gateway", "sandbox", "--account", "a")[0] == 0
     client = sync_redis.Redis.from_url(redis_url)

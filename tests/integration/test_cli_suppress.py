@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from smsfleet.cli import main
+from cli import main
 
 
 @pytest.fixture

@@ -123,7 +123,7 @@ async def test_max_wait_exceeded_reserves_nothing(limiter: RateLimiter, redis: a
     with pytest.raises(RateLimitWait) as caught:
         await limiter.acquire("acme", 1, max_wait=0.5)
     assert interval - 0.1 <= caught.value.retry_after <= interval
-    assert caught.value.sender_id == "acme"
+    assert caught.value.bucket == "acme"
     assert await redis.get(key) == tat  # the TAT did not move
 
     # the slot that was refused is still the next one: not one interval further on
@@ -172,5 +172,5 @@ async def test_nonsense_is_refused(limiter: RateLimiter) -> None:
             await limiter.acquire("acme", rate, max_wait=1)
     with pytest.raises(ValueError, match="max_wait"):
         await limiter.acquire("acme", 1, max_wait=-1)
-    with pytest.raises(ValueError, match="sender"):
+    with pytest.raises(ValueError, match="bucket"):
         await limiter.acquire("acme:pause", 1, max_wait=1)

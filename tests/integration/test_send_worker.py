@@ -12,7 +12,7 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from smsfleet.cli import main
+from cli import main
 from smsfleet.contracts import StatusEvent
 from smsfleet.senders import SenderRegistry, parse_sender
 from smsfleet.settings import Settings

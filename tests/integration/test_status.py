@@ -13,7 +13,9 @@ import aio_pika
 import msgspec
 import pytest
 import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient, TestServer
 
+from smsfleet import metrics
 from smsfleet.contracts import ReportMessage, SendJob, State, StatusEvent, encode, now
 from smsfleet.senders import SenderRegistry, parse_sender, receiving_url
 from smsfleet.settings import Settings
@@ -107,8 +109,6 @@ async def test_early_duplicate_and_disordered_reports_give_one_final_state(
            "settings": {"latency_ms": 1500, "await_delivery_s": 3600}}  # fmt: skip
     sender = await SenderRegistry(redis, names).create(parse_sender(doc))
     url = path_of(receiving_url(sender, settings.public_url) or "")
-    from aiohttp.test_utils import TestClient, TestServer  # noqa: PLC0415
-
     async with (
         amqp.channel() as channel,
         fleet(settings, ["sandbox"]),
@@ -181,10 +181,6 @@ async def test_5000_jobs_with_pushed_and_polled_reports_each_get_one_final_event
 ) -> None:
     """Half the jobs go to SMSC (polled), half to a sandbox sender whose reports are pushed to the receiver
     as a provider would, as soon as each job is accepted."""
-    from aiohttp.test_utils import TestClient, TestServer  # noqa: PLC0415
-
-    from smsfleet import metrics  # noqa: PLC0415
-
     n = 2500
     doc = {
         "id": "push",

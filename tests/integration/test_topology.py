@@ -10,7 +10,17 @@ import pytest
 
 from smsfleet.kinds import KINDS
 from smsfleet.settings import QueueLimits
-from smsfleet.topology import DELAY_TIERS, Names, TopologyConflict, declare, delete, message, queue_arguments
+from smsfleet.topology import (
+    DELAY_TARGETS,
+    DELAY_TIERS,
+    Names,
+    TopologyConflict,
+    declare,
+    delete,
+    message,
+    queue_arguments,
+)
+from workers.delays import Delayer
 
 
 async def test_declare_twice_is_a_no_op_and_routes_by_gateway(
@@ -151,9 +161,6 @@ async def test_a_delay_tier_brings_the_message_back_to_its_queue(
 async def test_a_delayed_message_lands_in_exactly_one_tier_queue(
     amqp: aio_pika.abc.AbstractConnection, names: Names
 ) -> None:
-    from smsfleet.topology import DELAY_TARGETS  # noqa: PLC0415
-    from workers.delays import Delayer  # noqa: PLC0415
-
     async with amqp.channel(publisher_confirms=True) as channel:
         await Delayer(channel, names).delay(b"{}", routing_key="recheck.smsc", target="internal", seconds=60)
         counts = {}

@@ -6,6 +6,8 @@ scoped by sender and number. (The fault-injection cases with their accounting ar
 from __future__ import annotations
 
 import asyncio
+import math
+import re
 import time
 from collections import Counter
 
@@ -13,18 +15,32 @@ import aio_pika
 import msgspec
 import pytest
 import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient, TestServer
 
 from gateways import gateway_class
-from smsfleet.contracts import ReportMessage, SendJob, State, encode, now
+from smsfleet.contracts import ClickEvent, ReportMessage, SendJob, State, encode, now
+from smsfleet.segments import count
 from smsfleet.senders import SenderRegistry, parse_sender
 from smsfleet.settings import Settings
 from smsfleet.topology import Names, message
-from tests.chaos.harness import Events, create_senders, fleet, job_body, smsc_sender, until
+from tests.chaos.harness import (
+    Events,
+    TimedRequests,
+    create_senders,
+    fleet,
+    job_body,
+    loop_lag,
+    max_per_window,
+    smsc_sender,
+    until,
+)
 from tests.fakes.smsc import FakeSmsc
+from webhooks import Receiver, build_app
 from workers import SendPolicy
 from workers.admission import Admitter, Outcome
 from workers.ledger import Ledger
 from workers.ratelimit import RateLimiter
+from workers.send import sender_rate
 
 POLICY = SendPolicy(concurrency=20)
 
@@ -46,7 +62,9 @@ async def test_200000_numeric_ids_are_distinct_and_stable(redis: aioredis.Redis,
 
     async def ref(job_id: str, owner: str = "o") -> str:
         job = SendJob(id=job_id, sender="s1", account="acme", to="+79161234567", text="hi")
-        admission = await admitter.admit(job, owner, 1e9, max_wait=1.0, lease_s=30, ref_space="smsc|acme")
+        admission = await admitter.admit(
+            job, owner, 1e9, account="acme-at-smsc", numeric_ref=True, max_wait=1.0, lease_s=3600
+        )
         assert admission.outcome in (Outcome.CALL, Outcome.BUSY)
         return admission.ref
 
@@ -64,7 +82,7 @@ async def test_200000_numeric_ids_are_distinct_and_stable(redis: aioredis.Redis,
     assert await ref("j7", owner="another") == refs[7]  # a redelivery: the same id (the lease still runs: busy)
     other = await admitter.admit(
         SendJob(id="x", sender="s2", account="acme", to="+79161234567", text="hi"),
-        "o", 1e9, max_wait=1.0, lease_s=30, ref_space="smsc|another-account",
+        "o", 1e9, account="another-account", numeric_ref=True, max_wait=1.0, lease_s=30,
     )  # fmt: skip
     assert other.ref != ""  # another account counts on its own
 
@@ -163,3 +181,79 @@ async def test_reports_are_scoped_by_sender_and_number(
             await until(lambda: len(events.finals("mine")) == 2, 20, "the final event published again")
     assert events.final_states("mine") == {State.DELIVERED}
     assert msgspec.json.decode((await Ledger(redis, names).get("mine"))["job"])["id"] == "mine"
+
+
+@pytest.mark.timeout(90)
+async def test_senders_on_one_provider_account_share_its_rate_limit(
+    settings: Settings, names: Names, redis: aioredis.Redis, amqp: aio_pika.abc.AbstractRobustConnection
+) -> None:
+    """A provider limits an account, not our sender records: two senders with the same SMSC login, 10/s each,
+    send 10/s together, not 20; a third sender on another login has a bucket of its own."""
+    rate, n = 10, 60
+    async with FakeSmsc("acme", "pw", initial_status=1) as fake, FakeSmsc("other", "pw", initial_status=1) as other:
+        fake.requests = TimedRequests()
+        await create_senders(redis, names, [
+            smsc_sender("a1", fake, ["acme"], rate_limit=rate),
+            smsc_sender("a2", fake, ["acme"], rate_limit=rate),
+            smsc_sender("b1", other, ["acme"], rate_limit=rate),
+        ])  # fmt: skip
+        jobs = [(s, f"{s}-{i}") for i in range(n // 2) for s in ("a1", "a2")] + [("b1", f"b1-{i}") for i in range(20)]
+        async with Events.listen(amqp, names) as events, fleet(settings, ["smsc"], POLICY), loop_lag() as lag:
+            for sender, job_id in jobs:
+                await publish(amqp, names, f"smsc.{sender}", job_body(job_id, sender, "acme", "+79161234567", job_id))
+            await until(lambda: all(events.final_states(j) for _, j in jobs), 60, "every job delivered")
+    times = fake.requests.sends()
+    span, worst = max(times) - min(times), max_per_window(times)
+    print(f"\n{len(times)} sends of two senders on one account in {span:.1f} s: max {worst} a second")
+    assert span >= (n - rate) / rate - 0.5  # 60 sends at 10/s together, not 20/s
+    # the fake stamps arrivals in the loop the workers share: a loop held up L s can bunch L x rate stamps
+    assert worst <= rate + math.ceil(lag[0] * rate)
+    assert len(other.messages) == 20
+
+
+def test_a_configured_account_limit_caps_a_senders_rate() -> None:
+    """Play Mobile's limit (PLAY_MOBILE_LIMIT_REQUESTS_PER_SEC) is its account's: a sender may go lower, never
+    higher; where no limit is configured a sender's rate_limit replaces the kind's guessed default."""
+    settings = Settings.from_env({"PLAY_MOBILE_LIMIT_REQUESTS_PER_SEC": "49"})
+    play = {"id": "p", "gateway": "playmobile", "accounts": ["a"], "settings": {"user_id": "u", "password": "p"}}
+    smsc = {"id": "s", "gateway": "smsc", "accounts": ["a"], "settings": {"login": "l", "password": "p"}}
+
+    def rate(doc: dict[str, object], limit: float | None) -> float:
+        sender = parse_sender(doc | {"rate_limit": limit})
+        return sender_rate(sender, gateway_class(sender.gateway)(sender.settings, None), settings)  # type: ignore[arg-type]
+
+    assert (rate(play, None), rate(play, 10), rate(play, 500)) == (49, 10, 49)
+    assert (rate(smsc, None), rate(smsc, 500)) == (30, 500)
+
+
+LONG_LINK = "https://shop.acme.example.com/promotions/winter-2026/landing?utm_source=sms&utm_campaign=c42-winter"
+
+
+@pytest.mark.timeout(60)
+async def test_links_are_shortened_counted_after_and_clicks_are_events(
+    settings: Settings, names: Names, redis: aioredis.Redis, amqp: aio_pika.abc.AbstractRobustConnection
+) -> None:
+    """A sender with `shorten_links`: the provider gets short links (a 2-part text becomes 1 part), the receiver
+    sends a reader on with a 302, and the click is a `click.<sender>` event naming the job."""
+    text = f"Winter sale: everything -30% until Sunday, only for our subscribers. See {LONG_LINK} or acme.ru/s"
+    assert count(text).parts == 2
+    async with FakeSmsc("acme", "pw", initial_status=1) as fake, amqp.channel() as channel:
+        await create_senders(redis, names, [smsc_sender("s1", fake, ["acme"], shorten_links=True)])
+        clicks = await channel.declare_queue(exclusive=True)
+        await clicks.bind(names.events_exchange, "click.*")
+        async with Events.listen(amqp, names) as events, fleet(settings, ["smsc"], POLICY):
+            await publish(amqp, names, "smsc.s1", job_body("promo", "s1", "acme", "+79161234567", text))
+            await until(lambda: events.final_states("promo"), 20, "the job delivered")
+        [sent] = fake.messages
+        assert LONG_LINK not in sent.text
+        assert count(sent.text).parts == 1
+        short = re.findall(r"http://hooks\.test/l/([0-9A-Za-z]{10})", sent.text)
+        assert len(short) == 2
+        async with TestClient(TestServer(build_app(Receiver(settings)))) as client:
+            reply = await client.get(f"/l/{short[0]}", allow_redirects=False)
+            assert (reply.status, reply.headers["Location"]) == (302, LONG_LINK)
+            reply = await client.get(f"/l/{short[1]}", allow_redirects=False)
+            assert reply.headers["Location"] == "http://acme.ru/s"
+            assert (await client.get("/l/AAAAAAAAAA", allow_redirects=False)).status == 404
+        event = msgspec.json.decode((await clicks.get(timeout=5)).body, type=ClickEvent)
+        assert (event.job_id, event.sender, event.url, event.code) == ("promo", "s1", LONG_LINK, short[0])

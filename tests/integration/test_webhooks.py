@@ -14,8 +14,8 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
+from cli import main
 from gateways import available
-from smsfleet.cli import main
 from smsfleet.contracts import SendJob
 from smsfleet.kinds import KIND_SETTINGS
 from smsfleet.senders import SenderRegistry, parse_sender, receiving_url

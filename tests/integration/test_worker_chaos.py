@@ -1,6 +1,6 @@
 """Three `smsfleet worker` processes share one sender's rate of 49/s: no 1-s window above it, and nearly all of it.
 
-Real worker processes (`python -m smsfleet.cli worker --gateway smsc --role all`) against a fake SMSC served
+Real worker processes (`python -m smsfleet worker --gateway smsc --role all`) against a fake SMSC served
 from the test's own event loop, which stamps the arrival of every request. (The fault-injection tests that
 lived here are in `tests/chaos/`.)
 """
@@ -8,6 +8,7 @@ lived here are in `tests/chaos/`.)
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -63,5 +64,7 @@ async def test_three_processes_keep_one_sender_under_49_per_second(
           f"window, {achieved:.2f}/s = {achieved / rate:.1%} of {rate}/s; the fake's loop lagged "
           f"<= {lag[0] * 1000:.1f} ms")  # fmt: skip
     (tmp_path / "send_times.json").write_text(json.dumps(times))
-    assert worst <= rate
+    # the fake stamps a request when its loop gets to it: a loop held up for L s can stamp up to L x rate requests
+    # that arrived apart as if they came together (the README's "once the fakes' stamping lag is allowed for")
+    assert worst <= rate + math.ceil(lag[0] * rate)
     assert achieved >= 0.95 * rate

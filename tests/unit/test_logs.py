@@ -72,6 +72,15 @@ def test_ids_times_and_counts_are_kept(text: str) -> None:
     assert redact_text(text) == text
 
 
+def test_values_of_id_keys_are_ids_not_phone_numbers() -> None:
+    """An SMSC id has ten digits: under an id key it is kept; the same digits under any other key are not."""
+    event = {"event": "sms.sent", "provider_message_id": "1622426053", "job_ids": ["79161234567"], "to": "79161234567"}
+    assert Redactor()(None, "", event) == {
+        "event": "sms.sent", "provider_message_id": "1622426053", "job_ids": ["79161234567"], "to": "…4567",
+    }  # fmt: skip
+    assert Redactor()(None, "", {"note": "sent 1622426053"})["note"] == "sent …6053"
+
+
 @pytest.mark.parametrize(
     ("text", "redacted"),
     [

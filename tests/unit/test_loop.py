@@ -4,7 +4,7 @@ timers can fire up to a millisecond early: a rate-limit slot is slept to on the 
 import asyncio
 import time
 
-from smsfleet.cli import run
+from cli import run
 from workers.ratelimit import sleep_until
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from admin.validation import missing
@@ -80,3 +82,28 @@ def test_every_kind_with_callbacks_gets_the_per_sender_url_rapporto_too(kind: st
 
 def test_a_kind_that_pushes_nothing_has_no_receiving_url() -> None:
     assert receiving_url(parse_sender(sample_sender("mts")), "https://hooks.test") is None
+
+
+def test_await_delivery_of_zero_is_refused_when_saved() -> None:
+    """0 s would poll the provider about once a second for 72 h, spending the sender's rate."""
+    doc = {"id": "s", "gateway": "smsc", "accounts": ["a"], "settings": {"login": "l", "password": "p"}}
+    with pytest.raises(SenderError, match="await_delivery_s"):
+        parse_sender(doc | {"settings": doc["settings"] | {"await_delivery_s": 0}})
+    sender = parse_sender(doc | {"settings": doc["settings"] | {"await_delivery_s": 1}})
+    assert getattr(sender.settings, "await_delivery_s", None) == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "url", "problem"),
+    [
+        ("infobip", "https://x.api.infobip.com/sms/2/logs", "Infobip base URL"),  # was silently given /sms/3/messages
+        ("infobip", "x.api.infobip.com", "Infobip base URL"),
+        ("edna", "sms.example.com/send", "absolute http(s) URL"),
+        ("devino", "ftp://devino.test", "absolute http(s) URL"),
+    ],
+)
+def test_a_url_that_cannot_be_right_is_refused_when_saved(kind: str, url: str, problem: str) -> None:
+    doc = sample_sender(kind)
+    with pytest.raises(SenderError, match=re.escape(problem)) as caught:
+        parse_sender(doc | {"settings": doc["settings"] | {"url": url}})
+    assert caught.value.field == "settings.url"

@@ -1,7 +1,6 @@
-"""`smsfleet admin`: the senders admin API and web page (registered by `smsfleet.commands.register_all`).
+"""`smsfleet admin`: the senders admin API and web page (package `admin`).
 
-This module is imported whenever the CLI builds its parser, so it imports aiohttp and Jinja2 only when
-the command runs. The environment is read here, once: SMSFLEET_ADMIN_TOKEN (required; no default).
+The environment is read here, once: SMSFLEET_ADMIN_TOKEN (required; no default).
 """
 
 from __future__ import annotations
@@ -11,29 +10,27 @@ import ipaddress
 import os
 from typing import Any
 
+import structlog
+
+from admin import AdminConfig, serve
 from smsfleet.settings import Settings
 
-__all__ = ["add_admin", "cmd_admin"]
+from .common import UserError, connect_registry
+
+__all__ = ["add_admin"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8081
 
 
 async def cmd_admin(args: argparse.Namespace, settings: Settings) -> int:
-    import structlog  # noqa: PLC0415 - see the module's docstring
-
-    from smsfleet.cli import UserError, _registry  # noqa: PLC0415 - the CLI imports this module
-
-    from .app import serve  # noqa: PLC0415
-    from .config import AdminConfig  # noqa: PLC0415
-
     try:
         config = AdminConfig.from_env(os.environ)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     # before listening, in one line: a bad SMSFLEET_SECRET_KEY (2), Redis down (1), stored secrets it cannot
     # decrypt (2); a single record that does not decode is shown on the page instead
-    async with _registry(settings) as registry:
+    async with connect_registry(settings) as registry:
         _, unreadable = await registry.load()
         if key := next((exc for exc in unreadable if exc.key_problem), None):
             raise UserError(str(key))

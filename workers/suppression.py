@@ -1,8 +1,9 @@
 """The suppression worker: consumes inbound SMS (`<ns>.inbound`) and applies stop words (DESIGN §7.6).
 
-Every inbound SMS is published to engines as an `inbound.<sender>` event. When its text is one of the
-sender's stop words — compared case-insensitively, ignoring surrounding whitespace and punctuation, in any
-script (`Stop!`, ` stop `, `СТОП.`) — the number is added to the suppression list of every account
+Every inbound SMS is published to engines as an `inbound.<sender>` event. When it asks to stop (`is_stop_word`:
+its text is one of the sender's stop words or starts with one as its first word — compared case-insensitively,
+ignoring surrounding whitespace and punctuation, in any script: `Stop!`, ` stop `, `СТОП.`, `STOP ACME`,
+`Стоп, спасибо` — or the provider flagged it with one), the number is added to the suppression list of every account
 assigned to the sender, and to the global list when the sender has `add_to_global_suppress`; a
 `suppression.added` event says which. The send worker reads the same sets, so the very next job for that
 number ends `suppressed`.
@@ -11,6 +12,7 @@ number ends `suppressed`.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
 
 import msgspec
 import structlog
@@ -21,9 +23,9 @@ from smsfleet.contracts import InboundEvent, InboundMessage, SuppressionEvent, e
 from .consumer import QueueConsumer
 from .runtime import Runtime
 
-__all__ = ["InboundWorker", "is_stop_word", "normalize_word"]
+__all__ = ["SuppressionWorker", "is_stop_word", "normalize_word"]
 
-log = structlog.get_logger("smsfleet.workers.inbound")
+log = structlog.get_logger("smsfleet.workers.suppression")
 
 _decoder = msgspec.json.Decoder(InboundMessage)
 
@@ -42,12 +44,21 @@ def normalize_word(text: str) -> str:
     return " ".join(text[start:end].split()).casefold()
 
 
-def is_stop_word(text: str, stop_words: list[str]) -> bool:
-    word = normalize_word(text)
-    return bool(word) and any(word == normalize_word(w) for w in stop_words)
+def is_stop_word(text: str, stop_words: Sequence[str], keyword: str | None = None) -> bool:
+    """Whether an SMS asks to stop: ignoring case, punctuation and surrounding space, the text is a stop word or
+    starts with one as its first word(s) ("STOP", "Stop!", "STOP ACME", "Стоп, спасибо"), or the provider
+    flagged it with one (Infobip's `keyword`). A word that merely begins like one ("STOPPED", "stopka") or a
+    stop word later in the text ("Don't stop") is no stop: a subscriber who wants out writes it first."""
+    said, flagged = normalize_word(text), normalize_word(keyword or "")
+    for stop in filter(None, map(normalize_word, stop_words)):
+        if stop in (said, flagged):
+            return True
+        if said.startswith(stop) and not said[len(stop)].isalnum():
+            return True
+    return False
 
 
-class InboundWorker(QueueConsumer):
+class SuppressionWorker(QueueConsumer):
     role = "suppression"
 
     def __init__(self, rt: Runtime) -> None:
@@ -59,7 +70,7 @@ class InboundWorker(QueueConsumer):
 
     async def handle_sms(self, sms: InboundMessage) -> None:
         sender = self.rt.senders.get(sms.sender)
-        if sender is not None and is_stop_word(sms.text, sender.stop_words):
+        if sender is not None and is_stop_word(sms.text, sender.stop_words, sms.keyword):
             accounts: list[str | None] = [*sender.accounts]
             if sender.add_to_global_suppress:
                 accounts.append(None)
