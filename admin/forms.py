@@ -33,13 +33,14 @@ _LABELS = {
     "verified_phones": "Only verified Phones",
     "stop_words": "Keywords",
     "add_to_global_suppress": "Add to global suppress list",
+    "shorten_links": "Shorten links in messages",
     "rate_limit": "Rate limit",
     "document": "Sender",
 }
 
 
 _ORDER = {"id": 0, "gateway": 1, "accounts": 2, "settings": 9, "verified_caller_ids": 50, "verified_phones": 51,
-          "stop_words": 52, "add_to_global_suppress": 53, "rate_limit": 60}  # fmt: skip
+          "stop_words": 52, "add_to_global_suppress": 53, "shorten_links": 54, "rate_limit": 60}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class SenderForm:
     #: the chosen gateway's settings as typed (booleans as bool); secrets are kept here, never shown
     settings: dict[str, Any] = field(default_factory=dict)
     add_to_global_suppress: bool = False
+    shorten_links: bool = False
     errors: dict[str, str] = field(default_factory=dict)
     #: the id of the sender being edited, None on the create form
     editing: str | None = None
@@ -140,6 +142,7 @@ class SenderForm:
             },
             settings={k: v for k, v in doc["settings"].items() if k not in stored},
             add_to_global_suppress=sender.add_to_global_suppress,
+            shorten_links=sender.shorten_links,
             editing=sender.id,
             stored_secrets=stored,
         )
@@ -174,6 +177,7 @@ class SenderForm:
             values=values,
             settings=settings,
             add_to_global_suppress="add_to_global_suppress" in data,
+            shorten_links="shorten_links" in data,
             editing=editing.id if editing is not None else None,
             stored_secrets=stored,
         )
@@ -195,6 +199,7 @@ class SenderForm:
             **{key: split_list(self.values.get(key, "")) for key in _LISTS},
             "settings": {k: v for k, v in self.settings.items() if v != ""},
             "add_to_global_suppress": self.add_to_global_suppress,
+            "shorten_links": self.shorten_links,
         }
         rate = self.values.get("rate_limit", "").strip()
         if rate:

@@ -64,6 +64,8 @@ def _flags_doc(args: argparse.Namespace) -> dict[str, Any]:
             doc[key] = [v for v in values if v != ""]
     if args.global_suppress is not None:
         doc["add_to_global_suppress"] = args.global_suppress
+    if args.shorten_links is not None:
+        doc["shorten_links"] = args.shorten_links
     if args.rate_limit is not None:
         doc["rate_limit"] = None if args.rate_limit <= 0 else args.rate_limit
     settings: dict[str, Any] = {}
@@ -98,6 +100,7 @@ def _show_sender(sender: Sender, settings: Settings) -> None:
         ("verified phones", ", ".join(sender.verified_phones) or "(any)"),
         ("stop words", ", ".join(sender.stop_words)),
         ("add to global suppress list", "yes" if sender.add_to_global_suppress else "no"),
+        ("shorten links in messages", "yes" if sender.shorten_links else "no"),
         ("rate limit", f"{sender.rate_limit:g}/s" if sender.rate_limit else "(gateway default)"),
     ]
     for label, value in rows:
@@ -275,6 +278,12 @@ def _sender_flags(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="also add stopped numbers to the global suppress list",
+    )
+    p.add_argument(
+        "--shorten-links",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="replace links in messages by short ones that count clicks ($SMSFLEET_PUBLIC_URL/l/<code>)",
     )
     p.add_argument(
         "--rate-limit",

@@ -493,6 +493,7 @@ async def test_without_script_changing_the_gateway_posts_back_for_its_fields(cli
     assert re.search(r'id="gw-seventech" data-gateway="seventech">', html)  # shown, enabled
     assert re.search(r'id="gw-infobip" data-gateway="infobip" hidden disabled>', html)
     assert 'id="f-seventech-shorten_links"' in html
+    assert 'id="f-shorten_links"' in html  # the sender option, for every kind
     assert "This field is required" not in html  # switching is not saving
 
 

@@ -77,6 +77,7 @@ def test_flags_create_with_receiving_url_and_secret_kept_in_redis_encrypted(
         "--stop-word",
         "СТОП",
         "--global-suppress",
+        "--shorten-links",
         "--json",
     )
     assert code == 0, out
@@ -84,11 +85,13 @@ def test_flags_create_with_receiving_url_and_secret_kept_in_redis_encrypted(
     assert doc["settings"]["api_token"] == "********"
     assert doc["stop_words"] == ["STOP", "СТОП"]
     assert doc["add_to_global_suppress"] is True
+    assert doc["shorten_links"] is True
     assert doc["receiving_url"].startswith(
         "https://hooks.example.com/smslistener/listen_type/sms_infobip?sender=acme-ib&token="
     )
     code, out, _ = run(capsys, "senders", "show", "acme-ib")
     assert doc["receiving_url"] in out
+    assert "shorten links in messages" in out
 
     client = sync_redis.Redis.from_url(redis_url)
     try:
