@@ -132,6 +132,20 @@ async def amqp(amqp_url: str, names: Names) -> AsyncIterator[aio_pika.abc.Abstra
         await declare(channel, names)
     yield connection
     with contextlib.suppress(Exception):
-        async with connection.channel() as channel:
-            await delete(channel, names)
-    await asyncio.wait_for(connection.close(), 10)
+        await asyncio.wait_for(connection.close(), 10)
+    await _delete_topology(amqp_url, names)
+
+
+async def _delete_topology(amqp_url: str, names: Names) -> None:
+    """Delete the namespace's ~33 quorum queues and its exchanges on a fresh connection (the test's own may be
+    broken: a chaos case restarted the broker). A failure is tried again, then fails the test's teardown:
+    namespaces left behind exhaust the broker's file handles and hang every new connection."""
+    for _ in range(3):
+        try:
+            connection = await aio_pika.connect(amqp_url, timeout=10)
+            async with connection, connection.channel() as channel:
+                await delete(channel, names)
+            return
+        except Exception:  # any failure: try again on a new connection
+            await asyncio.sleep(1.0)
+    pytest.fail(f"the broker kept namespace {names.ns!r}: delete its queues by hand", pytrace=False)
