@@ -1,6 +1,6 @@
 """What the JSON-over-HTTPS adapters (bulksms, infobip) share, so that neither repeats the other.
 
-- `call()`: one request with an optional JSON body, through `gateways.http.request` (so connect failures,
+- `call()`: one request with an optional JSON body, through `gateways.transport.request` (so connect failures,
   timeouts, resets, 429 and 5xx are already on the error tree); it answers the HTTP status and the decoded
   JSON (None when the body is not JSON). With `lookup=True` an Ambiguous outcome becomes Transient: a lookup
   changes nothing at the provider, so a lost reply only means "ask again later".
@@ -19,7 +19,7 @@ import msgspec
 
 from .base import CallbackRequest, Gateway
 from .errors import Ambiguous, Transient
-from .http import request
+from .transport import request
 
 __all__ = ["call", "digits", "e164", "pushed_json", "timestamp"]
 

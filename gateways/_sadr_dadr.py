@@ -45,7 +45,7 @@ from smsfleet.kinds import KindSettings
 
 from .base import Gateway, Outgoing, Receipt, Report, StatusRef
 from .errors import Ambiguous, GatewayError, Permanent, Transient
-from .http import Reply, request
+from .transport import Reply, request
 
 __all__ = ["ERRORS", "FAMILY_ASSUMPTIONS", "STATUSES", "SadrDadrGateway", "assumed"]
 

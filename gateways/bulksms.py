@@ -53,7 +53,7 @@ __all__ = ["GATEWAY", "BulksmsGateway", "user_supplied_id"]
 
 DEFAULT_BASE_URL = "https://api.bulksms.com/v1"
 
-#: HTTP status of a refused request -> (class, meaning) [providers-A §1.4]; 429 and 5xx: see gateways.http
+#: HTTP status of a refused request -> (class, meaning) [providers-A §1.4]; 429 and 5xx: see gateways.transport
 ERRORS: dict[int, tuple[type[GatewayError], str]] = {
     400: (Permanent, "bad request"),
     401: (Permanent, "wrong username and password, or API token"),

@@ -42,7 +42,7 @@ from smsfleet.kinds import DevinoSettings
 from ._multipart import combine, segment_ids
 from .base import Callback, CallbackRequest, Gateway, Outgoing, Receipt, Report, StatusRef
 from .errors import Ambiguous, GatewayError, Permanent, Transient
-from .http import Reply, request
+from .transport import Reply, request
 
 __all__ = ["ERRORS", "GATEWAY", "STATUSES", "DevinoGateway", "DevinoOnlineGateway", "DevinoRestGateway"]
 

@@ -40,7 +40,7 @@ from smsfleet.kinds import EdnaSettings
 
 from .base import Callback, CallbackRequest, Gateway, Outgoing, Receipt, Report, StatusRef
 from .errors import Ambiguous, GatewayError, Permanent, Transient
-from .http import request
+from .transport import request
 
 __all__ = ["GATEWAY", "EdnaGateway"]
 

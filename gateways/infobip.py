@@ -27,7 +27,7 @@ Decisions:
   webhook, as it does whenever the push URL is reachable, or to an earlier lookup that did not finish).
 - States by status group (PENDING, DELIVERED, UNDELIVERABLE, EXPIRED, REJECTED); the intermediate
   DELIVERED_TO_OPERATOR is not final. The error object's `permanent` flag goes into the event's error.
-- A message refused in a 200 reply raises per ERRORS. HTTP 429 is RateLimited (gateways.http); 4xx Permanent.
+- A message refused in a 200 reply raises per ERRORS. HTTP 429 is RateLimited (gateways.transport); 4xx Permanent.
 - Inbound `text` is the whole SMS; `keyword` and `cleanText` are Infobip's split of it, so a bare "STOP"
   (keyword STOP, empty cleanText) reaches the stop-word check as "STOP", and `keyword` goes along: a STOP
   keyword flags the SMS as a stop whatever follows it.
@@ -62,7 +62,7 @@ V3 = Api("/sms/3/messages", "/sms/3/reports", "/sms/3/logs", v3=True)
 V2 = Api("/sms/2/text/advanced", "/sms/1/reports", "/sms/1/logs", v3=False)
 
 #: a refused request (`http.<status>`), or a message refused in a 200 reply (`status.<id>`) -> (class, meaning)
-#: [providers-A §2.4, §2.5]; other 4xx and other refusals are Permanent; 429 and 5xx: see gateways.http
+#: [providers-A §2.4, §2.5]; other 4xx and other refusals are Permanent; 429 and 5xx: see gateways.transport
 ERRORS: dict[str, tuple[type[GatewayError], str]] = {
     "http.400": (Permanent, "bad request"),
     "http.401": (Permanent, "wrong API key"),

@@ -34,7 +34,7 @@ from smsfleet.kinds import MtsSettings
 
 from .base import Gateway, Outgoing, Receipt, Report, StatusRef
 from .errors import Ambiguous, GatewayError, Permanent, Transient
-from .http import request
+from .transport import request
 
 __all__ = ["GATEWAY", "MtsGateway"]
 

@@ -41,7 +41,7 @@ from smsfleet.kinds import PlaymobileSettings
 from ._json_api import e164
 from .base import Callback, CallbackRequest, Gateway, Inbound, Outgoing, Receipt, Report
 from .errors import GatewayError, Permanent, Transient
-from .http import request
+from .transport import request
 
 __all__ = ["GATEWAY", "PlaymobileGateway"]
 

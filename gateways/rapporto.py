@@ -44,7 +44,7 @@ from smsfleet.kinds import RapportoSettings
 from ._rapporto_family import Rule, digits, e164, fail, fields_of, timestamp, two_way_inbound
 from .base import Callback, CallbackRequest, Gateway, Inbound, Outgoing, Receipt, Report
 from .errors import Ambiguous, Permanent, RateLimited, Transient
-from .http import request
+from .transport import request
 
 __all__ = ["GATEWAY", "RapportoGateway", "partner_msg_id"]
 

@@ -41,7 +41,7 @@ from smsfleet.kinds import SeventechSettings
 from ._rapporto_family import Rule, digits, e164, fail, fields_of, timestamp, two_way_inbound
 from .base import Callback, CallbackRequest, Gateway, Inbound, Outgoing, Receipt, Report
 from .errors import Ambiguous, Permanent, RateLimited
-from .http import request
+from .transport import request
 
 __all__ = ["GATEWAY", "SeventechGateway"]
 

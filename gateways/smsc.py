@@ -33,7 +33,7 @@ from smsfleet.kinds import SmscSettings
 
 from .base import Callback, CallbackRequest, Gateway, Outgoing, Receipt, Report, StatusRef
 from .errors import Ambiguous, GatewayError, Permanent, RateLimited, Transient
-from .http import request
+from .transport import request
 
 __all__ = ["GATEWAY", "SmscGateway"]
 

@@ -32,7 +32,7 @@ from smsfleet.kinds import SmsimpleSettings
 
 from .base import Gateway, Outgoing, Receipt, Report, StatusRef
 from .errors import Ambiguous, GatewayError, Permanent, RateLimited, Transient
-from .http import Reply, request
+from .transport import Reply, request
 
 __all__ = ["GATEWAY", "SmsimpleGateway"]
 

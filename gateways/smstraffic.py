@@ -39,7 +39,7 @@ from smsfleet.kinds import SmstrafficSettings
 from ._multipart import combine, segment_ids
 from .base import Callback, CallbackRequest, Gateway, Inbound, Outgoing, Receipt, Report, StatusRef
 from .errors import Ambiguous, GatewayError, Permanent, Transient
-from .http import Reply, request
+from .transport import Reply, request
 
 __all__ = ["ERRORS", "GATEWAY", "STATUSES", "SmstrafficGateway", "failover_for"]
 

@@ -46,7 +46,7 @@ from smsfleet.kinds import StreamtelecomSettings
 from ._sadr_dadr import ERRORS  # Stream Telecom's error texts, also those of its GET API's family
 from .base import Gateway, Outgoing, Receipt, Report, StatusRef
 from .errors import Ambiguous, GatewayError, Permanent, Transient
-from .http import Reply, request
+from .transport import Reply, request
 
 __all__ = ["GATEWAY", "StreamtelecomGateway"]
 

@@ -45,7 +45,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from cli import run
-from gateways.http import FORM
+from gateways.transport import FORM
 from smsfleet.contracts import SendJob, State, StatusEvent, encode
 from smsfleet.logs import configure
 from smsfleet.senders import SenderRegistry, parse_sender

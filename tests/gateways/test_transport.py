@@ -1,4 +1,4 @@
-"""gateways.http.request: each way an HTTP exchange can fail lands on the right branch of the error tree."""
+"""gateways.transport.request: each way an HTTP exchange can fail lands on the right branch of the error tree."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateways.errors import Ambiguous, Permanent, RateLimited, Transient
-from gateways.http import request
+from gateways.transport import request
 
 
 @pytest.fixture
