@@ -1,4 +1,5 @@
-"""The operators' senders admin: a JSON API and a web page, served by `smsfleet admin` (never public).
+"""The operators' admin: the fleet's overview, job lookup, test sends, dead letters and the senders, as a
+JSON API and a web page, served by `smsfleet admin` (never public).
 
     build_app(AdminConfig(token), settings) -> aiohttp Application     serve(config, settings, host, port)
 

@@ -2,10 +2,12 @@
 
     GET    /api/senders          {"senders": [sender, ...], "unreadable": {id: why, ...}}  (secrets masked;
                                  with receiving_url; `unreadable`: stored records that do not decode)
-    POST   /api/senders          create: 201 + the sender; 409 when the id is taken
+    POST   /api/senders          create: 201 + the sender; 409 when the id or the name is taken (an id left
+                                 out is made from the name, with a short suffix when that id is taken)
     GET    /api/senders/{id}     the sender
-    PUT    /api/senders/{id}     replace it with the document (secrets left out, blank or masked are kept)
-    PATCH  /api/senders/{id}     change the fields given (settings merged key by key)
+    PUT    /api/senders/{id}     replace it with the document (secrets left out, blank or masked are kept; so is
+                                 a name left out); 409 when the name is another sender's
+    PATCH  /api/senders/{id}     change the fields given (settings merged key by key); 409 as PUT
     DELETE /api/senders/{id}     204
     POST   /api/senders/{id}/rotate-token   a new webhook token: the sender, with its new receiving_url (the old
                                  token stops working as soon as running processes pick up the change)
@@ -13,11 +15,12 @@
     GET    /api/gateways/{kind}  one kind
 
 A document that fails validation gets 422 `{"errors": {"<field>": "<message>", ...}}` keyed by the
-document's paths (`settings.login`, `webhook_token`: a token given in a document must be at least 32
-characters, at least 10 of them different); anything else that goes wrong gets `{"error": "<message>"}`.
-Every POST, PUT and PATCH is `Content-Type: application/json` (rotate-token: `{}`; see `admin.security`).
-Secrets are write-only: answers show them as `********`. Every write reaches running workers through the
-registry's change notification.
+document's paths (`name`, `settings.login`, `webhook_token`: a token given in a document must be at least
+32 characters, at least 10 of them different); a taken id or name gets 409 in the same shape (`{"errors":
+{"name": "the name 'X' is taken by sender 'x' (case is ignored)"}}`); anything else that goes wrong gets
+`{"error": "<message>"}`. Every POST, PUT and PATCH is `Content-Type: application/json` (rotate-token:
+`{}`; see `admin.security`). Secrets are write-only: answers show them as `********`. Every write reaches
+running workers through the registry's change notification.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import msgspec
 from aiohttp import web
 
 from smsfleet.kinds import KIND_SETTINGS, fields
-from smsfleet.senders import Sender, SenderError, sender_doc
+from smsfleet.senders import Sender, SenderConflict, SenderError, sender_doc
 
 from .context import REGISTRY, SETTINGS, sender_or_404
 from .errors import Invalid, Problem
@@ -64,6 +67,11 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def _conflict(exc: SenderConflict) -> web.Response:
+    """409: the id or the name is another sender's, said on that field."""
+    return json_response({"errors": invalid(exc).errors}, status=409)
+
+
 async def _existing(request: web.Request) -> Sender:
     return await sender_or_404(
         request, missing="no sender with id {id!r}", unreadable="{error}; delete the sender and create it again"
@@ -88,9 +96,9 @@ async def create_sender(request: web.Request) -> web.StreamResponse:
     body = await _body(request)
     sender = validate(body, default_region=request.app[SETTINGS].default_region)
     try:
-        await request.app[REGISTRY].create(sender)
-    except SenderError as exc:
-        return json_response({"errors": invalid(exc).errors}, status=409)
+        sender = await request.app[REGISTRY].create(sender, id_given=bool(body.get("id")))
+    except SenderConflict as exc:
+        return _conflict(exc)
     return json_response(_doc(request, sender), status=201, headers={"Location": f"/api/senders/{sender.id}"})
 
 
@@ -102,7 +110,10 @@ async def replace_sender(request: web.Request) -> web.StreamResponse:
         raise Invalid({"id": "the id of a sender cannot change; create a new sender instead"})
     body.pop("receiving_url", None)  # shown in answers, so an answer can be sent back
     sender = validate(body, existing=existing, default_region=request.app[SETTINGS].default_region)
-    await request.app[REGISTRY].put(sender)
+    try:
+        await request.app[REGISTRY].put(sender)
+    except SenderConflict as exc:
+        return _conflict(exc)
     return json_response(_doc(request, sender))
 
 
@@ -111,6 +122,8 @@ async def patch_sender(request: web.Request) -> web.StreamResponse:
     body = await _body(request)
     try:
         sender = await request.app[REGISTRY].update(existing.id, body, request.app[SETTINGS].default_region)
+    except SenderConflict as exc:
+        return _conflict(exc)
     except SenderError as exc:
         raise invalid(exc) from None
     return json_response(_doc(request, sender))

@@ -1,9 +1,12 @@
 """The admin application: `build_app(config, settings)`, and `serve` to run it.
 
-Middlewares, outermost first: security headers (CSP without inline script, no caching of pages and
-answers, no framing) -> errors as JSON or as a page -> authentication -> CSRF. The registry it writes to
-is the kernel's `SenderRegistry`: every change bumps the version and is published on the change channel,
-so running workers follow it without a restart.
+Middlewares, outermost first: security headers (CSP without inline script or style; fetch to this origin
+only, where the test-send page polls the API; no caching of pages and answers, no framing) -> errors as
+JSON or as a page -> authentication -> CSRF. Its routes: the overview (`/`, `admin.overview`), senders
+(`admin.pages`, `admin.api`), job lookup and test sends (`admin.jobs`), the dead queue (`admin.dead`).
+The registry it writes to is the kernel's `SenderRegistry`: every change bumps the version and is
+published on the change channel, so running workers follow it without a restart.
+RabbitMQ is connected on first use (`admin.broker`): the sender pages work without it.
 """
 
 from __future__ import annotations
@@ -13,19 +16,20 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import jinja2
-import redis.asyncio as aioredis
 import structlog
 from aiohttp import hdrs, web
 from redis.exceptions import RedisError
 
+from smsfleet import connect
 from smsfleet.senders import open_registry
 from smsfleet.settings import Settings
 from smsfleet.signals import stop_on_signals
 from smsfleet.topology import Names
 
-from . import api, pages
+from . import api, dead, jobs, overview, pages
+from .broker import Broker
 from .config import AdminConfig
-from .context import GUARD, REGISTRY, SETTINGS, TEMPLATES
+from .context import BROKER, GUARD, REDIS, REGISTRY, SETTINGS, TEMPLATES
 from .errors import Invalid, Problem, is_api
 from .security import Guard, Handler
 
@@ -36,8 +40,8 @@ log = structlog.get_logger("smsfleet.admin")
 HERE = Path(__file__).parent
 MAX_BODY = 256 * 1024
 CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 _SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
@@ -94,18 +98,20 @@ def _problem(request: web.Request, status: int, message: str, headers: dict[str,
 
 
 def _templates() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["pct"] = lambda x: "—" if x is None else f"{x * 100:.1f} %"
+    return env
 
 
 def build_app(config: AdminConfig, settings: Settings) -> web.Application:
     """The admin for the senders of `settings.namespace`. Raises ValueError for a bad SMSFLEET_SECRET_KEY."""
-    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)  # connects on use
+    client = connect.redis_client(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)  # connects on use
     registry = open_registry(client, Names(settings.namespace), settings.secret_key)
     guard = Guard(config)
     app = web.Application(
@@ -115,15 +121,21 @@ def build_app(config: AdminConfig, settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[GUARD] = guard
     app[TEMPLATES] = _templates()
+    app[BROKER] = broker = Broker(settings.amqp_url)
 
     async def redis_client(app: web.Application) -> AsyncIterator[None]:
         app[REGISTRY] = registry
+        app[REDIS] = client
         yield
+        await broker.close()
         await client.aclose()
 
     app.cleanup_ctx.append(redis_client)
     api.add_routes(app)
     pages.add_routes(app)
+    overview.add_routes(app)
+    jobs.add_routes(app)
+    dead.add_routes(app)
     app.router.add_static("/static", HERE / "static")
     return app
 

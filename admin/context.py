@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import jinja2
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from smsfleet.senders import Sender, SenderRegistry, UnreadableSender
 from smsfleet.settings import Settings
 
+from .broker import Broker
 from .errors import Problem
 from .security import Guard
 
-__all__ = ["GUARD", "REGISTRY", "SETTINGS", "TEMPLATES", "sender_or_404"]
+__all__ = ["BROKER", "GUARD", "REDIS", "REGISTRY", "SETTINGS", "TEMPLATES", "sender_or_404"]
 
 SETTINGS = web.AppKey("admin.settings", Settings)
 GUARD = web.AppKey("admin.guard", Guard)
 TEMPLATES = web.AppKey("admin.templates", jinja2.Environment)
 REGISTRY = web.AppKey("admin.registry", SenderRegistry)  # set on startup, once Redis is connected
+REDIS = web.AppKey("admin.redis", aioredis.Redis)  # the registry's client: job records, the overview's counters
+BROKER = web.AppKey("admin.broker", Broker)  # connects on first use
 
 
 async def sender_or_404(request: web.Request, *, missing: str, unreadable: str) -> Sender:

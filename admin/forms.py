@@ -6,9 +6,14 @@ page; the one of the chosen gateway is enabled, the others are `hidden disabled`
 sent). A small script switches them when the gateway changes; without it, the form's "Show fields" button
 posts the form back and the page comes again with the new gateway's fields.
 
-Form fields are named after the document's paths (`id`, `accounts`, `settings.login`...), so a validation
-error's key is the field it belongs next to. Lists are typed as text: commas or new lines separate items.
-Secrets are never put back into the page: a secret input is always empty, and on an edit an empty secret
+A gateway's advanced settings (`FieldSpec.advanced`: extras the product's form does not show, such as
+`base_url`, "Endpoint override") come after its other fields, in a collapsed "Advanced" section that opens
+when one of them has an error. The sender's Name is required; its ID may be left empty on creation (it is
+then made from the name) and is read-only afterwards.
+
+Form fields are named after the document's paths (`name`, `id`, `accounts`, `settings.login`...), so a
+validation error's key is the field it belongs next to. Lists are typed as text: commas or new lines separate
+items. Secrets are never put back into the page: a secret input is always empty, and on an edit an empty secret
 keeps the stored value.
 """
 
@@ -19,14 +24,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from smsfleet.kinds import KIND_SETTINGS, fields
+from smsfleet.kinds import KIND_SETTINGS, FieldSpec, fields
 from smsfleet.senders import MASK, Sender, sender_doc
 
 __all__ = ["GATEWAYS", "FieldView", "GatewayView", "SenderForm", "split_list"]
 
 _LISTS = ("accounts", "verified_caller_ids", "verified_phones", "stop_words")
 _LABELS = {
-    "id": "Name",
+    "name": "Name",
+    "id": "ID",
     "accounts": "Assigned accounts",
     "gateway": "Delivery service",
     "verified_caller_ids": "Only verified CallerIDs",
@@ -39,8 +45,9 @@ _LABELS = {
 }
 
 
-_ORDER = {"id": 0, "gateway": 1, "accounts": 2, "settings": 9, "verified_caller_ids": 50, "verified_phones": 51,
-          "stop_words": 52, "add_to_global_suppress": 53, "shorten_links": 54, "rate_limit": 60}  # fmt: skip
+_ORDER = {"name": 0, "id": 1, "gateway": 2, "accounts": 3, "settings": 9, "verified_caller_ids": 50,
+          "verified_phones": 51, "stop_words": 52, "add_to_global_suppress": 53, "shorten_links": 54,
+          "rate_limit": 60}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,8 @@ class FieldView:
     secret: bool
     default: Any
     help: str | None
+    #: shown in the gateway's collapsed "Advanced" section
+    advanced: bool = False
 
     @property
     def input_id(self) -> str:
@@ -84,13 +93,25 @@ class GatewayView:
     callbacks: bool
     fields: tuple[FieldView, ...]
 
+    @property
+    def basic_fields(self) -> tuple[FieldView, ...]:
+        return tuple(f for f in self.fields if not f.advanced)
+
+    @property
+    def advanced_fields(self) -> tuple[FieldView, ...]:
+        return tuple(f for f in self.fields if f.advanced)
+
+
+def _field_view(kind: str, s: FieldSpec) -> FieldView:
+    return FieldView(kind, s.name, s.label, s.type, s.required, s.secret, s.default, s.help, s.advanced)
+
 
 GATEWAYS: tuple[GatewayView, ...] = tuple(
     GatewayView(
         kind,
         cls.title,
         cls.callbacks,
-        tuple(FieldView(kind, s.name, s.label, s.type, s.required, s.secret, s.default, s.help) for s in fields(cls)),
+        tuple(_field_view(kind, s) for s in fields(cls)),
     )
     for kind, cls in KIND_SETTINGS.items()
 )
@@ -115,7 +136,7 @@ class SenderForm:
     """The form's state: what to show in each input, and the errors to show next to them."""
 
     gateway: str = ""
-    #: text of the top-level inputs: id, accounts, verified_caller_ids, verified_phones, stop_words, rate_limit
+    #: text of the top-level inputs: name, id, accounts, verified_caller_ids, verified_phones, stop_words, rate_limit
     values: dict[str, str] = field(default_factory=lambda: {"stop_words": "STOP"})
     #: the chosen gateway's settings as typed (booleans as bool); secrets are kept here, never shown
     settings: dict[str, Any] = field(default_factory=dict)
@@ -137,6 +158,7 @@ class SenderForm:
             gateway=sender.gateway,
             values={
                 **{key: ", ".join(doc[key]) for key in _LISTS},
+                "name": sender.name,
                 "id": sender.id,
                 "rate_limit": _text(sender.rate_limit),
             },
@@ -154,6 +176,7 @@ class SenderForm:
         """The form as posted. `previous`: on a gateway switch, the gateway whose fields were posted."""
         gateway = _str(data, "gateway")
         values = {key: _str(data, key) for key in (*_LISTS, "rate_limit")}
+        values["name"] = _str(data, "name").strip()
         values["id"] = editing.id if editing is not None else _str(data, "id").strip()
         if "callbacks_section" not in data:  # the gateway pushes nothing: keep the defaults
             values["stop_words"] = ", ".join(editing.stop_words) if editing is not None else "STOP"
@@ -194,13 +217,15 @@ class SenderForm:
     def to_doc(self) -> dict[str, Any]:
         """The sender document the form stands for (to validate with `admin.validation.validate`)."""
         doc: dict[str, Any] = {
-            "id": self.values.get("id", ""),
+            "name": self.values.get("name", ""),
             "gateway": self.gateway,
             **{key: split_list(self.values.get(key, "")) for key in _LISTS},
             "settings": {k: v for k, v in self.settings.items() if v != ""},
             "add_to_global_suppress": self.add_to_global_suppress,
             "shorten_links": self.shorten_links,
         }
+        if self.values.get("id"):  # else made from the name
+            doc["id"] = self.values["id"]
         rate = self.values.get("rate_limit", "").strip()
         if rate:
             try:
@@ -239,6 +264,10 @@ class SenderForm:
 
     def setting_error(self, f: FieldView) -> str | None:
         return self.error(f"settings.{f.name}") if f.kind == self.gateway else None
+
+    def advanced_open(self, g: GatewayView) -> bool:
+        """The gateway's "Advanced" section starts open when one of its fields has an error."""
+        return any(self.setting_error(f) for f in g.advanced_fields)
 
     def anchor(self, key: str) -> str:
         """The id of the element an error is about, for the links of the error summary."""

@@ -1,7 +1,8 @@
 """The senders web page: server-rendered HTML that works without JavaScript; a small script only helps.
 
-    GET  /                       -> /senders
-    GET  /senders                the list: id (a link to edit), gateway, accounts...; Edit and Delete per row
+    GET  /                       the overview (`admin.overview`)
+    GET  /senders                the list: ID (on the left, a link to edit), Name, gateway, accounts...; Edit and
+                                 Delete per row, on the right
     GET  /senders/new            the create form (?gateway=KIND chooses the gateway)
     POST /senders/new            create; or, with action=switch, the form again for the chosen gateway
     GET  /senders/{id}/edit      the edit form, with the sender's SMS Receiving URL
@@ -23,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from smsfleet.kinds import KIND_SETTINGS
-from smsfleet.senders import Sender, SenderError, receiving_url
+from smsfleet.senders import Sender, SenderConflict, receiving_url
 
 from .context import GUARD, REGISTRY, SETTINGS, TEMPLATES, sender_or_404
 from .errors import Invalid, Problem
@@ -58,6 +59,7 @@ def render(
 @dataclass(frozen=True)
 class SenderRow:
     id: str
+    name: str
     gateway: str
     title: str
     accounts: list[str]
@@ -68,7 +70,7 @@ class SenderRow:
     def of(cls, s: Sender) -> SenderRow:
         kind = KIND_SETTINGS[s.gateway]
         words = s.stop_words if kind.callbacks else None
-        return cls(s.id, s.gateway, kind.title, s.accounts, s.verified_caller_ids, words)
+        return cls(s.id, s.name, s.gateway, kind.title, s.accounts, s.verified_caller_ids, words)
 
 
 async def _sender(request: web.Request) -> Sender:
@@ -77,10 +79,6 @@ async def _sender(request: web.Request) -> Sender:
         missing="There is no sender {id!r}. It may have been deleted.",
         unreadable="{error}. Delete the sender and create it again.",
     )
-
-
-async def index(request: web.Request) -> web.StreamResponse:
-    raise web.HTTPFound("/senders")
 
 
 async def list_senders(request: web.Request) -> web.StreamResponse:
@@ -100,7 +98,7 @@ def _form_page(
     notice: str | None = None,
 ) -> web.Response:
     url = receiving_url(sender, request.app[SETTINGS].public_url) if sender is not None else None
-    title = f"Edit {form.editing}" if form.editing else "Create sender"
+    title = f"Edit {sender.name if sender else form.editing}" if form.editing else "Create sender"
     return render(
         request, "form.html", status=status, form=form, sender=sender, receiving_url=url, notice=notice, title=title
     )
@@ -123,8 +121,8 @@ async def create(request: web.Request) -> web.StreamResponse:
         form.errors = {**form.input_errors(), **exc.errors}
         return _form_page(request, form, status=422)
     try:
-        await request.app[REGISTRY].create(sender)
-    except SenderError as exc:  # the id is taken
+        sender = await request.app[REGISTRY].create(sender, id_given=bool(form.values.get("id")))
+    except SenderConflict as exc:  # the id or the name is taken
         form.errors = invalid(exc).errors
         return _form_page(request, form, status=409)
     raise web.HTTPSeeOther(f"/senders/{sender.id}/edit?created=1")
@@ -157,7 +155,11 @@ async def save(request: web.Request) -> web.StreamResponse:
     except Invalid as exc:
         form.errors = {**form.input_errors(), **exc.errors}
         return _form_page(request, form, sender=existing, status=422)
-    await request.app[REGISTRY].put(sender)
+    try:
+        await request.app[REGISTRY].put(sender)
+    except SenderConflict as exc:  # the name is another sender's
+        form.errors = invalid(exc).errors
+        return _form_page(request, form, sender=existing, status=409)
     raise web.HTTPSeeOther(f"/senders/{sender.id}/edit?saved=1")
 
 
@@ -187,7 +189,6 @@ def _shown(data: Any) -> str | None:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/", index)
     app.router.add_get("/senders", list_senders)
     app.router.add_get("/senders/new", new_form)
     app.router.add_post("/senders/new", create)

@@ -3,7 +3,7 @@
 `parse_sender` (the kernel's, the same the CLI uses) stops at the first problem and speaks msgspec
 ("Expected `int` >= 1"). A form is nicer when all its empty required fields are marked in one go and each
 message reads like a sentence, so this module looks for missing fields first and rewords the rest. The
-keys are the document's own paths: `id`, `accounts`, `gateway`, `settings.<name>`, `verified_phones`...
+keys are the document's own paths: `name`, `id`, `accounts`, `gateway`, `settings.<name>`, `verified_phones`...
 """
 
 from __future__ import annotations
@@ -68,12 +68,13 @@ def _blank(value: Any) -> bool:
 
 def missing(doc: Mapping[str, Any], existing: Sender | None = None) -> dict[str, str]:
     """Every required field left out or blank, and a malformed id, at once (a secret kept from `existing`
-    is not missing)."""
+    is not missing). The name is required, except that a new sender given only an id is named after it and
+    an update that leaves the name out keeps it; a blank id is made from the name."""
     errors: dict[str, str] = {}
     sender_id = doc.get("id")
-    if _blank(sender_id):
-        errors["id"] = REQUIRED
-    elif isinstance(sender_id, str) and not _ID.fullmatch(sender_id):
+    if _blank(doc.get("name")) and ("name" in doc or (existing is None and _blank(sender_id))):
+        errors["name"] = REQUIRED
+    if isinstance(sender_id, str) and sender_id and not _ID.fullmatch(sender_id):
         errors["id"] = ID_RULE
     if _blank(doc.get("accounts")):
         errors["accounts"] = "assign at least one account"

@@ -3,8 +3,11 @@
     senders.py  senders list|show|create|update|delete|rotate-token
     ops.py      gateways, topology declare, status, suppress
     publish.py  publish
+    sendtest.py send-test
     fleet.py    worker, run, webhooks, demo
     admin.py    admin
+    dead.py     dead list|show|requeue|purge
+    asyncapi.py asyncapi
     common.py   the errors, the console, connecting to Redis and RabbitMQ, `run` (uvloop)
 
 Configuration is read once from the environment here and passed down. A user mistake gets one line on
@@ -24,11 +27,14 @@ from smsfleet.senders import SenderError, UnreadableSender
 from smsfleet.settings import ConfigError, Settings
 
 from .admin import add_admin
+from .asyncapi import add_asyncapi
 from .common import Command, Parser, Unavailable, UserError, run
+from .dead import add_dead
 from .fleet import add_demo, add_webhooks, add_worker
 from .ops import add_gateways, add_status, add_suppress, add_topology
 from .publish import add_publish
 from .senders import add_senders
+from .sendtest import add_send_test
 
 __all__ = ["Unavailable", "UserError", "build_parser", "main", "run"]
 
@@ -38,12 +44,15 @@ COMMANDS = (
     add_gateways,
     add_topology,
     add_publish,
+    add_send_test,
     add_worker,  # worker, run
     add_demo,
     add_status,
     add_suppress,
+    add_dead,
     add_webhooks,
     add_admin,
+    add_asyncapi,
 )
 
 

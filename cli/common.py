@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
+from smsfleet.connect import connect_amqp_once, redis_client
 from smsfleet.senders import SenderRegistry, open_registry
 from smsfleet.settings import Settings, redact_url
 from smsfleet.topology import Names
@@ -98,7 +99,7 @@ def print_json(data: Any) -> None:
 
 
 def _redis_client(settings: Settings) -> aioredis.Redis:
-    return aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+    return redis_client(settings.redis_url, socket_connect_timeout=3)
 
 
 @contextlib.asynccontextmanager
@@ -134,7 +135,8 @@ async def connect_registry(settings: Settings) -> AsyncIterator[SenderRegistry]:
 @contextlib.asynccontextmanager
 async def connect_amqp(settings: Settings) -> AsyncIterator[aio_pika.abc.AbstractConnection]:
     try:
-        connection = await asyncio.wait_for(aio_pika.connect(settings.amqp_url), 10)
+        nodes = len(settings.amqp_urls)
+        connection = await asyncio.wait_for(connect_amqp_once(settings.amqp_url, timeout=10), 10 * nodes)
     except (OSError, TimeoutError, aio_pika.exceptions.AMQPConnectionError):
         raise Unavailable(f"cannot reach RabbitMQ at {redact_url(settings.amqp_url)}; {AMQP_HINT}") from None
     try:

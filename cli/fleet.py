@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 import uuid
 from collections import Counter
@@ -17,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from producers import Publisher
+from smsfleet.connect import connect_amqp
 from smsfleet.contracts import FINAL_STATES, SendJob, StatusEvent
 from smsfleet.kinds import KINDS
 from smsfleet.senders import parse_sender
@@ -24,6 +26,7 @@ from smsfleet.settings import Settings
 from smsfleet.topology import Names, declare
 from webhooks import serve
 from workers import SendPolicy, run_workers
+from workers.group import run_group
 
 from .common import UserError, check_services, connect_registry
 
@@ -34,7 +37,21 @@ __all__ = ["add_demo", "add_webhooks", "add_worker"]
 
 
 def _policy(args: argparse.Namespace) -> SendPolicy:
-    return SendPolicy(concurrency=args.concurrency, max_attempts=args.max_attempts, ambiguous=args.ambiguous)
+    return SendPolicy(
+        concurrency=args.concurrency, max_attempts=args.max_attempts, ambiguous=args.ambiguous,
+        linger_s=args.linger_ms / 1000, batch_max=args.batch_max,
+    )  # fmt: skip
+
+
+def _child_argv(args: argparse.Namespace) -> list[str]:
+    """The worker command of one process of a group: the same roles and flags, one process, no metrics port."""
+    argv = ["--config", args.config] if args.config else []
+    argv += ["worker", "--role", args.role]
+    for kind in args.gateway or []:
+        argv += ["--gateway", kind]
+    argv += ["--concurrency", str(args.concurrency), "--max-attempts", str(args.max_attempts)]
+    argv += ["--ambiguous", args.ambiguous, "--grace", str(args.grace)]
+    return [*argv, "--linger-ms", str(args.linger_ms), "--batch-max", str(args.batch_max)]
 
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -44,6 +61,8 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
             raise UserError("give --gateway for send workers (repeat it for several)")
         gateways = list(KINDS)
     await check_services(settings)
+    if args.processes != 1:
+        return await run_group(_child_argv(args), args.processes, grace_s=args.grace, metrics_port=args.metrics_port)
     await run_workers(
         settings,
         gateways=gateways if args.role in ("send", "all") else [],
@@ -63,7 +82,43 @@ def _worker_flags(p: argparse.ArgumentParser) -> None:
                    help="after a send that may have reached a provider that does not dedupe")  # fmt: skip
     p.add_argument("--grace", type=float, default=25.0, help="seconds to finish in-flight sends on SIGTERM")
     p.add_argument("--metrics-port", type=int, help="serve /metrics, /livez and /readyz on this port")
+    p.add_argument("--linger-ms", type=_at_least(0, float), default=5.0,
+                   help="how long a job may wait for others of its sender to share a provider request, for kinds "
+                   "that batch (default 5; 0: one request per job)")  # fmt: skip
+    p.add_argument(
+        "--batch-max",
+        type=_at_least(1, int),
+        default=500,
+        help="most messages in one provider request, below the kind's own maximum (default 500)",
+    )
+    p.add_argument(
+        "--processes",
+        type=_processes,
+        default=1,
+        metavar="N|auto",
+        help="run N worker processes (auto: one a core), restarted when they crash (default 1)",
+    )
     p.set_defaults(service=True)
+
+
+def _at_least(low: float, kind: type[Any]) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {text}")
+        return value
+
+    return parse
+
+
+def _processes(text: str) -> int:
+    if text == "auto":
+        return os.cpu_count() or 1
+    count: int = _at_least(1, int)(text)
+    return count
 
 
 def add_worker(sub: Any) -> None:
@@ -144,7 +199,7 @@ async def _demo_run(args: argparse.Namespace, settings: Settings, console: Conso
                 SendJob(id=f"{run_id}-{i:06d}", sender="demo-sandbox", account="demo", to=to, text=f"Demo {i}"),
             )
 
-    async with await aio_pika.connect_robust(settings.amqp_url) as connection:
+    async with await connect_amqp(settings.amqp_url) as connection:
         channel = await connection.channel()
         names = Names(settings.namespace)
         await declare(channel, names, settings.queue_limits)

@@ -19,6 +19,7 @@ from smsfleet.settings import Settings
 from smsfleet.suppression import SuppressionStore
 from smsfleet.topology import Names, TopologyConflict, declare
 from workers.ledger import Ledger
+from workers.lookup import job_summary
 
 from .common import Parser, UserError, connect_amqp, connect_redis, console, esc, plain, print_json
 
@@ -55,17 +56,22 @@ async def cmd_gateways(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     table = Table("kind", "provider", "settings (* required)", "callbacks", "notes", show_lines=True)
     for r in rows:
-        specs = "\n".join(
-            f"{s['name']}{'*' if s['required'] else ''}{' (secret)' if s['secret'] else ''}"
-            + (f" = {s['default']}" if s["default"] not in (None, "") else "")
-            for s in r["settings"]
-        )
+        shown = [_setting_line(s) for s in r["settings"] if not s["advanced"]]
+        advanced = [_setting_line(s) for s in r["settings"] if s["advanced"]]
+        specs = "\n".join(shown + (["advanced:", *(f"  {a}" for a in advanced)] if advanced else []))
         notes = "\n".join(f"assumes: {a}" for a in r["assumptions"])
         if not r["implemented"]:
             notes = "adapter not implemented yet" + (f"\n{notes}" if notes else "")
         table.add_row(*map(plain, (r["kind"], r["title"], specs, "yes" if r["callbacks"] else "", notes)))
     console().print(table)
     return 0
+
+
+def _setting_line(spec: dict[str, Any]) -> str:
+    """`name*: Label (secret) = default`: the form's label, as the seed words it, beside the setting's name."""
+    line = f"{spec['name']}{'*' if spec['required'] else ''}: {spec['label']}{' (secret)' if spec['secret'] else ''}"
+    default = spec["default"]
+    return line + (f" = {default}" if default not in (None, "", {}) else "")
 
 
 def add_gateways(sub: Any) -> None:
@@ -106,21 +112,9 @@ def add_topology(sub: Any) -> None:
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     async with connect_redis(settings) as redis:
-        ledger = Ledger(redis, Names(settings.namespace))
-        record, history = await ledger.get(args.job_id), await ledger.history(args.job_id)
-    if not record:
+        summary = await job_summary(Ledger(redis, Names(settings.namespace)), args.job_id)
+    if summary is None:
         raise UserError(f"no record of job {args.job_id!r} (never sent, or older than 7 days)")
-    job = json.loads(record["job"]) if "job" in record else {}
-    summary = {
-        "job_id": args.job_id,
-        "state": record.get("state"),
-        "phase": record.get("phase"),
-        "gateway": record.get("gateway"),
-        "provider_ids": [p for p in record.get("pid", "").split(",") if p],
-        "attempt": int(record.get("attempt") or 1),
-        "sender": job.get("sender"),
-        "history": history,
-    }
     if args.json:
         print(json.dumps(summary, ensure_ascii=False))
         return 0
@@ -129,7 +123,7 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
               + escape(f"{summary['state']} (sender {summary['sender']}, gateway {summary['gateway']}, "
                        f"attempt {summary['attempt']})"))  # fmt: skip
     table = Table("at", "state", "source", "detail")
-    for entry in history:  # as recorded: provider texts and job values are shown as text, never as markup
+    for entry in summary["history"]:  # as recorded: provider texts and job values are shown as text, never as markup
         table.add_row(*(Text(str(entry.get(key, ""))) for key in ("at", "state", "source", "detail")))
     out.print(table)
     return 0

@@ -13,7 +13,7 @@ from typing import Any
 from rich.table import Table
 
 from smsfleet.kinds import KIND_SETTINGS, fields
-from smsfleet.senders import Sender, parse_sender, receiving_url, sender_doc
+from smsfleet.senders import Sender, name_key, parse_sender, receiving_url, sender_doc
 from smsfleet.settings import Settings
 
 from .common import Parser, UserError, connect_registry, console, esc, plain, print_json
@@ -51,6 +51,8 @@ def _flags_doc(args: argparse.Namespace) -> dict[str, Any]:
     doc: dict[str, Any] = {}
     if getattr(args, "id", None):
         doc["id"] = args.id
+    if args.name is not None:
+        doc["name"] = args.name
     if args.gateway:
         doc["gateway"] = args.gateway
     for flag, key in (
@@ -89,6 +91,7 @@ def _show_sender(sender: Sender, settings: Settings) -> None:
     kind = KIND_SETTINGS[sender.gateway]
     rows: list[tuple[str, str]] = [
         ("id", sender.id),
+        ("name", sender.name),
         ("gateway", f"{sender.gateway} ({kind.title})"),
         ("accounts", ", ".join(sender.accounts)),
     ]
@@ -124,10 +127,10 @@ async def cmd_senders_list(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json([sender_doc(s, public_url=settings.public_url) for s in senders])
         return 0
-    table = Table("id", "gateway", "accounts", "caller IDs", "rate limit")
+    table = Table("id", "name", "gateway", "accounts", "caller IDs", "rate limit")
     for s in senders:
         rate = f"{s.rate_limit:g}/s" if s.rate_limit else "default"
-        cells = (s.id, s.gateway, ", ".join(s.accounts), ", ".join(s.verified_caller_ids) or "any", rate)
+        cells = (s.id, s.name, s.gateway, ", ".join(s.accounts), ", ".join(s.verified_caller_ids) or "any", rate)
         table.add_row(*map(plain, cells))
     console().print(table if senders else "no senders yet: create one with `smsfleet senders create`")
     return 0
@@ -149,19 +152,24 @@ async def cmd_senders_create(args: argparse.Namespace, settings: Settings) -> in
     if args.file:
         docs = _read_senders_file(args.file)
     else:
-        if not args.id or not args.gateway:
-            raise UserError("give an ID and --gateway (or --file)")
+        if not (args.id or args.name) or not args.gateway:
+            raise UserError("give an ID or --name, and --gateway (or --file)")
         docs = [_flags_doc(args)]
     senders = [parse_sender(d, default_region=settings.default_region) for d in docs]
-    ids = [s.id for s in senders]
+    given = [bool(d.get("id")) for d in docs]  # else the id was made from the name: a taken one gets a suffix
+    ids = [s.id for s, g in zip(senders, given, strict=True) if g]
     if dupes := sorted({i for i in ids if ids.count(i) > 1}):
         raise UserError(f"the same id appears twice: {', '.join(dupes)}")
+    keys = [name_key(s.name) for s in senders]
+    if dupes := sorted({s.name for s, k in zip(senders, keys, strict=True) if keys.count(k) > 1}):
+        raise UserError(f"name: the same name appears twice (case is ignored): {', '.join(map(repr, dupes))}")
     async with connect_registry(settings) as registry:
-        for s in senders:
-            if await registry.get(s.id) is not None:
+        for s in senders:  # nothing is created when one of them cannot be
+            if s.id in ids and await registry.get(s.id) is not None:
                 raise UserError(f"a sender with id {s.id!r} already exists; use `smsfleet senders update`")
-        for s in senders:
-            await registry.create(s)
+            if (owner := await registry.name_owner(s.name)) is not None:
+                raise UserError(f"name: the name {s.name!r} is taken by sender {owner!r} (case is ignored)")
+        senders = [await registry.create(s, id_given=g) for s, g in zip(senders, given, strict=True)]
     return _report_saved(args, settings, senders, "created")
 
 
@@ -189,7 +197,8 @@ def _report_saved(args: argparse.Namespace, settings: Settings, senders: list[Se
         return 0
     out = console()
     for s in senders:
-        out.print(f"{verb} sender [bold]{esc(s.id)}[/bold] ({esc(s.gateway)})")
+        named = "" if s.name == s.id else f" {esc(repr(s.name))}"
+        out.print(f"{verb} sender [bold]{esc(s.id)}[/bold]{named} ({esc(s.gateway)})")
         if len(senders) == 1:
             _show_sender(s, settings)
     return 0
@@ -236,7 +245,13 @@ async def cmd_senders_rotate_token(args: argparse.Namespace, settings: Settings)
 
 
 def _sender_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("id", nargs="?", help="the sender id (letters, digits, - and _)")
+    p.add_argument(
+        "id", nargs="?", help="the sender id (letters, digits, - and _; fixed): on create, made from --name if left out"
+    )
+    p.add_argument(
+        "--name",
+        help="the sender's name: 1 to 100 characters of any script, unique ignoring case (create: default the id)",
+    )
     p.add_argument("--file", help="a JSON or TOML file with one sender, a list, or a 'senders' list")
     p.add_argument("--gateway", choices=list(KIND_SETTINGS), metavar="KIND", help="the gateway kind")
     p.add_argument(

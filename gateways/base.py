@@ -13,8 +13,12 @@ Where the provider takes an id of ours with a message, `Outgoing.ref` is that id
 providers that want a number (`numeric_ref`), a number the worker allocates once per job from a counter per
 provider account (`account`), so two jobs never share one and every attempt of a job carries the same.
 
-`send_many` exists for providers that take several messages in one request; the default sends them one by
-one, so an adapter only overrides it when its API really batches.
+`send_many` is for providers that take several messages in one request (`max_batch` > 1): one outcome per
+message, in order — a refusal of one destination fails that message only, an error of the whole request
+(transport, auth, a reply that says nothing) is every message's. The default sends them one by one, so an
+adapter only overrides it when its API really batches. `rate_per` says what the provider's rate limit
+counts: `"message"` (one slot of the sender's rate per message) or `"request"` (one per request, however
+many messages it carries: Play Mobile's PLAY_MOBILE_LIMIT_REQUESTS_PER_SEC).
 """
 
 from __future__ import annotations
@@ -164,6 +168,10 @@ class Gateway(Generic[S]):
     can_find: ClassVar[bool] = False
     #: the provider wants a number as our message id: `Outgoing.ref` is allocated from a counter
     numeric_ref: ClassVar[bool] = False
+    #: the most messages `send_many` puts in one request (the provider's documented maximum, or a safe guess)
+    max_batch: ClassVar[int] = 1
+    #: what the provider's rate limit counts: "message" or "request" (see the module docstring)
+    rate_per: ClassVar[str] = "message"
 
     #: seconds a provider request may take; the worker sets it from its policy
     timeout_s: float = 10.0

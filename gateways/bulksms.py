@@ -30,12 +30,32 @@ Decisions:
 - 403 (insufficient credits or another refusal) is Permanent, as the spec reads it ("until top-up").
 - A 2xx reply without the created messages: Ambiguous. BulkSMS may have taken them, and a resend with the
   same deduplication-id is safe.
+
+Batches (`send_many`, `max_batch` 4000). Documented [B1]: one POST takes an array of up to 30,000 entries,
+~4,000 recommended "in order to make resubmissions on network failures more practical", because the
+`deduplication-id` is set **per submission** (a query parameter), not per entry; 201 answers one Message per
+recipient ("the messages that were created from the request"); a 400 refuses the request, its problem JSON
+naming no entry. Each entry carries what `send` puts per message (`to`, `body`, `longMessageMaxParts`,
+`userSuppliedId`, `from`). Decided:
+- The submission's `deduplication-id` is the `ref` of its first message: a resubmission of the same batch is
+  deduplicated, and a batch of one is exactly `send`. A later submission with the same first message but
+  other company (a regrouped retry) is answered, if the first one was processed, with the *first* one's
+  reply and sends nothing: so a 201 is adopted only when it has one Message per entry, in order, each with
+  our `userSuppliedId` and number where it carries them; any other 201 is Ambiguous for every message, and
+  the worker reconciles each by `find` (never a guess from position or count).
+- A message without a numeric `ref` is refused alone (Permanent `bulksms.no_ref`); the others go.
+- A 400 to a batch of several: nothing was created, and BulkSMS does not say which entry it refused, so each
+  message is submitted again on its own (its own `ref` as deduplication-id): the one at fault gets its 400
+  (Permanent), the good ones are sent. It costs one request per message, no more than unbatched sending,
+  and only on a refusal the worker's checks (E.164 numbers, parts, caller IDs) did not foresee.
+- Any other refusal (401, 403, 404), 429, 5xx, a timeout or a reset is the whole request's: every message's.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -111,6 +131,28 @@ def _inbound(message: dict[str, Any]) -> Inbound:
     )
 
 
+def _receipt(message: Outgoing, usid: str, item: Any) -> Receipt | None:
+    """The Receipt in `item`, the created Message answered for `message`; None if it is not that message's."""
+    if not isinstance(item, dict) or not item.get("id"):
+        return None
+    if item.get("userSuppliedId") not in (None, usid):
+        return None
+    to = item.get("to")
+    if to is not None and str(to).lstrip("+") != message.to.lstrip("+"):
+        return None
+    parts = item.get("numberOfParts")  # empty in the submit reply, filled in later
+    return Receipt(provider_message_id=str(item["id"]), parts=parts if isinstance(parts, int) else None)
+
+
+def _refused(status: int, data: Any) -> GatewayError:
+    """The error of a submission refused with `status` (a 4xx; 429 and 5xx never get here)."""
+    cls, meaning = ERRORS.get(status, (Permanent, f"HTTP {status}"))
+    problem = data if isinstance(data, dict) else {}
+    kind = str(problem.get("type", "")).partition("#")[2]  # ".../errors#insufficient-credits"
+    detail = str(problem.get("detail") or problem.get("title") or "").strip()[:200]
+    return cls(f"bulksms.{status}" + (f".{kind}" if kind else ""), f"{meaning}: {detail}" if detail else meaning)
+
+
 class BulksmsGateway(Gateway[BulksmsSettings]):
     """BulkSMS.com JSON API. Delivery reports: status lookup by message id, and webhooks (SENT and RECEIVED)."""
 
@@ -120,11 +162,14 @@ class BulksmsGateway(Gateway[BulksmsSettings]):
     has_status = True
     can_find = True
     numeric_ref = True
+    max_batch = 4000  # BulkSMS takes 30,000 per request and recommends ~4,000 (one deduplication-id each)
     assumptions = (
         "BulkSMS documents no request rate; 20 requests/s per sender is a guess",
         "BulkSMS documents no upper bound for longMessageMaxParts (default 3); 10 parts is our default limit",
         "the 401 body and any 429 are not documented: 401 is taken as wrong credentials (Permanent)",
         "BulkSMS has no validity period field: an expired job is stopped before sending, never at BulkSMS",
+        "a submission refused with a 4xx does not use up its deduplication-id, so its messages may be submitted "
+        "again (alone, after a 400 to a batch, which names no entry) with the same ids",
     )
 
     def __init__(self, settings: BulksmsSettings, http: aiohttp.ClientSession) -> None:
@@ -137,32 +182,58 @@ class BulksmsGateway(Gateway[BulksmsSettings]):
         return f"BulksmsGateway(login={self.settings.login!r}, base_url={self.base_url!r})"
 
     async def send(self, message: Outgoing) -> Receipt:
+        [outcome] = await self.send_many([message])
+        if isinstance(outcome, GatewayError):
+            raise outcome
+        return outcome
+
+    async def send_many(self, messages: Sequence[Outgoing]) -> list[Receipt | GatewayError]:
+        if all(m.ref.isdigit() for m in messages):
+            return await self._submit(messages) if messages else []
+        no_ref = Permanent("bulksms.no_ref", "a BulkSMS message needs a numeric deduplication-id from the worker")
+        outcomes: list[Receipt | GatewayError] = [no_ref] * len(messages)
+        ready = [i for i, m in enumerate(messages) if m.ref.isdigit()]
+        if ready:
+            for i, outcome in zip(ready, await self._submit([messages[i] for i in ready]), strict=True):
+                outcomes[i] = outcome
+        return outcomes
+
+    def _entry(self, message: Outgoing, usid: str) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "to": message.to,
             "body": message.text,
             "longMessageMaxParts": self.settings.max_parts or self.max_parts,
-            "userSuppliedId": user_supplied_id(message.job_id),
+            "userSuppliedId": usid,
         }
         if message.originator:
             shortcode = message.originator.isdigit() and len(message.originator) <= 6
             entry["from"] = {"type": "SHORTCODE", "address": message.originator} if shortcode else message.originator
-        if not message.ref.isdigit():
-            raise Permanent("bulksms.no_ref", "a BulkSMS message needs a numeric deduplication-id from the worker")
-        params = {"deduplication-id": message.ref, "auto-unicode": "true"}
-        url = f"{self.base_url}/messages"
-        status, data = await call(
-            self, "POST", url, provider="BulkSMS", headers=self._auth, body=[entry], params=params
-        )
-        if status == 201 and isinstance(data, list) and data and isinstance(data[0], dict) and data[0].get("id"):
-            parts = data[0].get("numberOfParts")  # empty in the submit reply, filled in later
-            return Receipt(provider_message_id=str(data[0]["id"]), parts=parts if isinstance(parts, int) else None)
+        return entry
+
+    async def _submit(self, messages: Sequence[Outgoing]) -> list[Receipt | GatewayError]:
+        """One submission of `messages` (each with a numeric ref); one outcome per message (see the module doc)."""
+        usids = [user_supplied_id(m.job_id) for m in messages]
+        body = [self._entry(m, usid) for m, usid in zip(messages, usids, strict=True)]
+        params = {"deduplication-id": messages[0].ref, "auto-unicode": "true"}
+        try:
+            status, data = await call(
+                self, "POST", f"{self.base_url}/messages", provider="BulkSMS", headers=self._auth, body=body,
+                params=params,
+            )  # fmt: skip
+        except GatewayError as exc:
+            return [exc] * len(messages)
+        if status == 201 and isinstance(data, list) and len(data) == len(messages):
+            found = [_receipt(m, usid, item) for m, usid, item in zip(messages, usids, data, strict=True)]
+            receipts: list[Receipt | GatewayError] = [r for r in found if r is not None]
+            if len(receipts) == len(messages):
+                return receipts
         if 200 <= status < 300:
-            raise Ambiguous("bulksms.bad_reply", f"HTTP {status} without the created messages")
-        cls, meaning = ERRORS.get(status, (Permanent, f"HTTP {status}"))
-        problem = data if isinstance(data, dict) else {}
-        kind = str(problem.get("type", "")).partition("#")[2]  # ".../errors#insufficient-credits"
-        detail = str(problem.get("detail") or problem.get("title") or "").strip()[:200]
-        raise cls(f"bulksms.{status}" + (f".{kind}" if kind else ""), f"{meaning}: {detail}" if detail else meaning)
+            said = f"{len(data)} messages" if isinstance(data, list) else "no messages"
+            error: GatewayError = Ambiguous("bulksms.bad_reply", f"HTTP {status} with {said} not matching ours")
+            return [error] * len(messages)
+        if status == 400 and len(messages) > 1:  # which entry is not said: each alone, as unbatched sending would
+            return await super().send_many(messages)
+        return [_refused(status, data)] * len(messages)
 
     async def find(self, message: Outgoing) -> Receipt | None:
         url = f"{self.base_url}/messages"

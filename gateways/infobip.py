@@ -28,6 +28,14 @@ Decisions:
 - States by status group (PENDING, DELIVERED, UNDELIVERABLE, EXPIRED, REJECTED); the intermediate
   DELIVERED_TO_OPERATOR is not final. The error object's `permanent` flag goes into the event's error.
 - A message refused in a 200 reply raises per ERRORS. HTTP 429 is RateLimited (gateways.transport); 4xx Permanent.
+- Batches (`send_many`): one request, `messages[]` with one message object per SMS, each with its own
+  destination and `messageId` (as `send` puts them); the reply's `messages[]` has one status per destination,
+  matched back by `messageId` (our job id), never by position: PENDING is accepted, a refusal (REJECTED, e.g.
+  a bad number) is that message's alone, a reply without exactly one status for a message is Ambiguous for
+  it. Infobip documents no maximum number of messages per request: `max_batch` is a conservative guess,
+  1000. A 4xx refuses the whole request; a 400 (a message Infobip
+  found malformed; its `validationErrors` name fields, not messages) to several messages is followed by
+  each message on its own, so that only the one at fault is refused. 429, 5xx, timeouts: every message's.
 - Inbound `text` is the whole SMS; `keyword` and `cleanText` are Infobip's split of it, so a bare "STOP"
   (keyword STOP, empty cleanText) reaches the stop-word check as "STOP", and `keyword` goes along: a STOP
   keyword flags the SMS as a stop whatever follows it.
@@ -36,6 +44,7 @@ Decisions:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -162,6 +171,22 @@ def _refused(status: int, data: Any) -> GatewayError:
     return cls(f"http.{status}", f"{meaning}: {said}"[:200] if said else meaning)
 
 
+def _outcome(message: Outgoing, item: Any) -> Receipt | GatewayError:
+    """What the send reply's status `item` (the one with this message's messageId, or None) says of it."""
+    try:
+        status = _status(item.get("status") if isinstance(item, dict) else None)
+    except ValueError:
+        return Ambiguous("infobip.bad_reply", "HTTP 200 without this message's status")
+    if (status.group, status.id) == (5, 23):
+        return Receipt(provider_message_id=message.job_id)  # the id is taken: an earlier attempt went through
+    if status.state in _FAILED:
+        cls, meaning = ERRORS.get(f"status.{status.id}", (Permanent, status.meaning))
+        return cls(f"infobip.status.{status.id}", f"{meaning}: {status.name}")
+    details = item.get("details")
+    parts = details.get("messageCount") if isinstance(details, dict) else item.get("smsCount")
+    return Receipt(provider_message_id=message.job_id, parts=parts if isinstance(parts, int) else None)
+
+
 class InfobipGateway(Gateway[InfobipSettings]):
     """Infobip SMS API v3 (or v2 by URL). Delivery reports: pulled by message id, and pushed; inbound SMS pushed."""
 
@@ -171,10 +196,13 @@ class InfobipGateway(Gateway[InfobipSettings]):
     max_parts = 25  # Infobip refuses more than 25 parts (REJECTED_MESSAGE_TOO_LONG)
     has_status = True
     can_find = True
+    max_batch = 1000
     assumptions = (
         "Infobip refuses a repeated messageId in the send reply (status 23); for how long it remembers ids is "
         "not documented, so an ambiguous send is looked up in the logs (48 h) before any resend",
         "Infobip rate-limits sends only per account, by answering 429; 50 requests/s per sender is a guess",
+        "Infobip documents no maximum of messages per send request: batches hold at most 1000 (a guess)",
+        "a send refused with HTTP 400 took none of its messages, so they may be sent again one by one",
     )
 
     def __init__(self, settings: InfobipSettings, http: aiohttp.ClientSession) -> None:
@@ -187,7 +215,8 @@ class InfobipGateway(Gateway[InfobipSettings]):
     def __repr__(self) -> str:
         return f"InfobipGateway(url={self.settings.url!r})"
 
-    def _body(self, message: Outgoing) -> dict[str, Any]:
+    def _sms(self, message: Outgoing) -> dict[str, Any]:
+        """The message object of `messages[]` for one SMS."""
         v3 = self.api.v3
         sms: dict[str, Any] = {"destinations": [{"to": digits(message.to), "messageId": message.job_id}]}
         sms |= {"content": {"text": message.text}} if v3 else {"text": message.text}
@@ -204,28 +233,33 @@ class InfobipGateway(Gateway[InfobipSettings]):
             sms["webhooks"] = {"delivery": {"url": message.callback_url}, "contentType": "application/json"}
         elif message.callback_url:
             sms |= {"notifyUrl": message.callback_url, "notifyContentType": "application/json"}
-        return {"messages": [sms]}
+        return sms
 
     async def send(self, message: Outgoing) -> Receipt:
+        [outcome] = await self.send_many([message])
+        if isinstance(outcome, GatewayError):
+            raise outcome
+        return outcome
+
+    async def send_many(self, messages: Sequence[Outgoing]) -> list[Receipt | GatewayError]:
+        if not messages:
+            return []
         url = self.base_url + self.api.send
-        code, data = await call(self, "POST", url, provider="Infobip", headers=self._auth, body=self._body(message))
-        if code != 200:
-            raise _refused(code, data)
-        items = data.get("messages") if isinstance(data, dict) else None
-        item = items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else {}
+        body = {"messages": [self._sms(m) for m in messages]}
         try:
-            status = _status(item.get("status"))
-        except ValueError:
-            raise Ambiguous("infobip.bad_reply", "HTTP 200 without a message status") from None
-        if (status.group, status.id) == (5, 23):
-            return Receipt(provider_message_id=message.job_id)  # the id is taken: an earlier attempt went through
-        if status.state in _FAILED:
-            cls, meaning = ERRORS.get(f"status.{status.id}", (Permanent, status.meaning))
-            raise cls(f"infobip.status.{status.id}", f"{meaning}: {status.name}")
-        details = item.get("details")
-        parts = details.get("messageCount") if isinstance(details, dict) else item.get("smsCount")
-        pid = str(item.get("messageId") or message.job_id)
-        return Receipt(provider_message_id=pid, parts=parts if isinstance(parts, int) else None)
+            code, data = await call(self, "POST", url, provider="Infobip", headers=self._auth, body=body)
+        except GatewayError as exc:
+            return [exc] * len(messages)
+        if code == 400 and len(messages) > 1:  # one malformed message refuses all; which one is not said
+            return await super().send_many(messages)
+        items = data.get("messages") if code == 200 and isinstance(data, dict) else None
+        if not isinstance(items, list):
+            return [_refused(code, data)] * len(messages)
+        by_id: dict[Any, Any] = {}
+        for item in items:
+            mid = item.get("messageId") if isinstance(item, dict) else None
+            by_id[mid] = None if mid in by_id else item  # twice: neither is taken as this message's
+        return [_outcome(m, by_id.get(m.job_id)) for m in messages]
 
     async def find(self, message: Outgoing) -> Receipt | None:
         url = self.base_url + self.api.logs

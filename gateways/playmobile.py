@@ -14,10 +14,15 @@ Decisions:
 - `recipient` is the E.164 number's digits (`998901234567`); `originator` is the job's, else `3700`, the
   shared short number of Play Mobile's examples (the field is required: error 401).
 - `ttl` is sent only with `valid_until`: the seconds left, at least 1 (the unit is not confirmed).
-- Error 100 (internal error) is Transient; every other body code, any other 4xx and 401/403 are Permanent.
+- Errors 100 (internal error) and 105 (see below) are Transient; every other body code, any other 4xx and
+  401/403 are Permanent.
 - The default rate, 49 requests/s, is `PLAY_MOBILE_LIMIT_REQUESTS_PER_SEC` (`Settings.play_mobile_rate`),
   which the worker consults before `default_rate`; a sender's `rate_limit` overrides both.
-- `send_many` posts one request for several messages, as the API takes them; a refusal applies to all.
+- `send_many` posts one request for several messages, as the API takes them; a refusal applies to all (Play
+  Mobile answers one error code for the request, naming no message). Its rate limit counts requests
+  (`rate_per = "request"`), so a batch takes one slot. Error 105, "too many message ids", has no documented
+  number: `max_batch` is 100 (a guess), and 105 is Transient, as it is the request's size, not a message,
+  that was refused (lower the worker's batch size setting and the retries go through).
 - Inbound SMS come as XML, the form public integrations of Play Mobile handle:
   `<sms-request><message id=".." msisdn=".." submit-date=".."><content type="text/plain">..</content>
   </message></sms-request>`. A body with a DOCTYPE is refused (no entity of a stranger's is expanded).
@@ -55,7 +60,7 @@ ERRORS: dict[int, tuple[type[GatewayError], str]] = {
     102: (Permanent, "account locked"),
     103: (Permanent, "empty channel"),
     104: (Permanent, "invalid priority"),
-    105: (Permanent, "too many message ids"),
+    105: (Transient, "too many message ids"),  # the request's size, not the messages: see the module doc
     202: (Permanent, "empty recipient"),
     204: (Permanent, "empty e-mail address"),
     205: (Permanent, "empty message-id"),
@@ -149,6 +154,8 @@ class PlaymobileGateway(Gateway[PlaymobileSettings]):
     kind = "playmobile"
     settings_type = PlaymobileSettings
     default_rate = 49.0
+    max_batch = 100
+    rate_per = "request"
     assumptions = (
         "pushed reports are JSON {'messages': [{'message-id', 'status', 'status-date'?}]} (or one such object, "
         "or form fields) with statuses delivered, transmitted, deferred, notDelivered, failed; the real "
@@ -160,6 +167,7 @@ class PlaymobileGateway(Gateway[PlaymobileSettings]):
         "sent to is not in that form (read from a `service-number` attribute where one is present)",
         "HTTP 400 errors carry error-code/error-description (client libraries) or error_code/"
         "error_description (the wiki): both are read",
+        "one request takes up to 100 messages: error 105 (too many message ids) is documented, its number is not",
     )
 
     @property
@@ -175,6 +183,8 @@ class PlaymobileGateway(Gateway[PlaymobileSettings]):
         return Receipt(provider_message_id=message.job_id)
 
     async def send_many(self, messages: Sequence[Outgoing]) -> list[Receipt | GatewayError]:
+        if not messages:
+            return []
         try:
             await self._post(messages)
         except GatewayError as exc:

@@ -32,9 +32,9 @@ from typing import Any, Final, Literal, Self, TypeVar, cast
 import aio_pika
 import aiormq.exceptions as amqp_errors
 import msgspec
-import redis.asyncio as aioredis
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 
+from smsfleet.connect import connect_amqp, redis_client
 from smsfleet.contracts import JOB_ID_MAX_BYTES, SendJob, encode
 from smsfleet.senders import SenderCache, open_registry
 from smsfleet.settings import Settings
@@ -185,12 +185,12 @@ class Publisher:
         """A publisher with its own broker connection, Redis client and sender cache, all closed on exit."""
         names = Names(settings.namespace)
         async with contextlib.AsyncExitStack() as stack:
-            redis = aioredis.Redis.from_url(settings.redis_url)
+            redis = redis_client(settings.redis_url)
             stack.push_async_callback(redis.aclose)
             cache = SenderCache(open_registry(redis, names, settings.secret_key))
             await cache.start()
             stack.push_async_callback(cache.stop)
-            connection = await aio_pika.connect_robust(settings.amqp_url)
+            connection = await connect_amqp(settings.amqp_url)  # the first node that answers, then the next
             stack.push_async_callback(connection.close)
             publisher = cls(connection, names, sender_route(cache), timeout=timeout, max_in_flight=max_in_flight)
             await publisher.start()

@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 __all__ = [
+    "BATCH_SIZE",
     "CALLBACKS",
     "CONSUMED",
     "DEAD_LETTERED",
@@ -33,7 +34,8 @@ CONSUMED = Counter("smsfleet_jobs_consumed_total", "Send jobs taken from a queue
 JOBS = Counter("smsfleet_jobs_total", "Jobs that reached a final state", ["gateway", "sender", "state"])
 PROVIDER_REQUESTS = Counter(
     "smsfleet_provider_requests_total",
-    "Provider send requests by outcome: ok, permanent, transient, ambiguous, rate_limited",
+    "Provider send outcomes, one per message (a batched request counts each of its messages): ok, permanent, "
+    "transient, ambiguous, rate_limited",
     ["gateway", "outcome"],
 )
 PROVIDER_LATENCY = Histogram(
@@ -41,6 +43,12 @@ PROVIDER_LATENCY = Histogram(
     "Provider request latency",
     ["gateway"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+BATCH_SIZE = Histogram(
+    "smsfleet_batch_messages",
+    "Messages per provider send request (1 for kinds that do not batch)",
+    ["gateway"],
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 4000),
 )
 RATE_LIMIT_WAIT = Histogram(
     "smsfleet_rate_limit_wait_seconds",

@@ -3,7 +3,7 @@
 A sender document has the same shape everywhere — in Redis (secrets aside), in `--json` output, in the
 admin API and in the files `smsfleet senders create|update --file` reads:
 
-    {"id": "acme-smsc", "gateway": "smsc", "accounts": ["acme"], "settings": {...},
+    {"id": "acme-smsc", "name": "ACME via SMSC", "gateway": "smsc", "accounts": ["acme"], "settings": {...},
      "verified_caller_ids": [], "verified_phones": [], "stop_words": ["STOP"],
      "add_to_global_suppress": false, "rate_limit": null}
 
@@ -12,6 +12,16 @@ SMSFLEET_SECRET_KEY is set, shown as `********` everywhere else, and kept when a
 or masked. The webhook token is never shown on its own: it is part of the sender's receiving URL, which is
 what `senders show` and the admin print. It is generated (256 bits) at creation and by `rotate_token`; a
 token given by a person must pass `weak_token`.
+
+Ids and names: the id is the immutable key (routing keys, URLs); the name is what people read and edit:
+1–100 characters of any script, unique ignoring case and surrounding spaces (`name_key`). A document
+without an id gets one made from its name (`slug`: "Infobip main (RU)" -> `infobip-main-ru`, with a short
+random suffix when that id is taken or the name has no letter to make it from). A stored document without
+a name (written before names existed) reads as name = id. Uniqueness is enforced by the registry in one
+optimistic transaction (WATCH/MULTI) over the sender hash and the name index `<ns>:senders:names`
+(normalised name -> id), written together with the record and the version bump: of two concurrent writes
+of one name, exactly one wins and the other gets `SenderConflict` on `name`. Records stored before the
+index existed are indexed by the next write (their name: the stored one, else the id).
 
 Change notification: every write bumps `<ns>:senders:version` and publishes the sender id on
 `<ns>:senders:changed` in the same transaction. `SenderCache` (in every running process) reloads a
@@ -27,6 +37,7 @@ import contextlib
 import hashlib
 import re
 import secrets
+import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any
 
@@ -34,7 +45,7 @@ import msgspec
 import redis.asyncio as aioredis
 import structlog
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
 from .contracts import InvalidJob, normalize_phone
 from .kinds import KIND_SETTINGS, PATTERN_MESSAGES, KindSettings, secret_fields
@@ -47,14 +58,17 @@ __all__ = [
     "Cipher",
     "Sender",
     "SenderCache",
+    "SenderConflict",
     "SenderError",
     "SenderRegistry",
     "UnreadableSender",
+    "name_key",
     "new_token",
     "open_registry",
     "parse_sender",
     "receiving_url",
     "sender_doc",
+    "slug",
     "weak_token",
 ]
 
@@ -88,8 +102,59 @@ class SenderError(ValueError):
         self.message = message
 
 
+class SenderConflict(SenderError):
+    """The id or the name is another sender's (the API answers 409)."""
+
+
+#: the longest name, in characters after stripping
+MAX_NAME = 100
+#: the suffix added to a generated id that is taken (or made of nothing): `-` and 6 hex digits
+_SUFFIX_LEN = 7
+
+
+def name_key(name: str) -> str:
+    """The form of a name that uniqueness compares: surrounding spaces stripped, casefolded, NFKC-normalised
+    (so "Infobip main (RU)" and "infobip MAIN (ru) " are one name, and so are composed and decomposed é)."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold()).strip()
+
+
+def _check_name(name: str) -> str:
+    """`name` stripped, or SenderError on `name`."""
+    name = name.strip()
+    if not name:
+        raise SenderError("name", "this field is required: 1 to 100 characters, any script")
+    if len(name) > MAX_NAME:
+        raise SenderError("name", f"use at most {MAX_NAME} characters (this one has {len(name)})")
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        raise SenderError("name", "must be one line of text, without control characters")
+    return name
+
+
+#: Cyrillic letters (Russian, Ukrainian, Belarusian, Uzbek) in Latin letters, for ids made from names
+_TRANSLIT = str.maketrans("абвгдеёзийклмнопрстуфыэіўғқҳґ", "abvgdeeziyklmnoprstufyeiugqhg", "ъь") | str.maketrans(
+    {"ж": "zh", "х": "kh", "ц": "ts", "ч": "ch", "ш": "sh", "щ": "shch", "ю": "yu", "я": "ya", "ї": "yi", "є": "ye"}
+)
+
+
+def slug(name: str) -> str:
+    """An id made from a name: lower-case ASCII letters and digits, `-` and `_` (Cyrillic transliterated,
+    accents dropped, anything else a `-`), at most 64 characters; "" when nothing is left."""
+    text = unicodedata.normalize("NFKD", name.casefold().translate(_TRANSLIT))
+    text = text.encode("ascii", "ignore").decode()
+    text = re.sub(r"[^a-z0-9_]+", "-", text).strip("-_")
+    return text[:64].rstrip("-_")
+
+
+def _suffixed(base: str) -> str:
+    """`base` with a short random suffix: for a generated id that is taken, or empty."""
+    base = base[: 64 - _SUFFIX_LEN].rstrip("-_") or "sender"
+    return f"{base}-{secrets.token_hex(3)}"
+
+
 class Sender(msgspec.Struct, frozen=True, kw_only=True):
     id: SenderId
+    #: the seed's unique Name; a stored document without one reads as name = id
+    name: str = ""
     gateway: str
     accounts: Annotated[list[str], msgspec.Meta(min_length=1)]
     settings: KindSettings
@@ -102,15 +167,23 @@ class Sender(msgspec.Struct, frozen=True, kw_only=True):
     #: links in the text are replaced by `$SMSFLEET_PUBLIC_URL/l/<code>`, and each click is an event
     shorten_links: bool = False
 
+    def __post_init__(self) -> None:
+        if not self.name:
+            msgspec.structs.force_setattr(self, "name", self.id)
+
     def __repr__(self) -> str:
-        shown = f"id={self.id!r}, gateway={self.gateway!r}, accounts={self.accounts!r}, settings={self.settings!r}"
+        shown = (
+            f"id={self.id!r}, name={self.name!r}, gateway={self.gateway!r}, accounts={self.accounts!r}, "
+            f"settings={self.settings!r}"
+        )
         return f"Sender({shown})"
 
 
 class _Doc(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A sender as written by a person: settings still untyped."""
+    """A sender as written by a person: settings still untyped. The id may be left out when a name is given."""
 
-    id: SenderId
+    id: SenderId | None = None
+    name: str | None = None
     gateway: str
     accounts: Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(min_length=1)]
     settings: dict[str, Any] = {}
@@ -198,15 +271,34 @@ def _field_of(exc: msgspec.ValidationError, prefix: str = "") -> tuple[str, str]
     return (f"{prefix}{field}" if field else prefix.rstrip(".")), message
 
 
+def _name_of(raw: _Doc, existing: Sender | None) -> str:
+    if raw.name is not None:
+        return _check_name(raw.name)
+    if existing is not None:
+        return existing.name
+    if raw.id is not None:
+        return raw.id
+    raise SenderError("name", "this field is required: give a name (the id is made from it) or an id")
+
+
 def parse_sender(
     doc: Mapping[str, Any], *, existing: Sender | None = None, default_region: str | None = None
 ) -> Sender:
-    """Validate a sender document. Secrets left blank or masked keep their value from `existing`."""
+    """Validate a sender document. Secrets left blank or masked keep their value from `existing`.
+
+    The name is stripped; left out, it is `existing`'s, else the id. The id, left out, is made from the name
+    (`slug`; `_suffixed` when that gives nothing): `SenderRegistry.create(..., id_given=False)` then adds a
+    suffix to it, instead of refusing it, when it is taken.
+    """
+    if doc.get("id") == "":  # a blank id is no id: made from the name
+        doc = {k: v for k, v in doc.items() if k != "id"}
     sender_id = doc.get("id") if isinstance(doc.get("id"), str) else None
     try:
         raw = msgspec.convert(doc, _Doc)
     except msgspec.ValidationError as exc:
         raise SenderError(*_field_of(exc), sender_id=sender_id) from None
+    sender_name = _name_of(raw, existing)
+    sender_id = raw.id or slug(sender_name) or _suffixed("")
     cls = KIND_SETTINGS.get(raw.gateway)
     if cls is None:
         raise SenderError("gateway", f"unknown gateway {raw.gateway!r}; known: {', '.join(KIND_SETTINGS)}", raw.id)
@@ -232,7 +324,8 @@ def parse_sender(
         raise SenderError("webhook_token", f"the token {problem}; or leave it out to have one generated", raw.id)
     token = token or (existing.webhook_token if existing else "") or new_token()
     return Sender(
-        id=raw.id,
+        id=sender_id,
+        name=sender_name,
         gateway=raw.gateway,
         accounts=list(dict.fromkeys(raw.accounts)),
         settings=settings,
@@ -313,8 +406,25 @@ def _text(value: bytes | str) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
+class _Named(msgspec.Struct):
+    name: str | None = None
+
+
+_named = msgspec.json.Decoder(_Named)
+
+
+def _stored_name(sender_id: str, record: bytes | str | None) -> str:
+    """The name in a stored record: its own, else (no name, or a record that does not decode) the id."""
+    try:
+        name = _named.decode(record or b"").name
+    except msgspec.MsgspecError:
+        name = None
+    return name.strip() if name and name.strip() else sender_id
+
+
 class SenderRegistry:
-    """CRUD of senders in the Redis hash `<ns>:senders`, with change notification."""
+    """CRUD of senders in the Redis hash `<ns>:senders`, with change notification, and their names in the
+    index `<ns>:senders:names` (normalised name -> id), written in the same transaction as the record."""
 
     def __init__(self, redis: aioredis.Redis, names: Names, cipher: Cipher | None = None) -> None:
         self.redis = redis
@@ -324,24 +434,79 @@ class SenderRegistry:
     def _encode(self, sender: Sender) -> bytes:
         return msgspec.json.encode(sender_doc(sender, secrets_as="store", cipher=self.cipher))
 
-    async def _write(self, sender: Sender, *, create: bool) -> None:
-        key = self.names.senders_key
-        if create and not await self.redis.hsetnx(key, sender.id, self._encode(sender)):
-            raise SenderError("id", f"a sender with id {sender.id!r} already exists")
-        async with self.redis.pipeline(transaction=True) as pipe:
-            if not create:
-                pipe.hset(key, sender.id, self._encode(sender))
-            pipe.incr(self.names.senders_version_key)
-            pipe.publish(self.names.senders_channel, sender.id)
-            await pipe.execute()
+    async def _names(self, r: Any) -> tuple[dict[str, str], dict[str, str], list[str]]:
+        """The name index as it should be: (normalised name -> id as indexed, entries of records not indexed
+        yet, indexed names of ids that have no record any more). `r`: the client, or a watching pipeline."""
+        senders, index_key = self.names.senders_key, self.names.senders_names_key
+        index = {_text(k): _text(v) for k, v in (await r.hgetall(index_key)).items()}
+        ids = {_text(k) for k in await r.hkeys(senders)}
+        gone = [k for k, v in index.items() if v not in ids]
+        index = {k: v for k, v in index.items() if v in ids}
+        todo = sorted(ids - set(index.values()))
+        unindexed: dict[str, str] = {}
+        for sender_id, record in zip(todo, await r.hmget(senders, todo) if todo else (), strict=True):
+            key = name_key(_stored_name(sender_id, record))
+            if key not in index:  # two old records named alike: the first keeps the name
+                unindexed.setdefault(key, sender_id)
+        return index, unindexed, gone
 
-    async def create(self, sender: Sender) -> Sender:
-        await self._write(sender, create=True)
+    async def name_owner(self, name: str) -> str | None:
+        """The id of the sender that has `name` (ignoring case and surrounding spaces), None when it is free."""
+        index, unindexed, _ = await self._names(self.redis)
+        key = name_key(name)
+        return index.get(key) or unindexed.get(key)
+
+    async def _write(self, sender: Sender, *, create: bool, id_given: bool = True) -> Sender:
+        """Store `sender` and claim its name (freeing the one it had) in one transaction, with the version
+        bump and the change message. WATCH on the record hash and the name index: when a concurrent write gets
+        in first, the transaction is not applied and is tried again on what that write left, so of two
+        writes of one name exactly one wins. Some write succeeds in every round, so this ends."""
+        senders, index_key = self.names.senders_key, self.names.senders_names_key
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(senders, index_key)
+                    stored = await pipe.hget(senders, sender.id)
+                    if create and stored is not None:
+                        if id_given:
+                            raise SenderConflict("id", f"a sender with id {sender.id!r} already exists")
+                        sender = msgspec.structs.replace(sender, id=_suffixed(slug(sender.name)))
+                        await pipe.reset()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+                        continue
+                    index, unindexed, gone = await self._names(pipe)
+                    key = name_key(sender.name)
+                    owner = index.get(key) or unindexed.get(key)
+                    had = None if stored is None else name_key(_stored_name(sender.id, stored))
+                    if owner not in (None, sender.id) and key != had:  # (`had`: two old records named alike)
+                        raise SenderConflict(
+                            "name", f"the name {sender.name!r} is taken by sender {owner!r} (case is ignored)"
+                        )
+                    claims: dict[Any, Any] = {k: v for k, v in unindexed.items() if v != sender.id}
+                    if owner in (None, sender.id):
+                        claims[key] = sender.id
+                    freed = [k for k, v in index.items() if v == sender.id and k != key] + gone
+                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+                    pipe.hset(senders, sender.id, self._encode(sender))
+                    if freed:
+                        pipe.hdel(index_key, *freed)
+                    if claims:
+                        pipe.hset(index_key, mapping=claims)
+                    pipe.incr(self.names.senders_version_key)
+                    pipe.publish(self.names.senders_channel, sender.id)
+                    await pipe.execute()
+                    return sender
+                except WatchError:
+                    continue
+
+    async def create(self, sender: Sender, *, id_given: bool = True) -> Sender:
+        """Store a new sender; `SenderConflict` when its id (or its name) is taken. With `id_given=False` (the
+        id was made from the name), a taken id gets a short random suffix instead. Returns what was stored."""
+        sender = await self._write(sender, create=True, id_given=id_given)
         log.info("sender.created", sender=sender.id, gateway=sender.gateway)
         return sender
 
     async def put(self, sender: Sender) -> Sender:
-        """Create or replace."""
+        """Create or replace; `SenderConflict` when the name is another sender's."""
         await self._write(sender, create=False)
         log.info("sender.saved", sender=sender.id, gateway=sender.gateway)
         return sender
@@ -404,11 +569,24 @@ class SenderRegistry:
         return senders, tuple(sorted(unreadable, key=lambda e: e.sender_id))
 
     async def delete(self, sender_id: str) -> bool:
+        """Delete the sender and free its name (in one transaction, as `_write`)."""
+        senders, index_key = self.names.senders_key, self.names.senders_names_key
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(self.names.senders_key, sender_id)
-            pipe.incr(self.names.senders_version_key)
-            pipe.publish(self.names.senders_channel, sender_id)
-            deleted, _, _ = await pipe.execute()
+            while True:
+                try:
+                    await pipe.watch(senders, index_key)
+                    index = await pipe.hgetall(index_key)
+                    freed = [k for k, v in index.items() if _text(v) == sender_id]
+                    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+                    pipe.hdel(senders, sender_id)
+                    if freed:
+                        pipe.hdel(index_key, *freed)
+                    pipe.incr(self.names.senders_version_key)
+                    pipe.publish(self.names.senders_channel, sender_id)
+                    deleted, *_ = await pipe.execute()
+                    break
+                except WatchError:
+                    continue
         if deleted:
             log.info("sender.deleted", sender=sender_id)
         return bool(deleted)

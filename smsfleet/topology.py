@@ -24,6 +24,8 @@ README for moving an existing queue to new limits.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -133,6 +135,11 @@ class Names:
         return f"{self.ns}:senders:version"
 
     @property
+    def senders_names_key(self) -> str:
+        """The sender name index: normalised name -> sender id (see `smsfleet.senders.name_key`)."""
+        return f"{self.ns}:senders:names"
+
+    @property
     def senders_channel(self) -> str:
         return f"{self.ns}:senders:changed"
 
@@ -154,9 +161,16 @@ def _bounded(max_length: int) -> dict[str, Any]:
     return {"x-overflow": "reject-publish", **({"x-max-length": max_length} if max_length else {})}
 
 
+def _quorum(limits: QueueLimits) -> dict[str, Any]:
+    """A quorum queue, with the cluster placement the configuration asks for (none: the broker's defaults)."""
+    placement: dict[str, Any] = {"x-quorum-initial-group-size": limits.replicas} if limits.replicas else {}
+    placement |= {"x-queue-leader-locator": limits.leader_locator} if limits.leader_locator else {}
+    return {"x-queue-type": "quorum", **placement}
+
+
 def _work_queue_args(names: Names, limits: QueueLimits) -> dict[str, Any]:
     return {
-        "x-queue-type": "quorum",
+        **_quorum(limits),
         "x-delivery-limit": DELIVERY_LIMIT,
         "x-dead-letter-exchange": names.dead_exchange,
         "x-dead-letter-strategy": "at-least-once",
@@ -190,14 +204,14 @@ def queue_arguments(names: Names, limits: QueueLimits) -> dict[str, dict[str, An
     """Every queue of the namespace, with the arguments it is declared with."""
     work = _work_queue_args(names, limits)
     # unbounded, the dead queue is declared as before the bounds (it dead-letters nothing: no overflow mode)
-    queues = {names.dead_queue: {"x-queue-type": "quorum", **(_bounded(limits.dead) if limits.dead else {})}}
+    queues = {names.dead_queue: {**_quorum(limits), **(_bounded(limits.dead) if limits.dead else {})}}
     queues |= {names.send_queue(kind): work for kind in KINDS}
     queues |= {names.status_queue: work, names.inbound_queue: work}
     targets = {"send": names.send_exchange, "internal": names.internal_exchange}
     for target in DELAY_TARGETS:
         for tier in DELAY_TIERS:
             queues[names.delay_queue(target, tier)] = {
-                "x-queue-type": "quorum",
+                **_quorum(limits),
                 "x-message-ttl": tier * 1000,
                 "x-dead-letter-exchange": targets[target],
                 "x-dead-letter-strategy": "at-least-once",
@@ -268,7 +282,6 @@ async def publish_json(
     aio-pika's Message and Exchange objects, whose building costs as much CPU as the publish itself (the
     send worker publishes twice per job). A nack, a timeout or (on a channel with `on_return_raises`) a
     returned message raises as it does through aio-pika."""
-    underlay = await channel.get_underlay_channel()
     properties = aiormq.spec.Basic.Properties(
         content_type="application/json",
         delivery_mode=2,
@@ -276,14 +289,41 @@ async def publish_json(
         message_id=message_id,
         headers=headers,
     )
-    await underlay.basic_publish(
-        body,
-        exchange=exchange,
-        routing_key=routing_key,
-        properties=properties,
-        mandatory=mandatory,
-        timeout=confirm_timeout_s,
-    )
+    for attempt in range(2):
+        underlay = await channel.get_underlay_channel()
+        try:
+            await underlay.basic_publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=properties,
+                mandatory=mandatory,
+                timeout=confirm_timeout_s,
+            )
+            return
+        except aiormq.exceptions.ChannelInvalidStateError:
+            if attempt or not await _reopen(channel, underlay):
+                raise
+
+
+_reopening: weakref.WeakKeyDictionary[AbstractChannel, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+async def _reopen(channel: AbstractChannel, broken: aiormq.abc.AbstractChannel) -> bool:
+    """Open again a robust channel that its connection's restore left closed (seen after a cluster node's clean
+    stop: its publishes failed until the next reconnect). True: publish again; False: not ours to mend.
+    Concurrent publishes that met the same closed channel reopen it once."""
+    reopen = getattr(channel, "reopen", None)
+    if reopen is None:
+        return False
+    async with _reopening.setdefault(channel, asyncio.Lock()):
+        if await channel.get_underlay_channel() is not broken and not channel.is_closed:
+            return True  # another publish reopened it, or the connection's restore did
+        try:
+            await asyncio.wait_for(reopen(), CONFIRM_TIMEOUT_S)
+        except Exception:  # the connection is going too: its own reconnect restores the channel
+            return False
+    return True
 
 
 def message(body: bytes, **kwargs: Any) -> aio_pika.Message:

@@ -22,6 +22,8 @@ def sample_settings(kind: str, secret: str = SECRET) -> dict[str, Any]:
         values["url"] = "https://provider.test"  # Infobip's url is the account's base URL
     if kind == "edna":
         values["url"] = "https://provider.test/api/send"
+    if kind == "http":  # where the password goes, and how a reply taking the message looks
+        values |= {"password_at": "header:X-Password", "success_id_pointer": "/id"}
     return values
 
 

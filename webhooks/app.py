@@ -49,6 +49,7 @@ from redis.exceptions import RedisError
 
 from gateways import Callback, CallbackRequest, Gateway, gateway_class
 from smsfleet import metrics
+from smsfleet.connect import connect_amqp, redis_client
 from smsfleet.contracts import ClickEvent, InboundMessage, ReportMessage, encode, normalize_phone, now
 from smsfleet.kinds import KIND_SETTINGS
 from smsfleet.links import Shortener
@@ -116,13 +117,14 @@ class Receiver:
         self._adapters: dict[str, tuple[Sender, Gateway[Any]]] = {}
 
     async def start(self, _: web.Application | None = None) -> None:
-        self.redis = aioredis.Redis.from_url(self.settings.redis_url, socket_timeout=5)
+        self.redis = redis_client(self.settings.redis_url, socket_timeout=5)
         self.senders = SenderCache(open_registry(self.redis, self.names, self.settings.secret_key))
         await self.senders.start()
         self.http = aiohttp.ClientSession()  # adapters want one; parsing callbacks makes no request
-        self.connection = await aio_pika.connect_robust(self.settings.amqp_url)
+        self.connection = await connect_amqp(self.settings.amqp_url)
         self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
-        await declare(self.channel, self.names, self.settings.queue_limits)
+        async with self.connection.channel() as setup:  # not on self.channel: see workers.runtime
+            await declare(setup, self.names, self.settings.queue_limits)
         self.exchange = await self.channel.get_exchange(self.names.internal_exchange, ensure=False)
         self.events = await self.channel.get_exchange(self.names.events_exchange, ensure=False)
         self.links = Shortener(self.redis, self.names, self.settings.public_url)

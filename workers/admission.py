@@ -13,10 +13,18 @@ bucket, see `ratelimit`). Asked one by one they cost three round trips and a fou
 4. a record left in `calling` with its lease run out (the holder died, or an ambiguous send waits to be
    reconciled): the claim is taken over, and the caller reconciles before it may send again;
 5. a suppressed number: nothing changes;
-6. otherwise a slot is reserved and the record claimed: `calling` at once when the slot is now (the caller
+6. otherwise a slot is reserved (unless the caller takes one per request: `slot=False`, then `claimed`
+   with no wait) and the record claimed: `calling` at once when the slot is now (the caller
    sends straight away), `claimed` when the caller must first sleep until the slot (it moves the record
    to `calling` with `Ledger.begin_call` when it wakes, so a crash while sleeping is no ambiguous send),
    and `retry` with nothing reserved when the slot is further away than `max_wait`.
+
+With `wait_replicas` (SMSFLEET_REDIS_WAIT_REPLICAS), the script is followed, on the same connection, by
+`WAIT wait_replicas timeout`: the provider is not called before that many replicas have the claim, so a
+failover to one of them cannot forget it (and let a redelivery send the job again). Fewer replicas within
+the timeout raise `NotReplicated`, a Redis error: the consumer gives the job back and pauses as it does when
+Redis is away. The claim may then survive on the primary: the job's next delivery finds it and waits for
+its lease, as after a crash (see 4. above).
 
 A kind whose provider wants a number as our id (`Gateway.numeric_ref`) gets one on the first claim, from a
 counter per provider account, kept in the record: every attempt of the job sends the same, and no two jobs
@@ -29,17 +37,20 @@ from __future__ import annotations
 import enum
 import hashlib
 from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import NoScriptError, RedisError
 
 from smsfleet.contracts import SendJob
 
 from .ledger import JOB_TTL_S, NOW_MS_LUA, Ledger
 from .ratelimit import GCRA_LUA, RateLimiter
 
-__all__ = ["Admission", "Admitter", "Outcome", "fingerprint"]
+__all__ = ["Admission", "Admitter", "NotReplicated", "Outcome", "fingerprint"]
 
 # KEYS: job record, account suppression set, global suppression set, TAT, pause, ref counter.
 # ARGV: owner, record TTL, number, the gcra arguments (interval, tau, max wait), fingerprint, lease ms,
-# numeric ref wanted (1/0).
+# numeric ref wanted (1/0), slot wanted (1/0: 0 claims without one, for kinds limited per request).
 _ADMIT = (
     GCRA_LUA
     + NOW_MS_LUA
@@ -57,10 +68,11 @@ end
 if redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 1 or redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 1 then
   return {'suppressed', '', 0, ''}
 end
-local granted, wait = gcra(KEYS[4], KEYS[5], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
+local granted, wait, slot = 1, 0, ARGV[10] == '1'
+if slot then granted, wait = gcra(KEYS[4], KEYS[5], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])) end
 local outcome = 'retry'
 if granted == 1 then
-  outcome = wait == 0 and 'call' or 'claimed'
+  outcome = (slot and wait == 0) and 'call' or 'claimed'
 end
 if ref == '' and ARGV[9] == '1' then
   if redis.call('EXISTS', KEYS[6]) == 0 then
@@ -102,10 +114,16 @@ def fingerprint(job: SendJob) -> str:
     return hashlib.blake2b(fields.encode(), digest_size=12).hexdigest()
 
 
+class NotReplicated(RedisError):
+    """Fewer replicas than asked had the claim within the WAIT timeout."""
+
+
 class Admitter:
-    def __init__(self, ledger: Ledger, limiter: RateLimiter) -> None:
+    def __init__(self, ledger: Ledger, limiter: RateLimiter, wait_replicas: int = 0, wait_ms: int = 1000) -> None:
         self.ledger = ledger
         self.limiter = limiter
+        self.wait_replicas = wait_replicas
+        self.wait_ms = wait_ms
         self._admit = ledger.redis.register_script(_ADMIT)
 
     async def admit(
@@ -118,6 +136,7 @@ class Admitter:
         numeric_ref: bool,
         max_wait: float,
         lease_s: float,
+        slot: bool = True,
     ) -> Admission:
         """`account`: the provider account (`Gateway.account`) whose rate limit gives the slot and whose counter
         gives the job its numeric id when `numeric_ref`."""
@@ -125,9 +144,42 @@ class Admitter:
         names = self.ledger.names
         keys = [self.ledger.key(job.id), names.suppress_account_key(job.account), names.suppress_global_key]
         keys += [*gcra_keys, names.redis_key("ref", account)]
-        args = [owner, JOB_TTL_S, job.to, *gcra_args, fingerprint(job), int(lease_s * 1000), int(numeric_ref)]
-        outcome, state, wait_us, ref = await self.ledger.scripts.run(self._admit, keys, args)
+        args = [
+            owner,
+            JOB_TTL_S,
+            job.to,
+            *gcra_args,
+            fingerprint(job),
+            int(lease_s * 1000),
+            int(numeric_ref),
+            int(slot),
+        ]
+        if self.wait_replicas:
+            outcome, state, wait_us, ref = await self._replicated(keys, args)
+        else:
+            outcome, state, wait_us, ref = await self.ledger.scripts.run(self._admit, keys, args)
         return Admission(Outcome(_text(outcome)), _text(state), int(wait_us) / 1e6, _text(ref))
+
+    async def _replicated(self, keys: list[str], args: list[Any]) -> Any:
+        """The script's reply once `wait_replicas` replicas have its writes (WAIT counts those of the connection
+        it is sent on: one pipeline carries both)."""
+        for _ in range(2):  # a second time after loading a script Redis did not know (restarted, failed over)
+            async with self.ledger.redis.pipeline(transaction=False) as pipe:
+                pipe.evalsha(self._admit.sha, len(keys), *keys, *args)
+                pipe.execute_command("WAIT", self.wait_replicas, self.wait_ms)
+                reply, replicas = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, NoScriptError):
+                await self.ledger.redis.script_load(_ADMIT)
+                continue
+            for result in (reply, replicas):
+                if isinstance(result, Exception):
+                    raise result
+            if int(replicas) < self.wait_replicas:
+                raise NotReplicated(
+                    f"the claim reached {replicas} of {self.wait_replicas} replicas in {self.wait_ms} ms"
+                )
+            return reply
+        raise NoScriptError("the admission script could not be loaded")
 
 
 def _text(value: bytes | str) -> str:

@@ -59,23 +59,36 @@ _PAUSE_SUFFIX = ":pause"
 
 # The GCRA step, a Lua function that other scripts include (the send worker's admission takes its slot in the
 # same script as its claim). Returns granted (1/0) and the wait in us; reserves the slot only when granted.
+# `gcra_allow` and `gcra_take` are its two halves, for a script that takes slots in several buckets at once.
 # Every number is an integer below 2^53, so Lua's doubles are exact; '%.0f' writes them back without the
 # 14-digit rounding of tostring().
 GCRA_LUA = """
-local function gcra(tat_key, pause_key, interval, tau, max_wait)
+local function now_us()
   local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+-- the earliest send time the bucket allows, and its TAT
+local function gcra_allow(tat_key, pause_key, tau, now)
   local tat = tonumber(redis.call('GET', tat_key) or 0) or 0
   if tat < now then tat = now end
   local allow = tat - tau
   local resume = tonumber(redis.call('GET', pause_key) or 0) or 0
   if allow < resume then allow = resume end
   if allow < now then allow = now end
-  local wait = allow - now
-  if wait > max_wait then return 0, wait end
+  return allow, tat
+end
+-- reserve the slot at `allow`
+local function gcra_take(tat_key, tat, allow, interval, now)
   if tat < allow then tat = allow end
   tat = tat + interval
   redis.call('SET', tat_key, string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+end
+local function gcra(tat_key, pause_key, interval, tau, max_wait)
+  local now = now_us()
+  local allow, tat = gcra_allow(tat_key, pause_key, tau, now)
+  local wait = allow - now
+  if wait > max_wait then return 0, wait end
+  gcra_take(tat_key, tat, allow, interval, now)
   return 1, wait
 end
 """
@@ -86,6 +99,26 @@ _ACQUIRE = (
     + """
 local granted, wait = gcra(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
 return {granted, wait}
+"""
+)
+
+# A slot of a bucket that is also one of its share (`acquire_within`). While the share has no slot free now,
+# nothing is reserved and the reply is {2, wait until it has}: a slot of the bucket reserved that far ahead would
+# move its TAT past every slot in between. Otherwise both are taken at the bucket's time.
+# KEYS[1..2] the bucket's TAT and pause keys, KEYS[3..4] the share's; ARGV[1..2] the bucket's interval and tau,
+# ARGV[3..4] the share's, ARGV[5] max wait, all in us.
+_ACQUIRE_WITHIN = (
+    GCRA_LUA
+    + """
+local now = now_us()
+local share_allow, share_tat = gcra_allow(KEYS[3], KEYS[4], tonumber(ARGV[4]), now)
+if share_allow > now then return {2, share_allow - now} end
+local allow, tat = gcra_allow(KEYS[1], KEYS[2], tonumber(ARGV[2]), now)
+local wait = allow - now
+if wait > tonumber(ARGV[5]) then return {0, wait} end
+gcra_take(KEYS[1], tat, allow, tonumber(ARGV[1]), now)
+gcra_take(KEYS[3], share_tat, allow, tonumber(ARGV[3]), now)
+return {1, wait}
 """
 )
 
@@ -162,6 +195,7 @@ class RateLimiter:
         self._margin = margin
         # register_script only hashes the source; each call runs EVALSHA and loads it on NOSCRIPT.
         self._acquire = redis.register_script(_ACQUIRE)
+        self._acquire_within = redis.register_script(_ACQUIRE_WITHIN)
         self._pause = redis.register_script(_PAUSE)
 
     @property
@@ -207,6 +241,24 @@ class RateLimiter:
         if not granted:
             raise RateLimitWait(wait_us / _US, bucket)
         return wait_us / _US
+
+    async def acquire_within(self, bucket: str, rate: float, share: float, *, max_wait: float) -> float:
+        """:meth:`acquire` one slot of `bucket` that is also a slot of its share, a bucket of its own at `share` x
+        `rate` (`<bucket>:share`): what takes its slots this way never spends more than that share of the rate,
+        in any window, and leaves the rest to what takes slots of `bucket` alone. Waits here (up to `max_wait`)
+        for the share's next slot, then returns the wait for the bucket's, as :meth:`acquire` does."""
+        keys, args = self.gcra_args(bucket, rate, max_wait=max_wait)
+        share_keys, share_args = self.gcra_args(f"{bucket}:share", rate * share, max_wait=max_wait)
+        deadline = time.monotonic() + max_wait
+        while True:
+            left_us = max(0, math.floor((deadline - time.monotonic()) * _US))
+            reply = await self._acquire_within(keys=keys + share_keys, args=[*args[:2], *share_args[:2], left_us])
+            granted, wait_us = (int(v) for v in reply)
+            if granted == 1:
+                return wait_us / _US
+            if granted == 0 or time.monotonic() + wait_us / _US > deadline:
+                raise RateLimitWait(wait_us / _US, bucket)
+            await sleep_until(time.monotonic() + wait_us / _US)  # the share's next slot, then ask again
 
     async def wait(self, bucket: str, rate: float, *, max_wait: float) -> None:
         """:meth:`acquire`, then sleep until the reserved slot. Cancelling the sleep wastes the slot."""

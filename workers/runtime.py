@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import aio_pika
 import aiohttp
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
 from smsfleet import metrics
+from smsfleet.connect import connect_amqp, redis_client
 from smsfleet.contracts import StatusEvent, encode
 from smsfleet.links import Shortener
 from smsfleet.senders import SenderCache, open_registry
@@ -28,6 +28,7 @@ from .admission import Admitter
 from .delays import Delayer
 from .ledger import Ledger
 from .ratelimit import RateLimiter
+from .stats import Stats
 
 __all__ = ["Runtime"]
 
@@ -48,27 +49,30 @@ class Runtime:
     admitter: Admitter
     delayer: Delayer
     shortener: Shortener
+    stats: Stats
 
     @classmethod
     @contextlib.asynccontextmanager
     async def open(cls, settings: Settings, *, prefetch: int = 100) -> AsyncIterator[Runtime]:
         names = Names(settings.namespace)
         async with contextlib.AsyncExitStack() as stack:
-            connection = await aio_pika.connect_robust(settings.amqp_url)
+            connection = await connect_amqp(settings.amqp_url)  # the first node that answers, then the next
             stack.push_async_callback(connection.close)
             consume = await connection.channel()
             await consume.set_qos(prefetch_count=prefetch)
             publishing = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            await declare(publishing, names, settings.queue_limits)
+            # on a channel of its own: a robust channel declares again, on every reconnect, what was declared on
+            # it, and the publishing channel is not restored (publishes fail) until ~35 declarations went through
+            async with connection.channel() as setup:
+                await declare(setup, names, settings.queue_limits)
             # a blocking pool: at high concurrency a request waits for a connection instead of failing
-            pool = aioredis.BlockingConnectionPool.from_url(
+            redis = redis_client(
                 settings.redis_url,
                 max_connections=prefetch + 100,
-                timeout=10,
+                pool_timeout=10,
                 socket_timeout=5,
                 socket_connect_timeout=3,
-            )
-            redis = aioredis.Redis.from_pool(pool)  # owns the pool: closing the client closes it
+            )  # owns the pool: closing the client closes it
             stack.push_async_callback(redis.aclose)
             http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(100, prefetch)))
             stack.push_async_callback(http.close)
@@ -77,6 +81,9 @@ class Runtime:
             stack.push_async_callback(senders.stop)
             ledger = Ledger(redis, names)
             limiter = RateLimiter(redis, names.redis_key("rate"), margin=settings.rate_margin_s)
+            stats = Stats(redis, names)  # the overview's per-minute counters, flushed once a second
+            stats.start()
+            stack.push_async_callback(stats.close)
             yield cls(
                 settings=settings,
                 names=names,
@@ -89,9 +96,10 @@ class Runtime:
                 ledger=ledger,
                 suppression=SuppressionStore(redis, names),
                 limiter=limiter,
-                admitter=Admitter(ledger, limiter),
+                admitter=Admitter(ledger, limiter, settings.redis_wait_replicas, settings.redis_wait_timeout_ms),
                 delayer=Delayer(publishing, names),
                 shortener=Shortener(redis, names, settings.public_url),
+                stats=stats,
             )
 
     async def publish(
@@ -110,6 +118,7 @@ class Runtime:
     async def emit(self, event: StatusEvent, gateway: str, *, replay: bool = False) -> None:
         """Publish an event. Not `mandatory`: which events are kept is up to the engines' own bindings."""
         await self.publish(self.names.events_exchange, encode(event), event.routing_key, mandatory=False)
+        self.stats.count(event, gateway, replay=replay)
         if event.state.final and not replay:
             metrics.JOBS.labels(gateway, event.sender, event.state.value).inc()
 

@@ -14,6 +14,11 @@ provider has no such lookup the `ambiguous` policy decides. Every ledger write o
 compare-and-set on its claim, and an event is published only when its write took effect: of two deliveries
 of one job, only the one holding the claim reports.
 
+Kinds whose provider takes several messages in one request (`Gateway.max_batch` > 1) go through a batching
+stage after the claim (`batching.Batch`): the cleared jobs of one sender leave together, each with its own
+outcome, record, event and acknowledgement; where the provider limits requests rather than messages
+(`Gateway.rate_per`), a job is claimed without a slot and each request takes one.
+
 Nothing waits unacknowledged: retries, long rate-limit waits and status rechecks go through delay tiers.
 The worker never names a provider: what differs between gateways lives in the adapter.
 """
@@ -27,6 +32,7 @@ import itertools
 import math
 import time
 import uuid
+import weakref
 from typing import Any
 
 import msgspec
@@ -43,6 +49,7 @@ from smsfleet.settings import Settings
 from smsfleet.topology import HEADER_ATTEMPT
 
 from .admission import Outcome
+from .batching import Batch
 from .checks import (
     SUPPRESSED,
     Check,
@@ -77,6 +84,11 @@ class SendPolicy(msgspec.Struct, frozen=True, kw_only=True):
     #: after an ambiguous send that the provider cannot look up: `unknown` (never resend) or `resend`
     ambiguous: str = "unknown"
     provider_timeout_s: float = 10.0
+    #: how long a job cleared to go waits for others of its sender to share its request (0: no batching);
+    #: at most a third of the rate limiter's margin (see `batching`)
+    linger_s: float = 0.005
+    #: the most messages in one request, below the kind's own maximum (`Gateway.max_batch`)
+    batch_max: int = 500
 
     @property
     def lease_s(self) -> float:
@@ -97,6 +109,7 @@ class Delivery:
     text: str  # what is sent: the job's text, its links shortened where the sender asks for that
     owner: str = ""  # the claim this delivery holds in the ledger
     ref: str = ""  # the id the provider sees, for `numeric_ref` kinds
+    calling: bool = False  # the record is in `calling`: the provider may be called
 
     def outgoing(self, callback_url: str | None) -> Outgoing:
         job = self.job
@@ -117,6 +130,7 @@ class SendWorker(QueueConsumer):
         self.gateway_cls = gateway_class(kind)
         self._gateways: dict[str, tuple[Sender, Gateway[Any]]] = {}
         self._gates: dict[str, asyncio.Semaphore] = {}
+        self._batches: weakref.WeakKeyDictionary[Gateway[Any], Batch[Delivery]] = weakref.WeakKeyDictionary()
         suppressed = not_suppressed(rt.suppression)
         self.checks: list[Check] = [
             account_assigned,
@@ -143,14 +157,25 @@ class SendWorker(QueueConsumer):
         d = await self._admit(msg)
         if d is None:
             return
+        batch = self._batch(d)
+        coming = batch is not None
+        if batch is not None:
+            batch.coming += 1
         try:
             if await self._clear(d):
-                await self._call(d)
+                if batch is None:
+                    await self._call(d)
+                else:
+                    batch.coming, coming = batch.coming - 1, False
+                    await batch.add(d)
         except Exception:
             if d.owner:  # a crash after the claim: the next delivery may take over (and reconcile) at once
                 with contextlib.suppress(Exception):
                     await self.rt.ledger.hold(d.job.id, d.owner, 0)
             raise
+        finally:
+            if batch is not None and coming:
+                batch.coming -= 1
 
     async def _admit(self, msg: AbstractIncomingMessage) -> Delivery | None:  # noqa: PLR0911 - one return per way a job is settled early
         """Delay, decode, routing key, sender and checks. Returns what to send, or None when settled."""
@@ -209,6 +234,8 @@ class SendWorker(QueueConsumer):
         wait their turn here (up to `max_rate_wait_s`), rather than all ask Redis and bounce through delay
         tiers. A job past that goes through a delay tier.
         """
+        if d.gateway.rate_per == "request" and self._batch(d) is not None:
+            return await self._claim(d, slot=False)  # the request takes the slot (`_request_slot`)
         gate = self._gates.get(d.gateway.account)
         if gate is None:
             gate = self._gates[d.gateway.account] = asyncio.Semaphore(max(1, math.ceil(d.rate * GATE_S)))
@@ -226,20 +253,24 @@ class SendWorker(QueueConsumer):
         finally:
             gate.release()
 
-    async def _claim(self, d: Delivery) -> bool:
-        """The admission script (see `admission`) and what each of its verdicts means for this delivery."""
+    async def _claim(self, d: Delivery, *, slot: bool = True) -> bool:
+        """The admission script (see `admission`) and what each of its verdicts means for this delivery.
+        `slot=False`: claimed without a rate-limit slot, for a batch whose request takes one."""
         if self.draining:
             await d.msg.nack(requeue=True)
             return False
         d.owner = next(self._owners)
         admission = await self.rt.admitter.admit(
             d.job, d.owner, d.rate, account=d.gateway.account, numeric_ref=d.gateway.numeric_ref,
-            max_wait=self.policy.max_rate_wait_s, lease_s=self.policy.lease_s,
+            max_wait=self.policy.max_rate_wait_s, lease_s=self.policy.lease_s, slot=slot,
         )  # fmt: skip
         d.ref = admission.ref
         match admission.outcome:
             case Outcome.CALL:
                 metrics.RATE_LIMIT_WAIT.labels(self.kind).observe(0.0)
+                d.calling = True
+                return True
+            case Outcome.CLAIMED if not slot:
                 return True
             case Outcome.CLAIMED:
                 return await self._take_slot(d, first=admission.wait_s)
@@ -326,7 +357,7 @@ class SendWorker(QueueConsumer):
                 if not await self.rt.ledger.begin_call(d.job.id, d.owner, self.policy.lease_s, takeover=takeover):
                     await d.msg.ack()  # another delivery of the same job holds the claim now
                     return False
-                calling = True
+                calling = d.calling = True
             if time.monotonic() - slot <= self.rt.limiter.margin / 3:
                 return True
             delay = None
@@ -345,11 +376,94 @@ class SendWorker(QueueConsumer):
         try:
             receipt = await d.gateway.send(outgoing)
         except GatewayError as exc:
-            _observe(self.kind, started, _OUTCOMES.get(type(exc), "transient"))
+            _observe(self.kind, started, exc)
             await self._failed_call(d, outgoing.parts, exc)
             return
-        _observe(self.kind, started, "ok")
+        _observe(self.kind, started, receipt)
         await self._accepted(d, receipt)
+
+    # -- batches -----------------------------------------------------------------------------------
+
+    def _batch(self, d: Delivery) -> Batch[Delivery] | None:
+        """The batch of the delivery's sender, for kinds that batch (None: one request per job)."""
+        size = min(d.gateway.max_batch, self.policy.batch_max)
+        if size < 2 or self.policy.linger_s <= 0:
+            return None
+        batch = self._batches.get(d.gateway)
+        if batch is None:
+            per_request = d.gateway.rate_per == "request"
+            # a job that took its own slot may leave at most a third of the limiter's margin after it
+            linger = self.policy.linger_s if per_request else min(self.policy.linger_s, self.rt.limiter.margin / 3)
+            batch = self._batches[d.gateway] = Batch(
+                self._send_batch, size=size, linger_s=linger,
+                slot=self._request_slot(d.gateway, d.rate) if per_request else None, give_back=self._no_slot,
+            )  # fmt: skip
+        return batch
+
+    def _request_slot(self, gateway: Gateway[Any], rate: float) -> Any:
+        async def slot() -> bool:
+            """Sleep until the sender's next request slot; False: none within `max_rate_wait_s`."""
+            try:
+                delay = await self.rt.limiter.acquire(gateway.account, rate, max_wait=self.policy.max_rate_wait_s)
+            except RateLimitWait:
+                return False
+            metrics.RATE_LIMIT_WAIT.labels(self.kind).observe(delay)
+            await sleep_until(time.monotonic() + delay)
+            return True
+
+        return slot
+
+    async def _no_slot(self, batch: list[Delivery]) -> list[BaseException | None]:
+        """No request slot soon enough: nothing was sent, the claims go back and the jobs come back later."""
+        outcomes = await asyncio.gather(*(self._give_up_claim(d, 1.0) for d in batch), return_exceptions=True)
+        return [o if isinstance(o, BaseException) else None for o in outcomes]
+
+    async def _send_batch(self, batch: list[Delivery]) -> list[BaseException | None]:
+        """One request for the batch's jobs, then each job's outcome recorded, reported and acknowledged as
+        `_call` does for one. Returns, per job, what settling it raised."""
+        outcomes: list[BaseException | None] = [None] * len(batch)
+        began = await asyncio.gather(*(self._begin_call(d) for d in batch), return_exceptions=True)
+        for i, b in enumerate(began):
+            if isinstance(b, BaseException):
+                outcomes[i] = b
+        going = [i for i, b in enumerate(began) if b is True]
+        if not going:
+            return outcomes
+        first = batch[going[0]]
+        callback = self._callback_url(first.sender)
+        messages = [batch[i].outgoing(callback) for i in going]
+        started = time.perf_counter()
+        results = await first.gateway.send_many(messages)
+        metrics.BATCH_SIZE.labels(self.kind).observe(len(messages))
+        for result in results:
+            _observe(self.kind, started, result)
+        settled = await asyncio.gather(
+            *(self._settle(batch[i], m.parts, r) for i, m, r in zip(going, messages, results, strict=True)),
+            return_exceptions=True,
+        )
+        for i, outcome in zip(going, settled, strict=True):
+            outcomes[i] = outcome if isinstance(outcome, BaseException) else None
+        return outcomes
+
+    async def _begin_call(self, d: Delivery) -> bool:
+        """A job claimed without a slot moves to `calling` as its request goes: True, send it."""
+        if d.calling:
+            return True
+        if self.draining:
+            await self.rt.ledger.retry(d.job.id, d.owner)
+            await d.msg.nack(requeue=True)
+            return False
+        if not await self.rt.ledger.begin_call(d.job.id, d.owner, self.policy.lease_s):
+            await d.msg.ack()  # another delivery of the same job holds the claim now
+            return False
+        d.calling = True
+        return True
+
+    async def _settle(self, d: Delivery, parts: int, result: Receipt | GatewayError) -> None:
+        if isinstance(result, GatewayError):
+            await self._failed_call(d, parts, result)
+        else:
+            await self._accepted(d, result)
 
     async def _accepted(self, d: Delivery, receipt: Receipt) -> None:
         """The provider took the message: record it, report it, schedule its status check — if this delivery
@@ -492,8 +606,9 @@ _OUTCOMES: dict[type[GatewayError], str] = {
 }
 
 
-def _observe(gateway: str, started: float, outcome: str) -> None:
+def _observe(gateway: str, started: float, result: Receipt | GatewayError) -> None:
     metrics.PROVIDER_LATENCY.labels(gateway).observe(time.perf_counter() - started)
+    outcome = _OUTCOMES.get(type(result), "transient") if isinstance(result, GatewayError) else "ok"
     metrics.PROVIDER_REQUESTS.labels(gateway, outcome).inc()
 
 

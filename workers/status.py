@@ -34,7 +34,7 @@ from smsfleet.senders import Sender
 from .consumer import QueueConsumer
 from .delays import remaining
 from .ledger import Record
-from .ratelimit import RateLimitWait
+from .ratelimit import RateLimitWait, sleep_until
 from .rechecks import Recheck
 from .runtime import Runtime
 from .send import sender_rate
@@ -154,10 +154,14 @@ class StatusWorker(QueueConsumer):
         return outcome
 
     async def _lookup(self, gateway: Gateway[Any], sender: Sender, job: SendJob, record: Record) -> Any:
-        """A status lookup through the sender's rate limit (it is a request too); None when it failed."""
-        rate = sender_rate(sender, gateway, self.rt.settings)
+        """A status lookup through the sender's rate limit (it is a request too); None when it failed.
+
+        A lookup's slot is also one of the rechecks' share of the sender's rate (`recheck_share`): they never
+        spend more than that share, and sends always have the rest."""
+        rate, share = sender_rate(sender, gateway, self.rt.settings), self.rt.settings.recheck_share
         try:
-            await self.rt.limiter.wait(gateway.account, rate, max_wait=5.0)
+            delay = await self.rt.limiter.acquire_within(gateway.account, rate, share, max_wait=5.0)
+            await sleep_until(time.monotonic() + delay)
             pids = record.provider_ids
             ref = StatusRef(job_id=job.id, provider_message_id=record.provider_message_id, provider_ids=pids, to=job.to)
             return await gateway.status(ref)

@@ -215,6 +215,62 @@ async def test_the_id_cannot_change(client: Client) -> None:
         assert "cannot change" in (await resp.json())["errors"]["id"]
 
 
+# -- names ---------------------------------------------------------------------------------------------------
+
+
+def unnamed(kind: str, **extra: Any) -> dict[str, Any]:
+    """A sender document without an id (it is made from the name)."""
+    return {k: v for k, v in sample_sender(kind, **extra).items() if k != "id"}
+
+
+async def test_names_are_unique_ignoring_case_editable_and_in_every_answer(
+    client: Client, registry: SenderRegistry
+) -> None:
+    doc = unnamed("infobip")
+    resp = await client.post("/api/senders", json={**doc, "name": " Infobip main (RU) "}, headers=AUTH)
+    assert resp.status == 201, await resp.text()
+    body = await resp.json()
+    assert (body["id"], body["name"]) == ("infobip-main-ru", "Infobip main (RU)")  # the id made from the name
+    assert resp.headers["Location"] == "/api/senders/infobip-main-ru"
+
+    # taken, in other letters: 409 naming the field
+    resp = await client.post("/api/senders", json={**doc, "id": "other", "name": "infobip MAIN (ru)"}, headers=AUTH)
+    assert resp.status == 409
+    taken = "the name 'infobip MAIN (ru)' is taken by sender 'infobip-main-ru' (case is ignored)"
+    assert await resp.json() == {"errors": {"name": taken}}
+    await create(client, {**doc, "id": "other", "name": "Other"})
+    for method in ("PUT", "PATCH"):
+        resp = await client.request(
+            method, "/api/senders/other", json={**doc, "name": "infobip MAIN (ru)"}, headers=AUTH
+        )
+        assert resp.status == 409, method
+        assert await resp.json() == {"errors": {"name": taken}}
+
+    # PATCH renames (the id stays); PUT without a name keeps it
+    resp = await client.patch("/api/senders/infobip-main-ru", json={"name": "Инфобип, основной"}, headers=AUTH)
+    assert ((await resp.json())["id"], (await resp.json())["name"]) == ("infobip-main-ru", "Инфобип, основной")
+    resp = await client.put("/api/senders/infobip-main-ru", json=doc, headers=AUTH)
+    assert (resp.status, (await resp.json())["name"]) == (200, "Инфобип, основной")
+    listed = (await (await client.get("/api/senders", headers=AUTH)).json())["senders"]
+    assert [(s["id"], s["name"]) for s in listed] == [("infobip-main-ru", "Инфобип, основной"), ("other", "Other")]
+
+    # the old name is free again; its id is taken, so the new one has a suffix
+    again = await create(client, {**doc, "name": "Infobip main (RU)"})
+    assert re.fullmatch(r"infobip-main-ru-[0-9a-f]{6}", again["id"])
+    # delete frees a name
+    assert (await client.delete("/api/senders/other", headers=AUTH)).status == 204
+    assert (await create(client, {**doc, "name": "OTHER"}))["id"] == "other"
+    assert len(await registry.list()) == 3
+
+
+async def test_a_sender_given_only_an_id_is_named_after_it(client: Client) -> None:
+    created = await create(client, sample_sender("smsc", "acme-smsc"))
+    assert created["name"] == "acme-smsc"
+    resp = await client.post("/api/senders", json=sample_sender("mts", "x", name="ACME-SMSC"), headers=AUTH)
+    assert resp.status == 409
+    assert list((await resp.json())["errors"]) == ["name"]
+
+
 # -- validation, per field -----------------------------------------------------------------------------
 
 
@@ -224,7 +280,7 @@ async def test_the_id_cannot_change(client: Client) -> None:
         (
             {"gateway": "infobip", "accounts": [], "settings": {}},
             {
-                "id": "this field is required",
+                "name": "this field is required",
                 "accounts": "assign at least one account",
                 "settings.url": "this field is required",
                 "settings.api_token": "this field is required",
@@ -247,6 +303,9 @@ async def test_the_id_cannot_change(client: Client) -> None:
         (sample_sender("smsc", rate_limit=0), {"rate_limit": "must be above 0"}),
         (sample_sender("smsc", accounts="acme"), {"accounts": "must be a list"}),
         (sample_sender("smsc", colour="red"), {"colour": "unknown field"}),
+        (sample_sender("smsc", name=" "), {"name": "this field is required"}),
+        (sample_sender("smsc", name="x" * 101), {"name": "use at most 100 characters (this one has 101)"}),
+        (sample_sender("smsc", name="a\nb"), {"name": "must be one line of text"}),
         (sample_sender("smsc", settings={**sample_settings("smsc"), "password": MASK}),
          {"settings": "******** stands for a hidden secret"}),
         ([sample_sender("smsc")], {"document": "expected a sender object"}),
@@ -400,7 +459,14 @@ def csrf_of(html: str) -> str:
 
 async def test_a_form_post_needs_the_token_bound_to_the_cookie(client: Client, registry: SenderRegistry) -> None:
     page = basic("admin", TOKEN)
-    form = {"id": "f1", "accounts": "acme", "gateway": "mts", "settings.login": "l", "settings.password": "p"}
+    form = {
+        "name": "F1",
+        "id": "f1",
+        "accounts": "acme",
+        "gateway": "mts",
+        "settings.login": "l",
+        "settings.password": "p",
+    }
     resp = await client.post("/senders/new", data=form, headers=page)  # no cookie, no token
     assert resp.status == 403
     assert "Reload the page" in await resp.text()
@@ -430,8 +496,8 @@ async def test_the_form_page_creates_edits_and_deletes(client: Client, registry:
     assert "No senders yet" in await resp.text()
     token = csrf_of(await (await client.get("/senders/new?gateway=infobip", headers=page)).text())
 
-    form = {"csrf_token": token, "id": "ib", "accounts": "acme, acme-promo", "gateway": "infobip",
-            "shown_gateway": "infobip", "settings.url": "", "settings.api_token": "tok",
+    form = {"csrf_token": token, "name": "Infobip (ACME)", "id": "ib", "accounts": "acme, acme-promo",
+            "gateway": "infobip", "shown_gateway": "infobip", "settings.url": "", "settings.api_token": "tok",
             "verified_caller_ids": "ACME", "callbacks_section": "1", "stop_words": "STOP, СТОП",
             "add_to_global_suppress": "true", "rate_limit": "fast"}  # fmt: skip
     resp = await client.post("/senders/new", data=form, headers=page)
@@ -495,6 +561,82 @@ async def test_without_script_changing_the_gateway_posts_back_for_its_fields(cli
     assert 'id="f-seventech-shorten_links"' in html
     assert 'id="f-shorten_links"' in html  # the sender option, for every kind
     assert "This field is required" not in html  # switching is not saving
+
+
+async def test_the_page_lists_id_and_name_and_edits_the_name(client: Client, registry: SenderRegistry) -> None:
+    page = basic("admin", TOKEN)
+    html = await (await client.get("/senders/new", headers=page)).text()
+    assert re.search(r'<input id="f-name" name="name" type="text" value=""[^>]* required aria-required="true"', html)
+    assert re.search(r'<input id="f-id" name="id" type="text" value=""', html)  # optional
+    form = {"csrf_token": csrf_of(html), "name": "Рассылка АКМЕ", "id": "", "accounts": "acme", "gateway": "mts",
+            "shown_gateway": "mts", "settings.login": "l", "settings.password": "p"}  # fmt: skip
+    resp = await client.post("/senders/new", data=form, headers=page)
+    assert str(resp.url).endswith("/senders/rassylka-akme/edit?created=1")  # the id made from the name
+    html = await resp.text()
+    assert "<h1>Рассылка АКМЕ</h1>" in html
+    assert re.search(r'<input id="f-id" name="id" type="text" value="rassylka-akme"[^>]* readonly', html)
+
+    # the list: the ID on the left is the link to the edit page, then the Name; Edit and Delete on the right
+    await create(client, sample_sender("smsc", "acme-smsc"))
+    html = await (await client.get("/senders", headers=page)).text()
+    head = re.findall(r'<th scope="col"[^>]*>(.*?)</th>', html)
+    assert head[:3] == ["ID", "Name", "Gateway"]
+    assert "Actions" in head[-1]
+    row = re.search(r'<tr data-sender="rassylka-akme">(.*?)</tr>', html, re.DOTALL)
+    assert row is not None
+    cells = re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row.group(1), re.DOTALL)
+    assert cells[0] == '<a class="sender-id" href="/senders/rassylka-akme/edit">rassylka-akme</a>'
+    assert cells[1] == "Рассылка АКМЕ"
+    assert "/senders/rassylka-akme/delete" in cells[-1]
+    assert re.search(r'<td class="sender-name">acme-smsc</td>', html)  # no name given: named after its id
+
+    # a taken name, on create and on edit: 409, the message next to the Name field, what was typed kept
+    resp = await client.post("/senders/new", data={**form, "name": "рассылка акме "}, headers=page)
+    assert resp.status == 409
+    html = await resp.text()
+    assert 'id="e-name"><span class="visually-hidden">Error: </span>The name &#39;рассылка акме&#39; is taken' in html
+    assert 'value="рассылка акме"' in html
+    edit = {**form, "csrf_token": csrf_of(html), "name": "ACME-smsc"}
+    resp = await client.post("/senders/rassylka-akme/edit", data=edit, headers=page)
+    assert resp.status == 409
+    assert "is taken by sender &#39;acme-smsc&#39;" in await resp.text()
+    resp = await client.post("/senders/rassylka-akme/edit", data={**edit, "name": "ACME news"}, headers=page)
+    assert str(resp.url).endswith("/senders/rassylka-akme/edit?saved=1")
+    renamed = await registry.get("rassylka-akme")
+    assert renamed is not None
+    assert renamed.name == "ACME news"
+    resp = await client.post("/senders/rassylka-akme/edit", data={**edit, "name": " "}, headers=page)
+    assert resp.status == 422
+    assert 'id="e-name"' in await resp.text()
+
+
+async def test_advanced_settings_are_in_a_collapsed_section_after_the_others(client: Client) -> None:
+    page = basic("admin", TOKEN)
+    html = await (await client.get("/senders/new?gateway=smsc", headers=page)).text()
+    fieldset = re.search(r'<fieldset class="card gateway" id="gw-smsc".*?</fieldset>', html, re.DOTALL)
+    assert fieldset is not None
+    basic_part, _, advanced_part = fieldset.group(0).partition('<details class="advanced">')
+    assert "<summary>Advanced</summary>" in advanced_part
+    specs = fields(KIND_SETTINGS["smsc"])
+    assert [f.name for f in specs if f.advanced] == ["base_url"]
+    for f in specs:
+        assert (f'id="f-smsc-{f.name}"' in advanced_part) is f.advanced, f.name
+        assert (f'id="f-smsc-{f.name}"' in basic_part) is not f.advanced, f.name
+    for kind in KINDS:  # every kind: its advanced fields, and only those, in the section
+        gw = re.search(rf'<fieldset class="card gateway" id="gw-{kind}".*?</fieldset>', html, re.DOTALL)
+        assert gw is not None
+        inside = "".join(re.findall(r"<details.*?</details>", gw.group(0), re.DOTALL))
+        for f in fields(KIND_SETTINGS[kind]):
+            assert (f'id="f-{kind}-{f.name}"' in inside) is f.advanced, (kind, f.name)
+
+    # a mistake in an advanced field opens the section
+    form = {"csrf_token": csrf_of(html), "name": "S", "accounts": "acme", "gateway": "smsc", "shown_gateway": "smsc",
+            "settings.login": "l", "settings.password": "p", "settings.base_url": "not a url"}  # fmt: skip
+    resp = await client.post("/senders/new", data=form, headers=page)
+    assert resp.status == 422
+    html = await resp.text()
+    assert '<details class="advanced" open>' in html
+    assert 'id="e-f-smsc-base_url"' in html
 
 
 async def test_pages_send_security_headers(client: Client) -> None:

@@ -1,7 +1,7 @@
 """Send throughput: one worker process against the fake SMSC, against a bare consume -> POST -> ack loop.
 
     .venv/bin/python -m tests.bench.throughput [--jobs 5000] [--rounds 3] [--concurrency 100]
-                                               [--slow-jobs 5000] [--slow-concurrency 500]
+                                               [--slow-jobs 5000] [--slow-concurrency 500] [--compare-counters]
 
 (from the project root, as a module: it imports the fake SMSC from `tests.fakes`)
 
@@ -20,6 +20,9 @@ CPU ms/msg is this process's CPU time per job:
   200 ms; msg/s as for the worker.
 
 The status role is off: rechecks are scheduled but not run, so the numbers are the send path alone.
+With `--compare-counters`, each round also runs the worker with the overview's per-minute counters off
+(`workers.stats.ENABLED`), before or after the worker with them on (in turn), and their cost is printed
+(target <= 3 %).
 Rounds alternate (worker, bare, slow; worker, bare, slow ...) so that broker drift hits all three; the
 medians are printed with the worker/bare ratio (target >= 0.8) and the slow-provider rate (target >= 1,000
 msg/s). Numbers only: nothing is asserted.
@@ -52,7 +55,7 @@ from smsfleet.senders import SenderRegistry, parse_sender
 from smsfleet.settings import Settings
 from smsfleet.topology import Names, declare, delete, message
 from tests.fakes.smsc import FakeSmsc
-from workers import SendPolicy, run_workers
+from workers import SendPolicy, run_workers, stats
 
 FORM_HEADERS = {"Content-Type": FORM}  # the body encoded as the worker's gateways encode it
 
@@ -75,15 +78,17 @@ def make_jobs(prefix: str, sender: str, n: int) -> list[SendJob]:
     ]
 
 
-async def publish(connection: aio_pika.abc.AbstractRobustConnection, names: Names, jobs: list[SendJob]) -> None:
-    """The backlog: persistent, mandatory, confirmed, 1,000 in flight."""
+async def publish(
+    connection: aio_pika.abc.AbstractRobustConnection, names: Names, jobs: list[SendJob], kind: str = "smsc"
+) -> None:
+    """The backlog of gateway `kind`: persistent, mandatory, confirmed, 1,000 in flight."""
     async with connection.channel(publisher_confirms=True, on_return_raises=True) as channel:
         exchange = await channel.get_exchange(names.send_exchange, ensure=False)
         slots = asyncio.Semaphore(1000)
 
         async def one(job: SendJob) -> None:
             async with slots:
-                await exchange.publish(message(encode(job), message_id=job.id), f"smsc.{job.sender}", mandatory=True)
+                await exchange.publish(message(encode(job), message_id=job.id), f"{kind}.{job.sender}", mandatory=True)
 
         await asyncio.gather(*(one(j) for j in jobs))
 
@@ -288,6 +293,9 @@ def main() -> None:
     parser.add_argument("--slow-latency", type=float, default=0.2)
     add_service_args(parser)
     parser.add_argument("--fake-in-process", action="store_true", help="serve the fakes from this event loop")
+    parser.add_argument(
+        "--compare-counters", action="store_true", help="also run the worker without the overview's counters"
+    )
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--serve-fake", type=float, metavar="LATENCY", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -301,8 +309,9 @@ def main() -> None:
 async def bench(args: argparse.Namespace) -> None:
     configure("console", "warning")
 
-    rates: dict[str, list[float]] = {"worker": [], "bare": [], "slow": []}
-    cpu: dict[str, list[float]] = {"worker": [], "bare": [], "slow": []}
+    keys = ["worker", "uncounted", "bare", "slow"] if args.compare_counters else ["worker", "bare", "slow"]
+    rates: dict[str, list[float]] = {k: [] for k in keys}
+    cpu: dict[str, list[float]] = {k: [] for k in keys}
     async with (
         bench_namespace(args.amqp_url, args.redis_url) as (settings, connection, redis),
         fake_smsc(0.0, args.fake_in_process) as fast_url,
@@ -315,6 +324,9 @@ async def bench(args: argparse.Namespace) -> None:
             "worker": lambda r: worker_round(
                 settings, connection, make_jobs(f"w{r}", "fast", args.jobs), args.concurrency
             ),
+            "uncounted": lambda r: uncounted(
+                worker_round(settings, connection, make_jobs(f"u{r}", "fast", args.jobs), args.concurrency)
+            ),
             "bare": lambda r: bare_round(
                 connection, names, make_jobs(f"b{r}", "fast", args.jobs), args.concurrency, fast_url
             ),
@@ -326,7 +338,9 @@ async def bench(args: argparse.Namespace) -> None:
         await worker_round(settings, connection, make_jobs("warm-w", "fast", 500), args.concurrency)
         await bare_round(connection, names, make_jobs("warm-b", "fast", 500), args.concurrency, fast_url)
         for r in range(args.rounds):
-            for name, run in runs.items():
+            order = keys if r % 2 == 0 else [keys[1], keys[0], *keys[2:]]  # with/without counters: each first in turn
+            for name in order:
+                run = runs[name]
                 rate, cpu_ms = await run(r)
                 rates[name].append(rate)
                 cpu[name].append(cpu_ms)
@@ -339,6 +353,7 @@ async def bench(args: argparse.Namespace) -> None:
     print(f"{'':<48}{'median msg/s':>13}{'CPU ms/msg':>12}   rounds (msg/s)")
     rows = (
         (f"one worker, every check, concurrency {args.concurrency}", "worker"),
+        *([("the same, the overview's counters off", "uncounted")] if args.compare_counters else []),
         (f"bare consume -> POST -> ack, prefetch {args.concurrency}", "bare"),
         (f"one worker, {args.slow_latency * 1000:.0f} ms latency, concurrency {args.slow_concurrency}", "slow"),
     )
@@ -347,6 +362,18 @@ async def bench(args: argparse.Namespace) -> None:
         print(f"{label:<48}{statistics.median(rates[key]):>13,.0f}{statistics.median(cpu[key]):>12.2f}   {rounds}")
     print(f"worker / bare: {worker / bare:.2f} (target >= 0.8)")
     print(f"slow provider: {slow_rate:,.0f} msg/s (target >= 1,000)")
+    if args.compare_counters:
+        cost = 1 - worker / statistics.median(rates["uncounted"])
+        print(f"the overview's counters: {cost * 100:+.1f} % of the worker's msg/s (target <= 3 %)")
+
+
+async def uncounted(round_: Awaitable[tuple[float, float]]) -> tuple[float, float]:
+    """A worker round with the overview's per-minute counters off (`workers.stats.ENABLED`)."""
+    stats.ENABLED = False
+    try:
+        return await round_
+    finally:
+        stats.ENABLED = True
 
 
 if __name__ == "__main__":

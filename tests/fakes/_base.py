@@ -171,7 +171,8 @@ class FakeProvider(Generic[R]):
 
     # --- server --------------------------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
-        app = web.Application(middlewares=self.middlewares())
+        # aiohttp refuses bodies over 1 MB with a 413; providers take batches far larger (BulkSMS: 30,000 SMS)
+        app = web.Application(middlewares=self.middlewares(), client_max_size=64 * 2**20)
         app.add_routes(self.routes())
         self._runner, base = await serve(app)
         self.url = base + self.path

@@ -16,6 +16,12 @@ the message as it is now, or 404. Auth is HTTP Basic. Errors are problem JSON `{
 - `longMessageMaxParts` (body field, or query parameter as BulkSMS's PHP sample passes it) defaults to 3. A
   text that needs more parts is refused with 400 (what BulkSMS really does there is not documented).
 - Numbers are answered as digits without '+'; `userSuppliedId` over 20 characters is a 400.
+- Batches, as documented: up to 30,000 entries per POST (more: 400); one `deduplication-id` for the whole
+  submission (a replay answers the first submission's reply, whatever the new body holds); one invalid entry
+  refuses the whole request with a 400 whose detail names the problem but no entry, and creates nothing (a
+  refused submission does not record its deduplication-id: assumed, BulkSMS does not say).
+Counts: `requests` (every request, lookups too), `send_requests` (the POSTs to /v1/messages), `messages` (one
+per message created).
 Knobs: `fail_next(n, status, kind)` (send only), `set_status`, `initial_status` (what every message becomes at
 once, e.g. "DELIVERED"), and the faults of `JsonFake`. Webhook bodies: `webhook_body(ids)` for status updates,
 `received_body(...)` for inbound SMS (status DELIVERED is assumed for those).
@@ -83,6 +89,7 @@ class JsonFake(SeenFake):
 _KINDS = {400: "bad-request", 401: "authentication-failed", 403: "insufficient-credits", 404: "not-found"}
 _TITLES = {400: "Bad Request", 401: "Authentication Failed", 403: "Insufficient Credits", 404: "Not Found"}
 _PHONE = re.compile(r"\+?\d{7,15}")
+MAX_ENTRIES = 30_000  # per POST [providers-A §1.1]
 
 
 def _now() -> str:
@@ -147,6 +154,10 @@ class FakeBulksms(JsonFake):
         self.clock_offset = 0.0
         self._fail: list[tuple[int, str]] = []
         self._ids = itertools.count(4_023_457_654)
+
+    @property
+    def send_requests(self) -> int:
+        return sum(seen.method == "POST" and seen.path == "/v1/messages" for seen in self.requests)
 
     # knobs
     def fail_next(self, n: int, status: int = 403, kind: str = "insufficient-credits") -> None:
@@ -241,6 +252,8 @@ class FakeBulksms(JsonFake):
             return web.json_response(seen[1], status=201)
         entries = data if isinstance(data, list) else [data]
         problems = [p for entry in entries if (p := self._problem(entry, request.query))]
+        if len(entries) > MAX_ENTRIES:
+            problems.insert(0, f"at most {MAX_ENTRIES} messages can be posted in one submission")
         if problems:
             return self.error(400, problems[0])
         submission = f"1-{next(self._ids):020d}"

@@ -13,6 +13,11 @@ delivery report once; `GET /sms/3/logs` and `/sms/1/logs` answer the current sta
   REJECTED_DUPLICATE_MESSAGE_ID, and nothing is sent (documented as a status; that it comes in the send reply
   is our assumption). A `to` that is not 7..15 digits gets REJECTED_PREFIX_MISSING; over 25 parts,
   REJECTED_MESSAGE_TOO_LONG.
+- Many messages per request (`messages[]`, each with its `destinations[]`), with no documented maximum: one
+  status per destination, in order; a refusal in the 200 reply is that destination's alone; a request with
+  one malformed message is refused whole (400, `validationErrors` by field) and nothing is sent.
+Counts: `requests` (every request, lookups too), `send_requests` (the POSTs to a send path), `messages` (one
+per message taken, `refused` the others).
 Knobs: `reject_next(n, status_id)` (the next sends refused in the 200 reply), `set_status(message_id, status,
 error)` (queues a report), `initial_status` (e.g. 5: every message is delivered at once), and the faults of
 `JsonFake`. Pushed bodies: `report_body(ids)` (delivery reports), `inbound_body(...)` (inbound SMS, with
@@ -68,6 +73,7 @@ ERRORS: dict[int, tuple[int, str, str, str, bool]] = {
 _TOKENS = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND"}
 _TEXTS = {400: "Bad request", 401: "Invalid login details", 403: "Forbidden", 404: "Not found"}
 _UNITS = {"SECONDS": 1, "MINUTES": 60, "HOURS": 3600}
+_SEND_PATHS = ("/sms/3/messages", "/sms/2/text/advanced")
 
 
 def _at() -> str:
@@ -131,6 +137,10 @@ class FakeInfobip(JsonFake):
         self.pending_reports: list[str] = []  # message ids whose report was not pulled yet
         self._reject: list[int] = []
         self._ids = itertools.count(2_250_000_000)
+
+    @property
+    def send_requests(self) -> int:
+        return sum(seen.method == "POST" and seen.path in _SEND_PATHS for seen in self.requests)
 
     # knobs
     def reject_next(self, n: int, status_id: int) -> None:

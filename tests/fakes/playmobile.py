@@ -9,7 +9,13 @@ Like Play Mobile: `POST /broker-api/send` with HTTP Basic auth (anything else: 4
 is not such JSON: 101). Success is HTTP 200 `Request is received`, with no id: the client's `message-id`
 is the id. Errors are `{"error-code": N, "error-description": text}`, or with `error_style="underscore"`
 the wiki's spelling `error_code` / `error_description` (the code then as a string). A repeated
-`message-id` is accepted again: Play Mobile documents nothing about it.
+`message-id` is accepted again: Play Mobile documents nothing about it. One request carries any number of
+messages, all taken or (one error code) none; `max_messages` refuses a request with more with error 105
+("too many message ids"), whose number Play Mobile does not document (default: no limit).
+
+Counts: `requests` (one per request), `messages` (one per message taken), `request_times` (the
+`time.monotonic()` at which each send request arrived: a 1-second window of them is what Play Mobile's
+`PLAY_MOBILE_LIMIT_REQUESTS_PER_SEC` counts; `busiest_second()` is the most of them in any one second).
 
 Delivery reports: `dlr_body(message_id, status)` is the push the adapter assumes (the real one was not
 retrieved). `requests` holds (path, headers, decoded JSON or None) triples. Faults: `fail_next(n, code)`, and
@@ -34,6 +40,7 @@ ERROR_TEXTS = {
     100: "Internal server error",
     101: "Syntax error",
     102: "Account is locked",
+    105: "Too many message ids",
     202: "Empty recipient",
     205: "Empty message-id",
     401: "Empty originator",
@@ -66,11 +73,14 @@ class FakePlaymobile(FakeProvider[tuple[str, dict[str, str], Any]]):
         password: str = "s3cret",  # noqa: S107 - a fake's default account
         *,
         error_style: str = "hyphen",
+        max_messages: int | None = None,
         latency: float = 0.0,
     ) -> None:
         super().__init__(latency=latency)
         self.user_id, self.password, self.error_style = user_id, password, error_style
+        self.max_messages = max_messages
         self.messages: list[SentMessage] = []
+        self.request_times: list[float] = []
         self._fail: list[int] = []
 
     def routes(self) -> list[web.RouteDef]:
@@ -78,6 +88,15 @@ class FakePlaymobile(FakeProvider[tuple[str, dict[str, str], Any]]):
 
     def fail_next(self, n: int, code: int) -> None:
         self._fail += [code] * n
+
+    def busiest_second(self) -> int:
+        """The most send requests that arrived within one second of each other (any 1-second window)."""
+        times, most, first = sorted(self.request_times), 0, 0
+        for last, at in enumerate(times):
+            while at - times[first] >= 1.0:
+                first += 1
+            most = max(most, last - first + 1)
+        return most
 
     def _error(self, code: int) -> web.Response:
         text = ERROR_TEXTS.get(code, "Error")
@@ -92,6 +111,7 @@ class FakePlaymobile(FakeProvider[tuple[str, dict[str, str], Any]]):
         except msgspec.DecodeError:
             body = None
         self.requests.append((request.path, dict(request.headers), body))
+        self.request_times.append(arrived)
         if (fault := await self.faults(request)) is not None:
             return fault
         expected = base64.b64encode(f"{self.user_id}:{self.password}".encode()).decode()
@@ -100,8 +120,9 @@ class FakePlaymobile(FakeProvider[tuple[str, dict[str, str], Any]]):
         items = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(items, list) or not items or not all(isinstance(m, dict) for m in items):
             return self._error(101)
-        if self._fail:
-            return self._error(self._fail.pop(0))
+        too_many = self.max_messages is not None and len(items) > self.max_messages
+        if self._fail or too_many:
+            return self._error(self._fail.pop(0) if self._fail else 105)
         accepted = []
         for m in items:
             sms = m.get("sms") if isinstance(m.get("sms"), dict) else {}

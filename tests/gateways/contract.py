@@ -42,6 +42,11 @@ Conditional:
 - when the kind's settings have `callbacks`: `callback_request(message, receipt, state)`, the provider's push
   of that report, and `malformed_callbacks()`, pushes the parser must refuse with ValueError.
 
+`send_many` (every kind; the default sends one by one): one outcome per message, in order, and nothing sent
+for an empty list; for kinds that batch (`max_batch` > 1) one request for the batch, and a 5xx, a hang or a
+drop after accepting is every message's (Transient, Ambiguous, Ambiguous). A refusal of one destination is
+per provider (whether it reports per message), so each such module tests it itself.
+
 The adapter must have a `timeout_s` attribute (seconds per request); the hang test sets it on the instance.
 Secrets are the settings fields marked secret in `smsfleet.kinds`, so no hook lists them.
 """
@@ -296,3 +301,36 @@ class GatewayContract(abc.ABC, Generic[F]):
         for request in requests:
             with pytest.raises(ValueError):  # noqa: PT011 - the receiver turns any ValueError into a 400
                 gateway.parse_callback(request)
+
+    # --- send_many -----------------------------------------------------------------------------------------
+    def batch(self, n: int = 3) -> list[Outgoing]:
+        """`n` SMS of `n` jobs, to `n` numbers (the contract's number with its last digit replaced)."""
+        return [self.message(f"job-batch-{i}", to=self.phone[:-1] + str(i)) for i in range(n)]
+
+    async def test_send_many_one_outcome_per_message(self, gateway: AnyGateway, fake: F) -> None:
+        await gateway.send(self.message())  # a kind that logs in first has done so: what follows is the batch
+        before = self.requests_seen(fake)
+        outcomes = await gateway.send_many(self.batch(3))
+        assert [type(o) for o in outcomes] == [Receipt] * 3, outcomes
+        assert len({o.ids for o in outcomes if isinstance(o, Receipt)}) == 3
+        assert self.accepted(fake) == 1 + 3
+        if gateway.max_batch > 1:
+            assert self.requests_seen(fake) - before == 1
+        assert await gateway.send_many([]) == []
+        assert self.accepted(fake) == 1 + 3
+
+    async def test_send_many_request_errors_are_every_message(self, gateway: AnyGateway, fake: F) -> None:
+        if gateway.max_batch <= 1:
+            pytest.skip("sends one by one: each message meets its own request's fate")
+        self.fake_transient_error(fake)
+        assert [type(o) for o in await gateway.send_many(self.batch(3))] == [Transient] * 3
+        assert self.accepted(fake) == 0
+        self.fake_reset_after_accept(fake)
+        outcomes = await gateway.send_many(self.batch(3))
+        assert all(isinstance(o, Ambiguous) for o in outcomes), outcomes
+        assert self.accepted(fake) == 3  # taken, then the reply was lost: why it is ambiguous
+        gateway.timeout_s = 0.3
+        self.fake_hang(fake)
+        outcomes = await gateway.send_many(self.batch(3))
+        assert len(outcomes) == 3
+        assert all(isinstance(o, Ambiguous) for o in outcomes), outcomes

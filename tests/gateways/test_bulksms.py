@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 
 from gateways import (
@@ -35,6 +38,7 @@ STATE_CODES = {
     State.EXPIRED: "FAILED.EXPIRED",
     State.REJECTED: "FAILED.BLOCKED",
 }
+JSON = {"Content-Type": "application/json"}
 LONG_JOB = "campaign-42/recipient-000123"  # 28 characters: too long for userSuppliedId
 
 
@@ -283,3 +287,84 @@ class TestBulksms(GatewayContract[FakeBulksms]):
     def test_no_credential_in_repr(self, gateway: BulksmsGateway) -> None:
         assert PASSWORD not in repr(gateway)
         assert LOGIN in repr(gateway)
+
+    # --- batches -------------------------------------------------------------------------------------------
+    def test_batch_size_and_rate(self) -> None:
+        assert (BulksmsGateway.max_batch, BulksmsGateway.rate_per) == (4000, "message")
+
+    async def test_a_batch_is_one_submission(self, gateway: BulksmsGateway, fake: FakeBulksms) -> None:
+        messages = [self.message(f"job-{i}", to=f"+7916123456{i}", originator="ACME") for i in range(3)]
+        outcomes = await gateway.send_many(messages)
+        [seen] = fake.requests
+        assert seen.query == {"deduplication-id": messages[0].ref, "auto-unicode": "true"}  # one per submission
+        singles: list[Any] = []
+        for m in messages:  # each entry is what `send` puts for that message
+            await gateway.send(msgspec.structs.replace(m, ref=str(9000 + len(singles))))
+            singles += fake.requests[-1].json()
+        assert seen.json() == singles
+        assert outcomes == [Receipt(provider_message_id=m.id) for m in fake.messages[:3]]
+        assert [m.to for m in fake.messages[:3]] == [f"7916123456{i}" for i in range(3)]  # in order
+
+    async def test_a_resubmitted_batch_is_deduplicated(self, gateway: BulksmsGateway, fake: FakeBulksms) -> None:
+        messages = self.batch(3)
+        first = await gateway.send_many(messages)
+        assert await gateway.send_many(messages) == first
+        assert (fake.send_requests, len(fake.messages)) == (2, 3)
+
+    async def test_a_replay_of_another_submission_is_ambiguous(
+        self, gateway: BulksmsGateway, fake: FakeBulksms
+    ) -> None:
+        """Same first message, other company: BulkSMS answers the first submission's reply and sends nothing."""
+        a, b, c = self.batch(3)
+        await gateway.send_many([a, b])
+        outcomes = await gateway.send_many([a, c])
+        assert all(isinstance(o, Ambiguous) and o.code == "bulksms.bad_reply" for o in outcomes), outcomes
+        assert len(fake.messages) == 2  # c was not sent: taking the reply's second Message as c's would lose it
+        assert await gateway.find(c) is None
+        with pytest.raises(Ambiguous, match=r"bulksms\.bad_reply"):
+            await gateway.send(a)  # a alone, with a's deduplication-id: answered [a, b], not one Message
+
+    async def test_one_bad_number_fails_only_that_message(self, gateway: BulksmsGateway, fake: FakeBulksms) -> None:
+        good, _, other = self.batch(3)
+        bad = self.message("job-bad", to="+12")
+        outcomes = await gateway.send_many([good, bad, other])
+        assert isinstance(outcomes[1], Permanent)
+        assert outcomes[1].code == "bulksms.400.bad-request"
+        assert [type(o) for o in outcomes] == [Receipt, Permanent, Receipt]
+        assert [m.entry["userSuppliedId"] for m in fake.messages] == [good.job_id, other.job_id]
+        assert fake.send_requests == 1 + 3  # the refused batch, then each message alone
+        assert [seen.query["deduplication-id"] for seen in fake.requests[1:]] == [good.ref, bad.ref, other.ref]
+
+    async def test_a_message_without_ref_fails_alone(self, gateway: BulksmsGateway, fake: FakeBulksms) -> None:
+        first, second, third = self.batch(3)
+        outcomes = await gateway.send_many([msgspec.structs.replace(first, ref=""), second, third])
+        assert isinstance(outcomes[0], Permanent)
+        assert outcomes[0].code == "bulksms.no_ref"
+        assert [type(o) for o in outcomes[1:]] == [Receipt, Receipt]
+        [seen] = fake.requests
+        assert (seen.query["deduplication-id"], len(seen.json())) == (second.ref, 2)
+
+    async def test_a_request_refusal_is_every_message(self, gateway: BulksmsGateway, fake: FakeBulksms) -> None:
+        fake.fail_next(1, 403, "insufficient-credits")
+        outcomes = await gateway.send_many(self.batch(3))
+        assert [(type(o), getattr(o, "code", "")) for o in outcomes] == [
+            (Permanent, "bulksms.403.insufficient-credits")
+        ] * 3
+        assert (fake.send_requests, fake.messages) == (1, [])  # not retried one by one: the account's refusal
+
+    async def test_a_short_reply_is_ambiguous(self, gateway: BulksmsGateway, fake: FakeBulksms) -> None:
+        a, b = self.batch(2)
+        await gateway.send(a)
+        outcomes = await gateway.send_many([a, b])  # a's deduplication-id: the reply of one Message
+        assert all(isinstance(o, Ambiguous) for o in outcomes), outcomes
+        assert len(fake.messages) == 1
+
+    async def test_the_fake_takes_at_most_30000(self, fake: FakeBulksms) -> None:
+        auth = {"Authorization": "Basic " + base64.b64encode(f"{LOGIN}:{PASSWORD}".encode()).decode()}
+        body = io.BytesIO(json.dumps([{"to": "+79161234567", "body": "x"}] * 30_001).encode())  # over 1 MB: a file
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{fake.url}/messages", data=body, headers=auth | JSON) as resp,
+        ):
+            assert resp.status == 400
+        assert fake.messages == []

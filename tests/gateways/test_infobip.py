@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
+from aiohttp import web
 
 from gateways import (
     Ambiguous,
@@ -25,6 +28,7 @@ from gateways import (
 from gateways.infobip import ERRORS, V2, V3, InfobipGateway
 from smsfleet.contracts import State
 from smsfleet.kinds import InfobipSettings
+from tests.fakes._serve import serve
 from tests.fakes.infobip import FakeInfobip, FakeSms
 
 from .contract import GatewayContract
@@ -345,3 +349,88 @@ class TestInfobip(GatewayContract[FakeInfobip]):
             await gateway.status(StatusRef(job_id="job-1", provider_message_id="job-1", to=self.phone))
         assert not isinstance(info.value, Permanent | Ambiguous | RateLimited)
         assert isinstance(info.value, GatewayError)
+
+    # --- batches -------------------------------------------------------------------------------------------
+    def test_batch_size_and_rate(self) -> None:
+        assert (InfobipGateway.max_batch, InfobipGateway.rate_per) == (1000, "message")
+
+    @pytest.mark.parametrize("suffix", ["", "/sms/2/text/advanced"])
+    async def test_a_batch_is_one_request(self, http: aiohttp.ClientSession, fake: FakeInfobip, suffix: str) -> None:
+        gateway = self.make_gateway(http, fake.url + suffix)
+        messages = [self.message(f"job-{i}", to=f"+7916123456{i}", originator="ACME") for i in range(3)]
+        outcomes = await gateway.send_many(messages)
+        [seen] = fake.requests
+        singles: list[Any] = []
+        for m in messages:  # each message object is what `send` puts for that message
+            await gateway.send(msgspec.structs.replace(m, job_id=m.job_id + "-alone"))
+            singles += fake.requests[-1].json()["messages"]
+        for sms in singles:
+            sms["destinations"][0]["messageId"] = sms["destinations"][0]["messageId"].removesuffix("-alone")
+        assert seen.json() == {"messages": singles}
+        parts = 1 if suffix == "" else None  # v2 gives no part count by default
+        assert outcomes == [Receipt(provider_message_id=f"job-{i}", parts=parts) for i in range(3)]
+        assert [(s.message_id, s.to) for s in fake.messages[:3]] == [(f"job-{i}", f"7916123456{i}") for i in range(3)]
+
+    async def test_one_refused_destination_fails_only_that_message(
+        self, gateway: InfobipGateway, fake: FakeInfobip
+    ) -> None:
+        good, _, other = self.batch(3)
+        bad = self.message("job-bad", to="+12")
+        outcomes = await gateway.send_many([good, bad, other])
+        assert [type(o) for o in outcomes] == [Receipt, Permanent, Receipt]
+        assert isinstance(outcomes[1], Permanent)
+        assert outcomes[1].code == "infobip.status.8"
+        assert (fake.send_requests, [s.message_id for s in fake.messages]) == (1, [good.job_id, other.job_id])
+
+    async def test_a_resent_batch_is_taken_once(self, gateway: InfobipGateway, fake: FakeInfobip) -> None:
+        messages = self.batch(3)
+        first = await gateway.send_many(messages)
+        again = await gateway.send_many(messages)  # every messageId refused as a duplicate (status 23)
+        assert [o.provider_message_id for o in again if isinstance(o, Receipt)] == [m.job_id for m in messages]
+        assert all(isinstance(o, Receipt) for o in first)
+        assert len(fake.messages) == 3
+
+    async def test_a_400_to_a_batch_sends_each_message_alone(self, gateway: InfobipGateway, fake: FakeInfobip) -> None:
+        good, _, other = self.batch(3)
+        blank = self.message("job-blank", text="")  # Infobip refuses the whole request: which one is not said
+        outcomes = await gateway.send_many([good, blank, other])
+        assert [type(o) for o in outcomes] == [Receipt, Permanent, Receipt]
+        assert isinstance(outcomes[1], Permanent)
+        assert outcomes[1].code == "http.400"
+        assert fake.send_requests == 1 + 3
+        assert [s.message_id for s in fake.messages] == [good.job_id, other.job_id]
+
+    async def test_a_request_refusal_is_every_message(self, gateway: InfobipGateway, fake: FakeInfobip) -> None:
+        fake.http_status_next(1, 401)
+        outcomes = await gateway.send_many(self.batch(3))
+        assert [(type(o), getattr(o, "code", "")) for o in outcomes] == [(Permanent, "http.401")] * 3
+        assert (fake.send_requests, fake.messages) == (1, [])
+
+    async def test_reply_is_matched_by_message_id(self, http: aiohttp.ClientSession) -> None:
+        """Never by position: a status for another id, a missing or a doubled one is Ambiguous for that message."""
+        a, b, c, d = self.batch(4)
+        pending = {"groupId": 1, "groupName": "PENDING", "id": 26, "name": "PENDING_ACCEPTED"}
+        rejected = {"groupId": 5, "groupName": "REJECTED", "id": 52, "name": "REJECTED_DESTINATION"}
+        reply = {
+            "bulkId": "b1",
+            "messages": [
+                {"messageId": d.job_id, "status": pending},  # d first: order is not what counts
+                {"messageId": c.job_id, "status": rejected},
+                {"messageId": "someone-else", "status": pending},
+                {"messageId": b.job_id, "status": pending},
+                {"messageId": b.job_id, "status": pending},
+            ],
+        }
+
+        async def answer(request: web.Request) -> web.Response:
+            return web.json_response(reply)
+
+        app = web.Application()
+        app.router.add_post("/sms/3/messages", answer)
+        runner, url = await serve(app)
+        try:
+            outcomes = await self.make_gateway(http, url).send_many([a, b, c, d])
+        finally:
+            await runner.cleanup()
+        assert [type(o) for o in outcomes] == [Ambiguous, Ambiguous, Permanent, Receipt]
+        assert outcomes[3] == Receipt(provider_message_id=d.job_id)

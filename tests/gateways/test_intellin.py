@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import aiohttp
 import pytest
 
-from gateways import Permanent
 from gateways.intellin import IntellinGateway
 from tests.fakes.sadr_dadr import FakeSadrDadr, SadrDadrContract
 
@@ -20,8 +18,7 @@ class TestIntellin(SadrDadrContract):
         assert {"user", "pwd", "sadr", "dadr", "text"} <= set(params)
         assert not {"username", "api_key", "from", "to", "message"} & set(params)
 
-    async def test_no_default_host(self, http: aiohttp.ClientSession) -> None:
-        gateway = IntellinGateway(self.settings(""), http)
-        with pytest.raises(Permanent, match="set base_url: Intellin has no public endpoint"):
-            await gateway.send(self.message())
+    def test_no_default_host(self) -> None:
+        with pytest.raises(ValueError, match="the SMS service URL that Intellin gives"):
+            self.settings("")
         assert any("Intel Telecom" in a for a in IntellinGateway.assumptions)

@@ -120,7 +120,7 @@ class TestPlaymobile(GatewayContract[FakePlaymobile]):
             fake.fail_next(1, code)
             with pytest.raises(GatewayError) as info:
                 await self.make_gateway(http, fake.url).send(self.message())
-        assert type(info.value) is (Transient if code == 100 else Permanent)
+        assert type(info.value) is (Transient if code in (100, 105) else Permanent)  # 105: the request's size
         assert info.value.code == f"playmobile.{code}"
         assert info.value.message.startswith(ERRORS[code][1])
 
@@ -200,3 +200,26 @@ class TestPlaymobile(GatewayContract[FakePlaymobile]):
     def test_no_credential_in_repr(self, gateway: PlaymobileGateway) -> None:
         assert PASSWORD not in repr(gateway)
         assert USER_ID in repr(gateway)
+
+    # --- batches -------------------------------------------------------------------------------------------
+    def test_batch_size_and_rate(self) -> None:
+        assert (PlaymobileGateway.max_batch, PlaymobileGateway.rate_per) == (100, "request")
+
+    async def test_too_many_messages_is_transient_for_all(self, http: aiohttp.ClientSession) -> None:
+        async with FakePlaymobile(USER_ID, PASSWORD, max_messages=2) as fake:
+            gateway = self.make_gateway(http, fake.url)
+            outcomes = await gateway.send_many(self.batch(3))
+            assert [(type(o), getattr(o, "code", "")) for o in outcomes] == [(Transient, "playmobile.105")] * 3
+            assert [type(o) for o in await gateway.send_many(self.batch(2))] == [Receipt] * 2
+            assert (len(fake.requests), len(fake.messages)) == (2, 2)
+
+    async def test_requests_and_messages_are_counted_apart(
+        self, gateway: PlaymobileGateway, fake: FakePlaymobile
+    ) -> None:
+        for i in range(3):
+            await gateway.send_many([self.message(f"job-{i}-{j}", to=f"+99890123456{j}") for j in range(4)])
+        assert (len(fake.requests), len(fake.request_times), len(fake.messages)) == (3, 3, 12)
+        assert fake.request_times == sorted(fake.request_times)
+        assert fake.busiest_second() == 3
+        fake.request_times[:] = [0.0, 0.5, 0.99, 1.0, 1.2, 2.5]
+        assert fake.busiest_second() == 4  # 0.5 .. 1.2: a window is [t, t + 1 s)

@@ -1,4 +1,4 @@
-"""Sky Media: the gateway contract and the sadr/dadr family's wire (an assumption), then its endpoint."""
+"""Sky Media: the gateway contract and the sadr/dadr family's wire (an assumption), then its URL."""
 
 from __future__ import annotations
 
@@ -19,5 +19,6 @@ class TestSkymedia(SadrDadrContract):
         assert fake.requests[-1].path == "/get/"
         assert "route" not in repr(gateway)
 
-    def test_only_login_and_password_go_on_the_wire(self) -> None:
-        assert SkymediaGateway.wire_fields == {"user": "login", "pwd": "password"}
+    async def test_only_login_and_password_go_on_the_wire(self, gateway: SkymediaGateway, fake: FakeSadrDadr) -> None:
+        await gateway.send(self.message())
+        assert set(fake.requests[-1].params) == {"user", "pwd", "dadr", "text"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -57,8 +58,9 @@ def test_every_kind_through_its_whole_life_without_showing_a_secret(
 
 
 def test_flags_create_with_receiving_url_and_secret_kept_in_redis_encrypted(
-    env: str, capsys: pytest.CaptureFixture[str], redis_url: str
+    env: str, capsys: pytest.CaptureFixture[str], redis_url: str, redis: aioredis.Redis
 ) -> None:
+    del redis  # only for the clean-up of the namespace's keys
     code, out, _ = run(
         capsys,
         "senders",
@@ -112,6 +114,9 @@ def test_flags_create_with_receiving_url_and_secret_kept_in_redis_encrypted(
             "accounts",
         ),
         (["senders", "create", "bad.id", "--gateway", "smsc", "--account", "a"], "letters, digits"),
+        (["senders", "create", "--gateway", "smsc", "--account", "a"], "give an ID or --name"),
+        (["senders", "create", "x", "--name", " ", "--gateway", "sandbox", "--account", "a"], "name: this field"),
+        (["senders", "create", "--name", "x" * 101, "--gateway", "sandbox", "--account", "a"], "at most 100"),
         (["senders", "create", "x", "--gateway", "smsc", "--account", "a", "--set", "oops"], "key=value"),
         (["senders", "show", "missing"], "no sender"),
         (["senders", "delete", "missing"], "no sender"),
@@ -130,7 +135,10 @@ def test_user_mistakes_get_one_line_and_status_2(
     assert "Traceback" not in err
 
 
-def test_duplicate_id_and_malformed_files(env: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_duplicate_id_and_malformed_files(
+    env: str, capsys: pytest.CaptureFixture[str], tmp_path: Path, redis: aioredis.Redis
+) -> None:
+    del redis  # only for the clean-up of the namespace's keys
     good = tmp_path / "senders.toml"
     good.write_text(
         '[[senders]]\nid = "a"\ngateway = "mts"\naccounts = ["acme"]\n'
@@ -269,5 +277,47 @@ def test_an_unreadable_record_is_named_listed_around_and_deletable(
         assert run(capsys, "senders", "delete", "broken")[0] == 0
         assert not client.hexists(f"{env}:senders", "broken")
     finally:
-        client.delete(f"{env}:senders", f"{env}:senders:version")
+        client.delete(f"{env}:senders", f"{env}:senders:version", f"{env}:senders:names")
         client.close()
+
+
+def test_names_from_the_command_line(env: str, capsys: pytest.CaptureFixture[str], redis: aioredis.Redis) -> None:
+    del redis  # clean-up
+    code, out, err = run(capsys, "senders", "create", "--name", "Infobip main (RU)", "--gateway", "sandbox",
+                         "--account", "acme")  # fmt: skip
+    assert code == 0, err
+    assert "created sender infobip-main-ru 'Infobip main (RU)' (sandbox)" in out
+    assert run(capsys, "senders", "create", "old-style", "--gateway", "sandbox", "--account", "acme")[0] == 0
+    code, out, _ = run(capsys, "senders", "show", "infobip-main-ru")
+    assert re.search(r"^name +Infobip main \(RU\) *$", out, re.MULTILINE), out
+    code, out, _ = run(capsys, "senders", "list")
+    header = out.splitlines()[1]
+    assert header.index("id") < header.index("name") < header.index("gateway"), out
+    assert re.search(r"infobip-main-ru +. Infobip main \(RU\) +. sandbox", out), out
+    assert re.search(r"old-style +. old-style +. sandbox", out), out  # no name given: named after the id
+
+    # a taken name, in other letters: one line naming the field, exit 2, nothing created
+    code, _, err = run(capsys, "senders", "create", "other", "--name", "infobip MAIN (ru) ", "--gateway", "sandbox",
+                       "--account", "acme")  # fmt: skip
+    assert code == 2
+    assert err == (
+        "smsfleet: error: name: the name 'infobip MAIN (ru)' is taken by sender 'infobip-main-ru' (case is ignored)\n"
+    )
+    code, out, _ = run(capsys, "senders", "list", "--json")
+    assert [(s["id"], s["name"]) for s in json.loads(out)] == [
+        ("infobip-main-ru", "Infobip main (RU)"),
+        ("old-style", "old-style"),
+    ]
+
+    # renamed with --name; the id stays; the old name is free again
+    code, out, err = run(capsys, "senders", "update", "infobip-main-ru", "--name", "Рассылка АКМЕ", "--json")
+    assert code == 0, err
+    assert (json.loads(out)[0]["id"], json.loads(out)[0]["name"]) == ("infobip-main-ru", "Рассылка АКМЕ")
+    code, _, err = run(capsys, "senders", "update", "old-style", "--name", "рассылка акме")
+    assert code == 2
+    assert "name: the name 'рассылка акме' is taken by sender 'infobip-main-ru'" in err
+    assert err.count("\n") == 1
+    code, out, err = run(capsys, "senders", "create", "--name", "Infobip main (RU)", "--gateway", "sandbox",
+                         "--account", "acme", "--json")  # fmt: skip
+    assert code == 0, err
+    assert re.fullmatch(r"infobip-main-ru-[0-9a-f]{6}", json.loads(out)[0]["id"])  # that id was taken

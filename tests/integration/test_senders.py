@@ -38,7 +38,7 @@ async def test_every_kind_round_trips_with_secrets_encrypted_at_rest(
     for kind in KINDS:
         await registry.create(parse_sender(sample_sender(kind)))
     raw = await redis.hgetall(names.senders_key)
-    assert len(raw) == len(KINDS) == 16
+    assert len(raw) == len(KINDS) == 17
     assert not any(SECRET.encode() in v for v in raw.values())
     for kind in KINDS:
         sender = await registry.get(f"{kind}-1")

@@ -226,3 +226,31 @@ async def test_5000_jobs_with_pushed_and_polled_reports_each_get_one_final_event
     assert set(finals.values()) == {1}, "a job with more than one final event"
     assert matched._value.get() - matched_before == n
     assert unmatched._value.get() == unmatched_before
+
+
+async def test_rechecks_spend_at_most_their_share_of_the_senders_rate_and_sends_keep_the_rest(
+    settings: Settings, names: Names, redis: aioredis.Redis, amqp: aio_pika.abc.AbstractConnection
+) -> None:
+    # 10 requests/s, a fifth of them for rechecks: 40 jobs accepted within ~4 s, then checked every second
+    # (the fake never finalises them) while 20 more are sent; every 1-s window holds at most 2 lookups. Each job
+    # has its own number: SMSC refuses the same text to the same number within a minute (then looked up)
+    shared = msgspec.structs.replace(settings, recheck_share=0.2)
+    async with FakeSmsc("acme", "pw") as fake:
+        fake.requests = TimedRequests()
+        await smsc_sender(redis, names, fake, await_s=1, rate_limit=10)
+        async with amqp.channel() as channel, fleet(shared, ["smsc"]):
+            exchange = await channel.get_exchange(names.send_exchange)
+            for i in range(40):
+                await exchange.publish(message(job(f"r{i}", phone=f"+7916100{i:04d}")), routing_key="smsc.s1")
+            await until(lambda: len(fake.requests.sends()) == 40, within=15)
+            await asyncio.sleep(2.0)  # the rechecks are under way
+            second_wave = time.time()
+            for i in range(20):
+                await exchange.publish(message(job(f"w{i}", phone=f"+7916200{i:04d}")), routing_key="smsc.s1")
+            await until(lambda: len(fake.requests.sends()) == 60, within=15)
+            sent_in = fake.requests.sends()[-1] - second_wave
+    lookups = [t for t, (path, _) in zip(fake.requests.times, fake.requests, strict=True) if path == STATUS_PHP]
+    assert len(lookups) >= 6, f"only {len(lookups)} lookups"
+    busiest = max(sum(t <= u < t + 1.0 for u in lookups) for t in lookups)
+    assert busiest <= 2, f"{busiest} lookups in one second, of a share of 2/s"
+    assert sent_in <= 20 / 8 + 1.0, f"20 sends took {sent_in:.1f} s beside the rechecks"  # >= 8/s of 10/s left

@@ -92,7 +92,7 @@ def mutate(rng: random.Random, body: bytes) -> bytes:
 
 def case(rng: random.Random, i: int, paths: list[str]) -> tuple[str, str, bytes, dict[str, str]]:  # noqa: PLR0911 - one return per shape
     """The i-th request: method, path, body, headers."""
-    path = paths[i % len(paths)]
+    path = paths[(i // 12) % len(paths)]  # every shape on every path, however many paths there are
     headers = {"Content-Type": rng.choice(CONTENT_TYPES)}
     shape = i % 12
     if shape == 0:

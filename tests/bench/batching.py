@@ -1,0 +1,255 @@
+"""Batched provider requests against one request per SMS, side by side in one run.
+
+    .venv/bin/python -m tests.bench.batching [--jobs 10000] [--rounds 3] [--concurrency 2000]
+                                             [--slow-jobs 10000] [--pm-jobs 20000]
+
+(from the project root, as a module.) One worker process (`run_workers`, send role, every check on) in this
+process, on a throw-away namespace of the local broker and Redis; every fake provider is served by a child
+process, so its CPU is not the worker's. Rounds alternate the variants, so that broker drift hits them all:
+
+- bare: `throughput.bare_round`, the floor of one request per SMS: consume, decode, POST, ack (fake SMSC);
+- bulksms batched / unbatched: the worker against the fake BulkSMS with a linger of 5 ms / 0 (one request a
+  job), sender rate 1e6/s, fake latency 0;
+- slow batched / unbatched: the same against a fake answering after 200 ms;
+- playmobile: one Play Mobile sender at the default 49 requests/s, batched, fake latency 0; besides msg/s, the
+  busiest 1-s window of requests the fake saw (target: never above 49) and messages per request.
+
+msg/s is from the first to the last `accepted` event (counted by the broker); CPU ms/msg is this process's CPU
+time a job. Medians and ratios are printed; nothing is asserted. Targets (issue #18): batched >= 1.5x bare;
+Play Mobile >= 2,000 SMS/s with no window above 49; slow batched >= 2,000 msg/s, unbatched >= 1,000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aio_pika
+import redis.asyncio as aioredis
+
+from cli import run
+from smsfleet.logs import configure
+from smsfleet.senders import SenderRegistry, parse_sender
+from smsfleet.settings import Settings
+from smsfleet.topology import Names
+from tests.bench.throughput import (
+    LOGIN,
+    PASSWORD,
+    accepted_count,
+    add_service_args,
+    bare_round,
+    bench_namespace,
+    make_jobs,
+    publish,
+)
+from tests.bench.throughput import create_sender as smsc_sender
+from tests.fakes.bulksms import FakeBulksms
+from tests.fakes.playmobile import FakePlaymobile
+from tests.fakes.smsc import FakeSmsc
+from workers import SendPolicy, run_workers
+
+FAKES: dict[str, Callable[[float], Any]] = {
+    "smsc": lambda latency: FakeSmsc(LOGIN, PASSWORD, latency=latency),
+    "bulksms": lambda latency: FakeBulksms(LOGIN, PASSWORD, latency=latency),
+    "playmobile": lambda latency: FakePlaymobile(LOGIN, PASSWORD, latency=latency),
+}
+
+
+class Fake:
+    """A fake provider served by a child process (`--serve KIND LATENCY`): its URL, and its counts on demand."""
+
+    def __init__(self, child: asyncio.subprocess.Process, url: str) -> None:
+        self.child, self.url = child, url
+
+    async def stats(self) -> dict[str, Any]:
+        assert self.child.stdin is not None
+        assert self.child.stdout is not None
+        self.child.stdin.write(b"stats\n")
+        return dict(json.loads(await self.child.stdout.readline()))
+
+
+@contextlib.asynccontextmanager
+async def fake(kind: str, latency: float) -> AsyncIterator[Fake]:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.bench.batching", "--serve", kind, str(latency),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert child.stdin is not None
+    assert child.stdout is not None
+    try:
+        yield Fake(child, (await asyncio.wait_for(child.stdout.readline(), 30)).decode().strip())
+    finally:
+        child.stdin.close()
+        try:
+            await asyncio.wait_for(child.wait(), 10)
+        except TimeoutError:
+            child.kill()
+            await child.wait()
+
+
+async def serve(kind: str, latency: float) -> None:
+    """Child mode: serve the fake, print its URL; on each `stats` line print its counts; stop at EOF."""
+    loop = asyncio.get_running_loop()
+    async with FAKES[kind](latency) as provider:
+        print(provider.url, flush=True)
+        while await loop.run_in_executor(None, sys.stdin.readline):
+            times = sorted(getattr(provider, "request_times", []))
+            busiest, first = 0, 0
+            for last, at in enumerate(times):
+                while at - times[first] >= 1.0:
+                    first += 1
+                busiest = max(busiest, last - first + 1)
+            print(json.dumps({"requests": len(provider.requests), "busiest": busiest}), flush=True)
+
+
+async def create_senders(redis: aioredis.Redis, names: Names, urls: dict[str, str]) -> None:
+    registry = SenderRegistry(redis, names)
+    bulk = {"login": LOGIN, "password": PASSWORD, "await_delivery_s": 3600}
+    docs = [
+        {"id": "fast", "gateway": "bulksms", "settings": bulk | {"base_url": urls["fast"]}, "rate_limit": 1e6},
+        {"id": "slow", "gateway": "bulksms", "settings": bulk | {"base_url": urls["slow"]}, "rate_limit": 1e6},
+        {"id": "pm", "gateway": "playmobile", "settings": {"user_id": LOGIN, "password": PASSWORD,
+                                                           "base_url": urls["pm"]}},
+    ]  # fmt: skip
+    for doc in docs:
+        await registry.create(parse_sender({**doc, "accounts": ["acme"]}))
+
+
+async def worker_round(
+    settings: Settings,
+    connection: aio_pika.abc.AbstractRobustConnection,
+    kind: str,
+    jobs: list[Any],
+    policy: SendPolicy,
+) -> tuple[float, float]:
+    """msg/s from the first to the last `accepted` event, and this process's CPU ms a job."""
+    names = Names(settings.namespace)
+    async with accepted_count(connection, names) as count:
+        await publish(connection, names, jobs, kind)
+        stop = asyncio.Event()
+        cpu = time.process_time()
+        fleet = asyncio.create_task(run_workers(settings, gateways=[kind], status=False, policy=policy, stop=stop))
+        deadline = time.monotonic() + 600
+
+        async def until_accepted(n: int) -> float:
+            while (accepted := await count()) < n:
+                if fleet.done():
+                    fleet.result()  # the worker's own error, if it stopped on one
+                if fleet.done() or time.monotonic() > deadline:
+                    raise RuntimeError(f"only {accepted} of {len(jobs)} jobs accepted (worker stopped or timed out)")
+                await asyncio.sleep(0.02)
+            return time.monotonic()
+
+        try:
+            first = await until_accepted(1)
+            last = await until_accepted(len(jobs))
+            cpu = time.process_time() - cpu
+        finally:
+            stop.set()
+            await fleet
+    return (len(jobs) - 1) / (last - first), cpu * 1000 / len(jobs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=2000, help="worker concurrency = bare prefetch")
+    parser.add_argument("--slow-jobs", type=int, default=10_000)
+    parser.add_argument("--pm-jobs", type=int, default=20_000)
+    parser.add_argument("--linger-ms", type=float, default=5.0)
+    parser.add_argument("--only", help="run only these variants (comma-separated, e.g. 'bare,playmobile')")
+    add_service_args(parser)
+    parser.add_argument("--serve", nargs=2, metavar=("KIND", "LATENCY"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        asyncio.run(serve(args.serve[0], float(args.serve[1])))
+        return
+    run(bench(args))
+
+
+async def bench(args: argparse.Namespace) -> None:
+    configure("console", "warning")
+    batched = SendPolicy(concurrency=args.concurrency, linger_s=args.linger_ms / 1000)
+    unbatched = SendPolicy(concurrency=args.concurrency, linger_s=0)
+    rates: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    windows: list[int] = []
+    per_request: list[float] = []
+    async with (
+        bench_namespace(args.amqp_url, args.redis_url) as (settings, connection, redis),
+        fake("smsc", 0.0) as smsc,
+        fake("bulksms", 0.0) as fast,
+        fake("bulksms", 0.2) as slow,
+        fake("playmobile", 0.0) as pm,
+    ):
+        names = Names(settings.namespace)
+        await create_senders(redis, names, {"fast": fast.url, "slow": slow.url, "pm": pm.url})
+        await smsc_sender(redis, names, "smsc", smsc.url)
+
+        async def playmobile(r: int) -> tuple[float, float]:
+            before = await pm.stats()
+            jobs = make_jobs(f"p{r}", "pm", args.pm_jobs)
+            result = await worker_round(settings, connection, "playmobile", jobs, batched)
+            after = await pm.stats()
+            windows.append(after["busiest"])
+            per_request.append(args.pm_jobs / (after["requests"] - before["requests"]))
+            return result
+
+        runs: dict[str, Callable[[int], Any]] = {
+            "bare": lambda r: bare_round(
+                connection, names, make_jobs(f"b{r}", "smsc", args.jobs), args.concurrency, smsc.url
+            ),
+            "bulksms batched": lambda r: worker_round(
+                settings, connection, "bulksms", make_jobs(f"f{r}", "fast", args.jobs), batched
+            ),
+            "bulksms unbatched": lambda r: worker_round(
+                settings, connection, "bulksms", make_jobs(f"u{r}", "fast", args.jobs), unbatched
+            ),
+            "slow batched": lambda r: worker_round(
+                settings, connection, "bulksms", make_jobs(f"s{r}", "slow", args.slow_jobs), batched
+            ),
+            "slow unbatched": lambda r: worker_round(
+                settings, connection, "bulksms", make_jobs(f"t{r}", "slow", args.slow_jobs), unbatched
+            ),
+            "playmobile": playmobile,
+        }
+        if args.only:
+            runs = {name: one for name, one in runs.items() if name in args.only.split(",")}
+        await bare_round(connection, names, make_jobs("warm-b", "smsc", 500), args.concurrency, smsc.url)
+        await worker_round(settings, connection, "bulksms", make_jobs("warm-w", "fast", 500), batched)
+        for r in range(args.rounds):
+            for name, one in runs.items():
+                rate, cpu_ms = await one(r)
+                rates.setdefault(name, []).append(rate)
+                cpu.setdefault(name, []).append(cpu_ms)
+                print(f"round {r + 1} {name:<18}{rate:>9,.0f} msg/s  {cpu_ms:5.2f} CPU ms/msg", flush=True)
+
+    median = {k: statistics.median(v) for k, v in rates.items()}
+    print()
+    print(f"{args.jobs} jobs x {args.rounds} rounds (slow: {args.slow_jobs}, Play Mobile: {args.pm_jobs}); "
+          f"concurrency {args.concurrency}, linger {args.linger_ms:g} ms")  # fmt: skip
+    print(f"{'':<20}{'median msg/s':>13}{'CPU ms/msg':>12}   rounds (msg/s)")
+    for name, values in rates.items():
+        rounds = ", ".join(f"{v:,.0f}" for v in values)
+        print(f"{name:<20}{median[name]:>13,.0f}{statistics.median(cpu[name]):>12.2f}   {rounds}")
+    if args.only:
+        return
+    print(f"bulksms batched / bare: {median['bulksms batched'] / median['bare']:.2f} (target >= 1.5)")
+    print(f"bulksms unbatched / bare: {median['bulksms unbatched'] / median['bare']:.2f}")
+    print(f"slow batched: {median['slow batched']:,.0f} msg/s (target >= 2,000); "
+          f"unbatched {median['slow unbatched']:,.0f} (target >= 1,000)")  # fmt: skip
+    print(f"Play Mobile at 49 requests/s: {median['playmobile']:,.0f} SMS/s (target >= 2,000), "
+          f"{statistics.median(per_request):.0f} messages a request, busiest 1-s window {max(windows)} requests "
+          f"(limit 49)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
