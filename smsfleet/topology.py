@@ -314,7 +314,10 @@ async def _reopen(channel: AbstractChannel, broken: aiormq.abc.AbstractChannel) 
     stop: its publishes failed until the next reconnect). True: publish again; False: not ours to mend.
     Concurrent publishes that met the same closed channel reopen it once."""
     reopen = getattr(channel, "reopen", None)
-    if reopen is None:
+    # not robust, or closed by its owner: a robust channel's `closed()` is done only then (not when the broker
+    # or a lost connection closed it)
+    finished = channel.closed()
+    if reopen is None or (isinstance(finished, asyncio.Future) and finished.done()):
         return False
     async with _reopening.setdefault(channel, asyncio.Lock()):
         if await channel.get_underlay_channel() is not broken and not channel.is_closed:

@@ -35,7 +35,7 @@ def provider(kind: str) -> tuple[Any, dict[str, Any]]:
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("kind", ["bulksms", "playmobile"])
 async def test_kill_9_mid_batched_send_then_restart(case: Case, kind: str) -> None:
-    n = 3000
+    n = 1500
     ids = [f"kb-{i:05d}" for i in range(n)]
     fake, settings = provider(kind)
     async with fake, Events.listen(case.amqp, case.names) as events:

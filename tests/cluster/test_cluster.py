@@ -3,9 +3,9 @@ with members killed mid-run; each case writes a row of the chaos accounting (`te
 
     node_killed       the node leading the send queue, which the worker is connected to, killed -9 a third of
                       the way, started again: 0 lost, 0 duplicated, one worker process throughout (5,000 jobs)
-    rolling_restart   the three nodes stopped and started one at a time during a 2,000-job run: 0 lost,
+    rolling_restart   the three nodes stopped and started one at a time during a 1,500-job run: 0 lost,
                       0 duplicated (a channel its connection's restore left closed is reopened by the next publish)
-    redis_failover    the Redis primary killed -9 a third of the way through 2,000 jobs, Sentinel promotes the
+    redis_failover    the Redis primary killed -9 a third of the way through 1,500 jobs, Sentinel promotes the
                       replica, the old primary comes back as a replica; WAIT 1 on: every job final, 0 duplicated,
                       no 1-s window above twice the sender's rate (the documented failover allowance)
     receiver          (xfail, see the test) the receiver's node killed -9 while a provider posts: every answer
@@ -121,7 +121,7 @@ async def test_rolling_restart(  # noqa: PLR0917 - fixtures
     books: Books,
     tmp_path: Any,
 ) -> None:
-    n, rate = 2000, 150  # a send and a status lookup a job: the sender's limit stretches the run over the restarts
+    n, rate = 1500, 150  # a send and a status lookup a job: the sender's limit stretches the run over the restarts
     fake = FakeSmsc("acme", "pw", initial_status=1, latency=0.01)
     async with fake, quorum_events(amqp, names) as events:
         await create_sender(redis, names, fake, rate_limit=rate)
@@ -150,7 +150,7 @@ async def test_redis_failover(  # noqa: PLR0917 - fixtures
     books: Books,
     tmp_path: Any,
 ) -> None:
-    n, rate = 2000, 400  # fewer: the jobs whose claim was given back wait out their lease (see workers.admission)
+    n, rate = 1500, 400  # fewer: the jobs whose claim was given back wait out their lease (see workers.admission)
     fake = FakeSmsc("acme", "pw", initial_status=1, latency=0.01)
     fake.requests = requests = TimedRequests()
     primary = await asyncio.to_thread(cluster.primary)
