@@ -6,10 +6,19 @@ Never a phone number or a job id.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 __all__ = [
     "BATCH_SIZE",
@@ -28,6 +37,7 @@ __all__ = [
     "SUPPRESSION_HITS",
     "metrics_app",
     "metrics_handler",
+    "probe_server",
 ]
 
 CONSUMED = Counter("smsfleet_jobs_consumed_total", "Send jobs taken from a queue", ["gateway"])
@@ -76,8 +86,14 @@ async def metrics_handler(_: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def metrics_app(live: Callable[[], bool], ready: Callable[[], bool]) -> web.Application:
-    """`/metrics`, `/livez` and `/readyz` for a worker process."""
+def metrics_app(live: Callable[[], bool], ready: Callable[[], bool], *, samples: str | None = None) -> web.Application:
+    """`/metrics`, `/livez` and `/readyz` for a worker process; `samples`: for a process group, the directory its
+    processes write their samples to (prometheus-client's multiprocess mode), added up on every scrape."""
+
+    async def group_metrics(_: web.Request) -> web.Response:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=samples)  # type: ignore[no-untyped-call]
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def livez(_: web.Request) -> web.Response:
         ok = live()
@@ -88,7 +104,24 @@ def metrics_app(live: Callable[[], bool], ready: Callable[[], bool]) -> web.Appl
         return web.json_response({"ready": ok}, status=200 if ok else 503)
 
     app = web.Application()
-    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/metrics", metrics_handler if samples is None else group_metrics)
     app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)
     return app
+
+
+@contextlib.asynccontextmanager
+async def probe_server(
+    port: int | None, ready: Callable[[], bool], *, samples: str | None = None
+) -> AsyncIterator[None]:
+    """`metrics_app` served on `port` (None: nothing) until the block ends; live while the loop turns."""
+    if port is None:
+        yield
+        return
+    runner = web.AppRunner(metrics_app(live=lambda: True, ready=ready, samples=samples), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 - probes come from the orchestrator
+    try:
+        yield
+    finally:
+        await runner.cleanup()

@@ -19,6 +19,7 @@ import aio_pika
 import pytest
 import redis.asyncio as aioredis
 
+from smsfleet.connect import connect_amqp, connect_amqp_once, redis_client
 from smsfleet.settings import Settings
 from smsfleet.topology import Names, declare, delete
 
@@ -116,7 +117,7 @@ def settings(amqp_url: str, redis_url: str, namespace: str) -> Settings:
 
 @pytest.fixture
 async def redis(redis_url: str, namespace: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)  # a plain URL, or Sentinels (the cluster suite)
     yield client
     keys = [k async for k in client.scan_iter(match=f"{namespace}:*", count=1000)]
     if keys:
@@ -127,7 +128,7 @@ async def redis(redis_url: str, namespace: str) -> AsyncIterator[aioredis.Redis]
 @pytest.fixture
 async def amqp(amqp_url: str, names: Names) -> AsyncIterator[aio_pika.abc.AbstractRobustConnection]:
     """A broker connection with the namespace's topology declared, deleted again after the test."""
-    connection = await aio_pika.connect_robust(amqp_url)
+    connection = await connect_amqp(amqp_url)  # one node, or a cluster's (the cluster suite)
     async with connection.channel() as channel:
         await declare(channel, names)
     yield connection
@@ -142,8 +143,9 @@ async def _delete_topology(amqp_url: str, names: Names) -> None:
     namespaces left behind exhaust the broker's file handles and hang every new connection."""
     for _ in range(3):
         try:
-            connection = await aio_pika.connect(amqp_url, timeout=10)
+            connection = await connect_amqp_once(amqp_url, timeout=10)
             async with connection, connection.channel() as channel:
+                await channel.queue_delete(f"{names.ns}.test-events")  # a test's own events queue, if any
                 await delete(channel, names)
             return
         except Exception:  # any failure: try again on a new connection

@@ -10,8 +10,8 @@ A callback is authenticated (the sender's token, compared in constant time; an u
 token get the same 401), parsed by the sender's gateway adapter, and each delivery report or inbound SMS
 is published to `<ns>.internal` (`report.<kind>` / `inbound.<kind>`) with publisher confirms. Only then
 does the provider get the reply it expects. When the broker cannot take the messages (down, a nack from a
-full queue, a return), the answer is a 503 with Retry-After, so the provider retries: never a 200 for
-something not stored.
+full queue after a few seconds of publishing it again, a return), the answer is a 503 with Retry-After, so
+the provider retries: never a 200 for something not stored.
 
 Rapporto's bare URL carries no token, so nothing on it is believed that a stranger could write:
 - a delivery report goes on with no sender and no job id; the status worker matches it only through the
@@ -38,6 +38,7 @@ from typing import Any
 
 import aio_pika
 import aiohttp
+import aiormq
 import msgspec
 import redis.asyncio as aioredis
 import structlog
@@ -163,18 +164,44 @@ class Receiver:
         return gateway_class(kind)(blank, self.http)
 
     async def publish(self, bodies: list[tuple[str, bytes]]) -> None:
-        """Publish with confirms; Unavailable when the broker does not take them (a nack or a return too)."""
+        """Publish with confirms; Unavailable when the broker does not take them (a nack or a return too).
+
+        A nacked message is published again after a pause, for up to `NACKED_RETRY_S` in all: a quorum queue
+        whose leader was lost with its node nacks until its next leader is elected (a few seconds), and a
+        provider is better served by a late 200 than by a 503 it may retry only hours later. A nack means
+        the broker did not keep the message, so publishing it again stores it once (a full queue nacks too,
+        and still gets its 503, later)."""
         if self.exchange is None or not self.ready:
             raise Unavailable("broker connection is down")
-        try:
-            await asyncio.gather(
-                *(
-                    self.exchange.publish(message(body), routing_key=key, mandatory=True, timeout=5)
-                    for key, body in bodies
-                )
+        exchange, pending = self.exchange, bodies
+        for pause in (*NACKED_RETRY_S, None):
+            outcomes = await asyncio.gather(
+                *(exchange.publish(message(b), routing_key=k, mandatory=True, timeout=5) for k, b in pending),
+                return_exceptions=True,
             )
-        except (aio_pika.exceptions.AMQPError, TimeoutError, ConnectionError, RuntimeError) as exc:
-            raise Unavailable(f"{type(exc).__name__}: {exc}"[:200]) from None
+            errors = [o for o in outcomes if isinstance(o, BaseException)]
+            if not errors:
+                return
+            if pause is None or not all(map(_nacked, errors)):
+                raise _unavailable(next((e for e in errors if not _nacked(e)), errors[0]))
+            await asyncio.sleep(pause)
+            pending = [item for item, o in zip(pending, outcomes, strict=True) if _nacked(o)]
+
+
+#: pauses before a nacked message is published again (6.2 s in all, within a provider's usual 10-s timeout)
+NACKED_RETRY_S = (0.2, 0.4, 0.8, 1.6, 3.2)
+
+
+def _unavailable(exc: BaseException) -> BaseException:
+    """What a publish failure is to a caller: the broker did not take it (Unavailable), or a bug (itself)."""
+    if isinstance(exc, aio_pika.exceptions.AMQPError | TimeoutError | ConnectionError | RuntimeError):
+        return Unavailable(f"{type(exc).__name__}: {exc}"[:200])
+    return exc
+
+
+def _nacked(outcome: object) -> bool:
+    """A publish the broker refused to keep (Basic.Nack): not one it returned as unroutable."""
+    return isinstance(outcome, aio_pika.exceptions.DeliveryError) and isinstance(outcome.frame, aiormq.spec.Basic.Nack)
 
 
 RECEIVER = web.AppKey("receiver", Receiver)

@@ -25,12 +25,12 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import structlog
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import multiprocess
 
+from smsfleet import metrics
 from smsfleet.signals import forget_signals, stop_on_signals
 
 __all__ = ["run_group"]
@@ -58,7 +58,11 @@ async def run_group(argv: Sequence[str], processes: int, *, grace_s: float, metr
     with tempfile.TemporaryDirectory(prefix="smsfleet-metrics-") as samples:
         env = os.environ | {"PROMETHEUS_MULTIPROC_DIR": samples}
         children = [_Child(i) for i in range(processes)]
-        async with _metrics(metrics_port, samples, children):
+
+        def ready() -> bool:
+            return all(c.process is not None and c.process.returncode is None for c in children)
+
+        async with metrics.probe_server(metrics_port, ready, samples=samples):
             exit_within = grace_s + EXIT_MARGIN_S
             keepers = [asyncio.create_task(_keep(c, argv, env, samples, stop, exit_within)) for c in children]
             log.info("group.running", processes=processes)
@@ -118,32 +122,3 @@ def _die_with_parent() -> None:
 
 
 _PR_SET_PDEATHSIG = 1
-
-
-@contextlib.asynccontextmanager
-async def _metrics(port: int | None, samples: str, children: Sequence[_Child]) -> AsyncIterator[None]:
-    if port is None:
-        yield
-        return
-
-    async def metrics(_: web.Request) -> web.Response:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=samples)  # type: ignore[no-untyped-call]
-        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def livez(_: web.Request) -> web.Response:
-        return web.json_response({"live": True})
-
-    async def readyz(_: web.Request) -> web.Response:
-        ok = all(c.process is not None and c.process.returncode is None for c in children)
-        return web.json_response({"ready": ok}, status=200 if ok else 503)
-
-    app = web.Application()
-    app.add_routes([web.get("/metrics", metrics), web.get("/livez", livez), web.get("/readyz", readyz)])
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 - probes come from the orchestrator
-    try:
-        yield
-    finally:
-        await runner.cleanup()

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import structlog
-from aiohttp import web
 from redis.exceptions import RedisError
 
 from smsfleet import metrics
@@ -59,20 +58,6 @@ async def _watch_queues(rt: Runtime, queues: Sequence[str], health: _Health) -> 
         await asyncio.sleep(QUEUE_POLL_S)
 
 
-@contextlib.asynccontextmanager
-async def _probe_server(port: int | None, health: _Health) -> AsyncIterator[None]:
-    if port is None:
-        yield
-        return
-    runner = web.AppRunner(metrics.metrics_app(live=lambda: True, ready=health.ready), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 - probes come from the orchestrator
-    try:
-        yield
-    finally:
-        await runner.cleanup()
-
-
 async def run_workers(
     settings: Settings,
     *,
@@ -97,7 +82,7 @@ async def run_workers(
             workers.append(SuppressionWorker(rt))
             queues.append(rt.names.inbound_queue)
         health = _Health(rt, workers)
-        async with _probe_server(metrics_port, health):
+        async with metrics.probe_server(metrics_port, health.ready):
             for w in workers:
                 await w.start()
             watcher = asyncio.create_task(_watch_queues(rt, queues, health))

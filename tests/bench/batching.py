@@ -27,33 +27,29 @@ import contextlib
 import json
 import statistics
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aio_pika
 import redis.asyncio as aioredis
 
 from cli import run
 from smsfleet.logs import configure
 from smsfleet.senders import SenderRegistry, parse_sender
-from smsfleet.settings import Settings
 from smsfleet.topology import Names
 from tests.bench.throughput import (
     LOGIN,
     PASSWORD,
-    accepted_count,
     add_service_args,
     bare_round,
     bench_namespace,
     make_jobs,
-    publish,
+    worker_round,
 )
 from tests.bench.throughput import create_sender as smsc_sender
 from tests.fakes.bulksms import FakeBulksms
 from tests.fakes.playmobile import FakePlaymobile
 from tests.fakes.smsc import FakeSmsc
-from workers import SendPolicy, run_workers
+from workers import SendPolicy
 
 FAKES: dict[str, Callable[[float], Any]] = {
     "smsc": lambda latency: FakeSmsc(LOGIN, PASSWORD, latency=latency),
@@ -100,12 +96,7 @@ async def serve(kind: str, latency: float) -> None:
     async with FAKES[kind](latency) as provider:
         print(provider.url, flush=True)
         while await loop.run_in_executor(None, sys.stdin.readline):
-            times = sorted(getattr(provider, "request_times", []))
-            busiest, first = 0, 0
-            for last, at in enumerate(times):
-                while at - times[first] >= 1.0:
-                    first += 1
-                busiest = max(busiest, last - first + 1)
+            busiest = provider.busiest_second() if isinstance(provider, FakePlaymobile) else 0
             print(json.dumps({"requests": len(provider.requests), "busiest": busiest}), flush=True)
 
 
@@ -120,41 +111,6 @@ async def create_senders(redis: aioredis.Redis, names: Names, urls: dict[str, st
     ]  # fmt: skip
     for doc in docs:
         await registry.create(parse_sender({**doc, "accounts": ["acme"]}))
-
-
-async def worker_round(
-    settings: Settings,
-    connection: aio_pika.abc.AbstractRobustConnection,
-    kind: str,
-    jobs: list[Any],
-    policy: SendPolicy,
-) -> tuple[float, float]:
-    """msg/s from the first to the last `accepted` event, and this process's CPU ms a job."""
-    names = Names(settings.namespace)
-    async with accepted_count(connection, names) as count:
-        await publish(connection, names, jobs, kind)
-        stop = asyncio.Event()
-        cpu = time.process_time()
-        fleet = asyncio.create_task(run_workers(settings, gateways=[kind], status=False, policy=policy, stop=stop))
-        deadline = time.monotonic() + 600
-
-        async def until_accepted(n: int) -> float:
-            while (accepted := await count()) < n:
-                if fleet.done():
-                    fleet.result()  # the worker's own error, if it stopped on one
-                if fleet.done() or time.monotonic() > deadline:
-                    raise RuntimeError(f"only {accepted} of {len(jobs)} jobs accepted (worker stopped or timed out)")
-                await asyncio.sleep(0.02)
-            return time.monotonic()
-
-        try:
-            first = await until_accepted(1)
-            last = await until_accepted(len(jobs))
-            cpu = time.process_time() - cpu
-        finally:
-            stop.set()
-            await fleet
-    return (len(jobs) - 1) / (last - first), cpu * 1000 / len(jobs)
 
 
 def main() -> None:
@@ -197,7 +153,7 @@ async def bench(args: argparse.Namespace) -> None:
         async def playmobile(r: int) -> tuple[float, float]:
             before = await pm.stats()
             jobs = make_jobs(f"p{r}", "pm", args.pm_jobs)
-            result = await worker_round(settings, connection, "playmobile", jobs, batched)
+            result = await worker_round(settings, connection, jobs, 0, kind="playmobile", policy=batched)
             after = await pm.stats()
             windows.append(after["busiest"])
             per_request.append(args.pm_jobs / (after["requests"] - before["requests"]))
@@ -208,23 +164,23 @@ async def bench(args: argparse.Namespace) -> None:
                 connection, names, make_jobs(f"b{r}", "smsc", args.jobs), args.concurrency, smsc.url
             ),
             "bulksms batched": lambda r: worker_round(
-                settings, connection, "bulksms", make_jobs(f"f{r}", "fast", args.jobs), batched
+                settings, connection, make_jobs(f"f{r}", "fast", args.jobs), 0, kind="bulksms", policy=batched
             ),
             "bulksms unbatched": lambda r: worker_round(
-                settings, connection, "bulksms", make_jobs(f"u{r}", "fast", args.jobs), unbatched
+                settings, connection, make_jobs(f"u{r}", "fast", args.jobs), 0, kind="bulksms", policy=unbatched
             ),
             "slow batched": lambda r: worker_round(
-                settings, connection, "bulksms", make_jobs(f"s{r}", "slow", args.slow_jobs), batched
+                settings, connection, make_jobs(f"s{r}", "slow", args.slow_jobs), 0, kind="bulksms", policy=batched
             ),
             "slow unbatched": lambda r: worker_round(
-                settings, connection, "bulksms", make_jobs(f"t{r}", "slow", args.slow_jobs), unbatched
+                settings, connection, make_jobs(f"t{r}", "slow", args.slow_jobs), 0, kind="bulksms", policy=unbatched
             ),
             "playmobile": playmobile,
         }
         if args.only:
             runs = {name: one for name, one in runs.items() if name in args.only.split(",")}
         await bare_round(connection, names, make_jobs("warm-b", "smsc", 500), args.concurrency, smsc.url)
-        await worker_round(settings, connection, "bulksms", make_jobs("warm-w", "fast", 500), batched)
+        await worker_round(settings, connection, make_jobs("warm-w", "fast", 500), 0, kind="bulksms", policy=batched)
         for r in range(args.rounds):
             for name, one in runs.items():
                 rate, cpu_ms = await one(r)

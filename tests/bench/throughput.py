@@ -143,19 +143,25 @@ async def worker_round(
     connection: aio_pika.abc.AbstractRobustConnection,
     jobs: list[SendJob],
     concurrency: int,
+    *,
+    kind: str = "smsc",
+    policy: SendPolicy | None = None,
 ) -> tuple[float, float]:
-    """msg/s from the first to the last `accepted` event (polled every 20 ms), and this process's CPU ms a job."""
+    """msg/s from the first to the last `accepted` event (polled every 20 ms), and this process's CPU ms a job.
+    The worker consumes gateway `kind`'s queue with `policy` (default: `concurrency` and the defaults)."""
     names = Names(settings.namespace)
     async with accepted_count(connection, names) as count:
-        await publish(connection, names, jobs)
+        await publish(connection, names, jobs, kind)
         stop = asyncio.Event()
-        policy = SendPolicy(concurrency=concurrency)
+        policy = policy or SendPolicy(concurrency=concurrency)
         cpu = time.process_time()
-        fleet = asyncio.create_task(run_workers(settings, gateways=["smsc"], status=False, policy=policy, stop=stop))
+        fleet = asyncio.create_task(run_workers(settings, gateways=[kind], status=False, policy=policy, stop=stop))
         deadline = time.monotonic() + 600
 
         async def until_accepted(n: int) -> float:
             while (accepted := await count()) < n:
+                if fleet.done():
+                    fleet.result()  # the worker's own error, if it stopped on one
                 if fleet.done() or time.monotonic() > deadline:
                     raise RuntimeError(f"only {accepted} of {len(jobs)} jobs accepted (worker stopped or timed out)")
                 await asyncio.sleep(0.02)

@@ -37,6 +37,7 @@ async def test_redis_paused_during_rate_limiting(case: Case) -> None:
     fake.requests = requests = TimedRequests()
     async with case.backlog(fake, valid_jobs("rf", n), rate_limit=rate) as events:
         with workers(case.settings, case.tmp_path) as fleet:
+            fleet.env["SMSFLEET_RECHECK_SHARE"] = "1"  # the sends are the subject: let rechecks finish quickly
             proc = fleet.start("--concurrency", "50")
             await until(lambda: len(fake.messages) >= 100, 60, "100 messages sent", [proc])
             with redis_paused(pid):

@@ -4,28 +4,23 @@ test fails (a finalizer, and `atexit` should the session die first). It cannot s
 under CI=true failed.
 
 The service fixtures of tests/conftest.py are pointed at it: `amqp_url` lists the three nodes, `redis_url`
-names the Sentinels, and `redis` / `amqp` connect through `smsfleet.connect`, as the processes do. The books'
+names the Sentinels (their `redis` and `amqp` connect through `smsfleet.connect`, as the processes do). The books'
 rows (`tests.chaos.harness.Books`) join the chaos suite's accounting table.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import importlib.util
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import aio_pika
 import pytest
-import redis.asyncio as aioredis
 
-from smsfleet.connect import connect_amqp, connect_amqp_once, redis_client
-from smsfleet.topology import Names, declare, delete
 from tests.chaos import conftest as chaos
 from tests.conftest import CI
 
@@ -82,27 +77,3 @@ def amqp_url(cluster: Any) -> str:
 @pytest.fixture(scope="session")
 def redis_url(cluster: Any) -> str:
     return str(cluster.redis_url)
-
-
-@pytest.fixture
-async def redis(redis_url: str, namespace: str) -> AsyncIterator[aioredis.Redis]:
-    client = redis_client(redis_url)
-    yield client
-    keys = [k async for k in client.scan_iter(match=f"{namespace}:*", count=1000)]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
-@pytest.fixture
-async def amqp(amqp_url: str, names: Names) -> AsyncIterator[aio_pika.abc.AbstractRobustConnection]:
-    """A connection to the cluster with the namespace's topology declared, deleted again after the test."""
-    connection = await connect_amqp(amqp_url)
-    async with connection.channel() as channel:
-        await declare(channel, names)
-    yield connection
-    with contextlib.suppress(Exception):
-        await connection.close()
-    async with await connect_amqp_once(amqp_url, timeout=10) as fresh, fresh.channel() as channel:
-        await channel.queue_delete(f"{names.ns}.test-events")
-        await delete(channel, names)

@@ -116,6 +116,26 @@ async def test_a_full_queue_gets_503_with_retry_after(
             assert (await client.post(url, json={"id": "x", "state": "delivered"})).status == 200
 
 
+async def test_a_nack_that_clears_within_seconds_gets_a_late_200_not_a_503(
+    settings: Settings, names: Names, redis: aioredis.Redis, amqp: aio_pika.abc.AbstractConnection
+) -> None:
+    """A quorum queue electing a new leader nacks for a few seconds: the receiver publishes again meanwhile."""
+    url = path_of(await create(redis, names, SANDBOX))
+    async with amqp.channel() as channel:
+        full = await channel.declare_queue(
+            f"{names.status_queue}.full", arguments={"x-max-length": 0, "x-overflow": "reject-publish"}
+        )
+        await full.bind(names.internal_exchange, routing_key="report.sandbox")
+        async with receiving(Receiver(settings)) as client:
+            posted = asyncio.ensure_future(client.post(url, json={"id": "x", "state": "delivered"}))
+            await asyncio.sleep(1.0)  # nacked meanwhile, then the queue stops refusing
+            await full.delete(if_unused=False, if_empty=False)
+            reply = await asyncio.wait_for(posted, 10)
+            assert reply.status == 200
+        stored = await channel.declare_queue(names.status_queue, passive=True)
+        assert (stored.declaration_result.message_count or 0) >= 1
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
