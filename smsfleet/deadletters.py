@@ -27,6 +27,7 @@ acknowledged without a second publish.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 from collections import Counter
@@ -61,6 +62,8 @@ __all__ = [
 SCAN_LIMIT = 100_000
 #: a message returned this often is replaced by a fresh copy (see the module's docstring)
 REFRESH_AT = 10
+#: how long a scan waits, after closing, for the messages it held to be back in the queue
+RETURN_WAIT_S = 2.0
 HEADER_ROUTING_KEY = "x-smsfleet-routing-key"  # set by `workers.Runtime.dead_letter`
 #: routing-key prefixes of the internal exchange (its bindings, in topology.py)
 INTERNAL_PREFIXES = ("report", "recheck", "inbound")
@@ -234,6 +237,7 @@ class DeadQueue:
     async def _scan(self, limit: int) -> AsyncIterator[_Scan]:
         reading = await self.connection.channel()
         publishing = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        scan: _Scan | None = None
         try:
             queue = await self._queue(reading)
             total = int(queue.declaration_result.message_count or 0)
@@ -246,6 +250,22 @@ class DeadQueue:
                 if not channel.is_closed:
                     with contextlib.suppress(Exception):
                         await channel.close()
+            if scan is not None and len(scan.held) > len(scan.settled):
+                with contextlib.suppress(Exception):
+                    await self._returned(scan.total - len(scan.settled))
+
+    async def _returned(self, expected: int) -> None:
+        """Wait (up to RETURN_WAIT_S) until the messages a closed scan held are back in the queue: a quorum
+        queue takes them back a moment after the channel closed, and the next scan must see them."""
+        deadline = asyncio.get_running_loop().time() + RETURN_WAIT_S
+        async with self.connection.channel() as channel:
+            while asyncio.get_running_loop().time() < deadline:
+                declared = await (await channel.get_underlay_channel()).queue_declare(
+                    self.names.dead_queue, passive=True
+                )
+                if (declared.message_count or 0) >= expected:
+                    return
+                await asyncio.sleep(0.02)
 
     async def _queue(self, channel: AbstractChannel) -> aio_pika.abc.AbstractQueue:
         try:

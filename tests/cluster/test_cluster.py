@@ -3,7 +3,7 @@ with members killed mid-run; each case writes a row of the chaos accounting (`te
 
     node_killed       the node leading the send queue, which the worker is connected to, killed -9 a third of
                       the way, started again: 0 lost, 0 duplicated, one worker process throughout (5,000 jobs)
-    rolling_restart   (xfail, holds in 3 of 5 runs) the three nodes stopped and started one at a time during a
+    rolling_restart   (xfail, held in 3 of 4 runs) the three nodes stopped and started one at a time during a
                       1,500-job run: 0 lost, 0 duplicated (a channel its connection's restore left closed is
                       reopened by the next publish)
     redis_failover    the Redis primary killed -9 a third of the way through 1,500 jobs, Sentinel promotes the
@@ -114,7 +114,7 @@ async def test_node_killed(  # noqa: PLR0917 - fixtures
 
 @pytest.mark.timeout(240)
 @pytest.mark.xfail(
-    reason="holds in 3 of 5 runs: a few jobs (4 of 1,500) can be left in `calling` without progress for 30 s "
+    reason="held in 3 of 4 runs: a few jobs (4 of 1,500) can be left in `calling` without progress for 30 s "
     "after a node's clean stop, while the consuming channel is restored: see deploy/README.md",
     strict=False,
 )
