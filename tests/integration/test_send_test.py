@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
 
 import aio_pika
 import pytest
@@ -15,21 +14,14 @@ from cli import main
 from smsfleet.senders import SenderRegistry, parse_sender
 from smsfleet.settings import Settings
 from smsfleet.topology import Names
+from tests.chaos.harness import fleet as harness_fleet
 from tests.samples import sample_sender
-from workers import SendPolicy, run_workers
+from workers import SendPolicy
 
 
-@contextlib.asynccontextmanager
-async def sandbox_fleet(settings: Settings) -> AsyncIterator[None]:
-    stop = asyncio.Event()
-    policy = SendPolicy(concurrency=10)
-    task = asyncio.create_task(run_workers(settings, gateways=["sandbox"], status=True, policy=policy, stop=stop))
-    await asyncio.sleep(0.5)
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
+def sandbox_fleet(settings: Settings) -> contextlib.AbstractAsyncContextManager[object]:
+    """The sandbox's send and status roles in this process (`tests.chaos.harness.fleet`)."""
+    return harness_fleet(settings, ["sandbox"], SendPolicy(concurrency=10))
 
 
 @pytest.fixture

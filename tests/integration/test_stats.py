@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import aio_pika
 import msgspec
@@ -16,25 +15,17 @@ from smsfleet.contracts import ErrorInfo, SendJob, State, StatusEvent, status_ev
 from smsfleet.senders import SenderRegistry, parse_sender
 from smsfleet.settings import Settings
 from smsfleet.topology import Names, message
+from tests.chaos.harness import fleet as harness_fleet
 from tests.samples import sample_sender
-from workers import SendPolicy, run_workers, stats
+from workers import SendPolicy, stats
 from workers.stats import Stats, read_failures, read_queue_ages, read_windows
 
 JOB = {"account": "acme", "to": "+79161234567", "text": "hello"}
 
 
-@contextlib.asynccontextmanager
-async def fleet(settings: Settings) -> AsyncIterator[None]:
-    """The sandbox's send and status roles in this process; one attempt a job (a transient error fails it)."""
-    stop = asyncio.Event()
-    policy = SendPolicy(concurrency=20, max_attempts=1)
-    task = asyncio.create_task(run_workers(settings, gateways=["sandbox"], status=True, policy=policy, stop=stop))
-    await asyncio.sleep(0.5)
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
+def fleet(settings: Settings) -> contextlib.AbstractAsyncContextManager[object]:
+    """The sandbox's send and status roles in this process (`tests.chaos.harness.fleet`)."""
+    return harness_fleet(settings, ["sandbox"], SendPolicy(concurrency=20, max_attempts=1))
 
 
 async def publish(amqp: aio_pika.abc.AbstractConnection, names: Names, sender: str, job_id: str, **extra: str) -> None:
