@@ -12,7 +12,6 @@ from typing import Any
 
 import structlog
 
-from admin import AdminConfig, serve
 from smsfleet.settings import Settings
 
 from .common import UserError, connect_registry
@@ -24,6 +23,8 @@ DEFAULT_PORT = 8081
 
 
 async def cmd_admin(args: argparse.Namespace, settings: Settings) -> int:
+    from admin import AdminConfig, serve  # noqa: PLC0415 - here: other commands (a worker) need not load the web stack
+
     try:
         config = AdminConfig.from_env(os.environ)
     except ValueError as exc:

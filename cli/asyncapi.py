@@ -66,7 +66,9 @@ def channels(names: Names) -> tuple[Channel, ...]:
                 (("publishSendJob", "send", "an engine, `producers.Publisher` or `smsfleet publish` publishes a job"),
                  ("receiveSendJob", "receive", "the send worker of the gateway takes it"))),
         Channel("statusEvent", events, "status.{state}", StatusEvent,
-                "A job entered a state; final states are never overwritten. Engines bind their own queues.",
+                "A job entered a state; final states are never overwritten. Engines bind their own queues. The "
+                "AMQP `message_id` is `<job id>.<state>`: an event published again (at least once) carries the "
+                "same, so a consumer may deduplicate on it.",
                 (("sendStatusEvent", "send", "the send and status workers report a job's state"),)),
         Channel("inboundEvent", events, "inbound.{senderId}", InboundEvent,
                 "An SMS a subscriber sent to one of the senders.",

@@ -13,8 +13,6 @@ import json
 import time
 from typing import Any
 
-from admin.errors import Invalid
-from admin.jobs import DEFAULT_TEXT, build_test_job
 from producers import Publisher, PublishError
 from smsfleet.settings import Settings
 from smsfleet.topology import Names
@@ -29,6 +27,10 @@ POLL_S = 0.5
 
 
 async def cmd_send_test(args: argparse.Namespace, settings: Settings) -> int:
+    # here, not at the top: every command's parser is built at start, and a worker need not load the admin
+    from admin.errors import Invalid  # noqa: PLC0415
+    from admin.jobs import DEFAULT_TEXT, build_test_job  # noqa: PLC0415
+
     async with connect_registry(settings) as registry:
         sender = await registry.get(args.sender)
     if sender is None:
@@ -37,7 +39,8 @@ async def cmd_send_test(args: argparse.Namespace, settings: Settings) -> int:
     if not to:
         raise UserError("give --to NUMBER: the sender has no verified phones to choose from")
     try:
-        job = build_test_job(sender, to, args.text, settings.default_region, "cli")
+        text = DEFAULT_TEXT if args.text is None else args.text
+        job = build_test_job(sender, to, text, settings.default_region, "cli")
     except Invalid as exc:
         raise UserError("; ".join(f"--{k}: {v}" for k, v in exc.errors.items())) from None
     await check_services(settings)
@@ -95,7 +98,7 @@ def add_send_test(sub: Any) -> None:
     p = sub.add_parser("send-test", help="send one test SMS through a sender and follow its states")
     p.add_argument("sender", help="the sender id")
     p.add_argument("--to", help="the number (default: the sender's first verified phone)")
-    p.add_argument("--text", default=DEFAULT_TEXT, help=f"the text (default: {DEFAULT_TEXT!r})")
+    p.add_argument("--text", help="the text (default: the admin's test text, 'smsfleet test message')")
     p.add_argument("--timeout", type=_seconds, default=60.0, help="seconds to wait for a final state (60)")
     p.add_argument("--json", action="store_true", help="print the job's record as JSON at the end")
     p.set_defaults(func=cmd_send_test)

@@ -28,7 +28,7 @@ import asyncio
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
 import aiormq
@@ -290,7 +290,7 @@ async def publish_json(
         headers=headers,
     )
     for attempt in range(2):
-        underlay = await channel.get_underlay_channel()
+        underlay = cast(aiormq.Channel, await channel.get_underlay_channel())  # the abstract type lacks `wait`
         try:
             await underlay.basic_publish(
                 body,
@@ -299,6 +299,7 @@ async def publish_json(
                 properties=properties,
                 mandatory=mandatory,
                 timeout=confirm_timeout_s,
+                wait=not underlay.publisher_confirms,  # a confirm comes after the write: no drain to wait for
             )
             return
         except aiormq.exceptions.ChannelInvalidStateError:

@@ -12,8 +12,9 @@ Where it limits *requests* (Play Mobile), the jobs come without a slot and the b
 request: one request at a time waits for the sender's next slot, then carries whatever is waiting, up to
 `size` — the busier the sender, the fuller its requests, never more requests a second than the limit.
 
-Each job keeps its own outcome: `add` returns when its job has been recorded and acknowledged (or raises what
-settling it raised), so the consumer's accounting, draining and Redis-outage handling stay per job.
+Each job keeps its own outcome: `add` returns the job's result from its request, and the job's own task
+records, reports and acknowledges it, so the consumer's accounting, draining and Redis-outage handling stay
+per job, and a batch costs no task per job beside the one that already carries it.
 """
 
 from __future__ import annotations
@@ -22,50 +23,50 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-__all__ = ["Batch"]
+__all__ = ["Batch", "NoSlot"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
-Send = Callable[[list[T]], Awaitable[list[BaseException | None]]]
+
+class NoSlot(Exception):
+    """No request slot soon enough: the job was not sent."""
 
 
-class Batch(Generic[T]):
+class Batch(Generic[T, R]):
     """The waiting jobs of one sender. `coming` is kept by the caller: jobs of the sender consumed, not yet added.
 
-    `send(items)` sends and settles the items and returns, per item, the exception settling it raised (or None).
-    `slot()` (kinds limited per request) waits for the sender's next request slot; False: no slot soon enough,
-    and the items then go to `give_back` instead.
+    `send(items)` sends the items and returns each one's result. `slot()` (kinds limited per request) waits for
+    the sender's next request slot; False: no slot soon enough, and the waiting items' `add` raises `NoSlot`.
     """
 
     def __init__(
         self,
-        send: Send[T],
+        send: Callable[[list[T]], Awaitable[list[R]]],
         *,
         size: int,
         linger_s: float,
         slot: Callable[[], Awaitable[bool]] | None = None,
-        give_back: Send[T] | None = None,
     ) -> None:
         self.size = size
         self.linger_s = linger_s
         self.coming = 0
         self._send = send
         self._slot = slot
-        self._give_back = give_back
-        self._waiting: list[tuple[T, asyncio.Future[None]]] = []
+        self._waiting: list[tuple[T, asyncio.Future[R]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._requester: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def add(self, item: T) -> None:
-        """Send `item` with the others; return once it is settled."""
-        done = asyncio.get_running_loop().create_future()
+    async def add(self, item: T) -> R:
+        """Send `item` with the others; its result, once its request has one."""
+        done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, done))
         if len(self._waiting) >= self.size or self.coming <= 0:
             self._go()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.linger_s, self._go)
-        await done
+        return await done
 
     def _go(self) -> None:
         if self._timer is not None:
@@ -76,44 +77,46 @@ class Batch(Generic[T]):
                 self._requester = asyncio.create_task(self._requests())
             return
         while self._waiting:
-            self._spawn(self._send, self._take())
+            self._spawn(self._take())
 
     async def _requests(self) -> None:
         assert self._slot is not None
-        assert self._give_back is not None
         while self._waiting:
             try:
                 slot = await self._slot()
             except Exception as exc:  # Redis away: every waiter learns it, and its job goes back
-                for _, done in self._take(len(self._waiting)):
-                    if not done.done():
-                        done.set_exception(exc)
+                _fail(self._take(len(self._waiting)), exc)
                 return
-            self._spawn(self._send if slot else self._give_back, self._take(0 if slot else len(self._waiting)))
+            if slot:
+                self._spawn(self._take())
+            else:
+                _fail(self._take(len(self._waiting)), NoSlot())
 
-    def _take(self, n: int = 0) -> list[tuple[T, asyncio.Future[None]]]:
+    def _take(self, n: int = 0) -> list[tuple[T, asyncio.Future[R]]]:
         taken, self._waiting = self._waiting[: n or self.size], self._waiting[n or self.size :]
         return taken
 
-    def _spawn(self, send: Send[T], taken: list[tuple[T, asyncio.Future[None]]]) -> None:
-        task = asyncio.create_task(_settle(send, taken))
+    def _spawn(self, taken: list[tuple[T, asyncio.Future[R]]]) -> None:
+        task = asyncio.create_task(self._request(taken))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _request(self, taken: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
+            results = await self._send([item for item, _ in taken])
+        except asyncio.CancelledError:
+            for _, done in taken:
+                done.cancel()
+            raise
+        except Exception as exc:  # every waiter learns what happened to its job
+            _fail(taken, exc)
+            return
+        for (_, done), result in zip(taken, results, strict=True):
+            if not done.done():  # else its waiter was cancelled (a drain past its grace): the message went back
+                done.set_result(result)
 
-async def _settle(send: Send[T], taken: list[tuple[T, asyncio.Future[None]]]) -> None:
-    try:
-        outcomes = await send([item for item, _ in taken])
-    except asyncio.CancelledError:
-        for _, done in taken:
-            done.cancel()
-        raise
-    except Exception as exc:  # every waiter learns what happened to its job
-        outcomes = [exc] * len(taken)
-    for (_, done), outcome in zip(taken, outcomes, strict=True):
-        if done.done():  # its waiter was cancelled (a drain past its grace): the message went back already
-            continue
-        if outcome is None:
-            done.set_result(None)
-        else:
-            done.set_exception(outcome)
+
+def _fail(taken: list[tuple[T, asyncio.Future[R]]], exc: BaseException) -> None:
+    for _, done in taken:
+        if not done.done():
+            done.set_exception(exc)

@@ -57,6 +57,11 @@ class RecheckBatcher:
 
     async def add(self, sender: str, job_id: str, after_s: float) -> None:
         """Schedule a recheck of `job_id` in `after_s`; returns when the message that carries it is confirmed."""
+        await self.schedule(sender, job_id, after_s)
+
+    def schedule(self, sender: str, job_id: str, after_s: float) -> asyncio.Future[None]:
+        """`add` without waiting: the job joins its batch now; the future is done when the batch is confirmed
+        (cancelling it leaves the batch alone)."""
         key = (sender, after_s)
         batch = self._open.get(key)
         if batch is None:
@@ -67,7 +72,9 @@ class RecheckBatcher:
         batch.job_ids.append(job_id)
         if len(batch.job_ids) >= self.size:
             self._flush(key)
-        await asyncio.shield(batch.done)
+        confirmed = asyncio.shield(batch.done)
+        confirmed.add_done_callback(_retrieve)  # its waiter may have stopped waiting (a failed event publish)
+        return confirmed
 
     def _flush(self, key: tuple[str, float]) -> None:
         batch = self._open.pop(key, None)
@@ -97,6 +104,6 @@ class RecheckBatcher:
 
 
 def _retrieve(done: asyncio.Future[None]) -> None:
-    """Mark a failed batch's exception as seen: its waiters may all have been cancelled (a drain)."""
+    """Mark a failed batch's exception as seen: its waiters may all have been cancelled (a drain), or gone."""
     if not done.cancelled():
         done.exception()

@@ -116,8 +116,12 @@ class Runtime:
         )
 
     async def emit(self, event: StatusEvent, gateway: str, *, replay: bool = False) -> None:
-        """Publish an event. Not `mandatory`: which events are kept is up to the engines' own bindings."""
-        await self.publish(self.names.events_exchange, encode(event), event.routing_key, mandatory=False)
+        """Publish an event. Not `mandatory`: which events are kept is up to the engines' own bindings. Its
+        `message_id` is `<job id>.<state>`: a replay carries the same one (consumers may deduplicate on it)."""
+        await self.publish(
+            self.names.events_exchange, encode(event), event.routing_key, mandatory=False,
+            message_id=f"{event.job_id}.{event.state.value}",
+        )  # fmt: skip
         self.stats.count(event, gateway, replay=replay)
         if event.state.final and not replay:
             metrics.JOBS.labels(gateway, event.sender, event.state.value).inc()

@@ -49,7 +49,7 @@ from smsfleet.settings import Settings
 from smsfleet.topology import HEADER_ATTEMPT
 
 from .admission import Outcome
-from .batching import Batch
+from .batching import Batch, NoSlot
 from .checks import (
     SUPPRESSED,
     Check,
@@ -119,6 +119,11 @@ class Delivery:
         )  # fmt: skip
 
 
+#: what a batched job's request gave it: its receipt or error; None, not sent (settled already); or what
+#: moving its claim to `calling` raised
+Sent = Receipt | GatewayError | BaseException | None
+
+
 class SendWorker(QueueConsumer):
     role = "send"
     target = "send"
@@ -130,7 +135,7 @@ class SendWorker(QueueConsumer):
         self.gateway_cls = gateway_class(kind)
         self._gateways: dict[str, tuple[Sender, Gateway[Any]]] = {}
         self._gates: dict[str, asyncio.Semaphore] = {}
-        self._batches: weakref.WeakKeyDictionary[Gateway[Any], Batch[Delivery]] = weakref.WeakKeyDictionary()
+        self._batches: weakref.WeakKeyDictionary[Gateway[Any], Batch[Delivery, Sent]] = weakref.WeakKeyDictionary()
         suppressed = not_suppressed(rt.suppression)
         self.checks: list[Check] = [
             account_assigned,
@@ -144,12 +149,19 @@ class SendWorker(QueueConsumer):
         self.local_checks = [check for check in self.checks if check is not suppressed]
         self.rechecks = RecheckBatcher(rt.delayer, kind)
         self._owners = map(f"{uuid.uuid4().hex[:12]}-{{}}".format, itertools.count())
+        # the metrics every job touches, their labels looked up once (a lookup costs as much as the update)
+        self._consumed = metrics.CONSUMED.labels(kind)
+        self._oldest = metrics.QUEUE_OLDEST_AGE.labels(self.queue_name)
+        self._rate_wait = metrics.RATE_LIMIT_WAIT.labels(kind)
+        self._latency = metrics.PROVIDER_LATENCY.labels(kind)
+        outcomes = (*_OUTCOMES.values(), "transient", "ok")
+        self._requests = {outcome: metrics.PROVIDER_REQUESTS.labels(kind, outcome) for outcome in outcomes}
 
     def received(self, msg: AbstractIncomingMessage) -> None:
-        metrics.CONSUMED.labels(self.kind).inc()
+        self._consumed.inc()
         if msg.timestamp is not None:
             age = time.time() - msg.timestamp.timestamp()
-            metrics.QUEUE_OLDEST_AGE.labels(self.queue_name).set(max(0.0, age))
+            self._oldest.set(max(0.0, age))
 
     # -- one job -----------------------------------------------------------------------------------
 
@@ -167,7 +179,7 @@ class SendWorker(QueueConsumer):
                     await self._call(d)
                 else:
                     batch.coming, coming = batch.coming - 1, False
-                    await batch.add(d)
+                    await self._batched(d, batch)
         except Exception:
             if d.owner:  # a crash after the claim: the next delivery may take over (and reconcile) at once
                 with contextlib.suppress(Exception):
@@ -267,7 +279,7 @@ class SendWorker(QueueConsumer):
         d.ref = admission.ref
         match admission.outcome:
             case Outcome.CALL:
-                metrics.RATE_LIMIT_WAIT.labels(self.kind).observe(0.0)
+                self._rate_wait.observe(0.0)
                 d.calling = True
                 return True
             case Outcome.CLAIMED if not slot:
@@ -289,7 +301,7 @@ class SendWorker(QueueConsumer):
             case Outcome.ACCEPTED | Outcome.FINAL:
                 await self._replay(d.job)
                 if admission.outcome is Outcome.ACCEPTED:  # the holder may have died before scheduling the recheck
-                    await self._schedule_recheck(d.job, d.gateway)
+                    await self._recheck(d.job, d.gateway)
                 await d.msg.ack()
                 log.info("job.duplicate", job_id=d.job.id, state=admission.state)
         return False
@@ -347,7 +359,7 @@ class SendWorker(QueueConsumer):
                     await self._give_up_claim(d, exc.retry_after)
                     return False
             slot = time.monotonic() + delay
-            metrics.RATE_LIMIT_WAIT.labels(self.kind).observe(delay)
+            self._rate_wait.observe(delay)
             await sleep_until(slot)
             if not calling:
                 if self.draining:
@@ -376,15 +388,15 @@ class SendWorker(QueueConsumer):
         try:
             receipt = await d.gateway.send(outgoing)
         except GatewayError as exc:
-            _observe(self.kind, started, exc)
+            self._observe(started, exc)
             await self._failed_call(d, outgoing.parts, exc)
             return
-        _observe(self.kind, started, receipt)
+        self._observe(started, receipt)
         await self._accepted(d, receipt)
 
     # -- batches -----------------------------------------------------------------------------------
 
-    def _batch(self, d: Delivery) -> Batch[Delivery] | None:
+    def _batch(self, d: Delivery) -> Batch[Delivery, Sent] | None:
         """The batch of the delivery's sender, for kinds that batch (None: one request per job)."""
         size = min(d.gateway.max_batch, self.policy.batch_max)
         if size < 2 or self.policy.linger_s <= 0:
@@ -396,7 +408,7 @@ class SendWorker(QueueConsumer):
             linger = self.policy.linger_s if per_request else min(self.policy.linger_s, self.rt.limiter.margin / 3)
             batch = self._batches[d.gateway] = Batch(
                 self._send_batch, size=size, linger_s=linger,
-                slot=self._request_slot(d.gateway, d.rate) if per_request else None, give_back=self._no_slot,
+                slot=self._request_slot(d.gateway, d.rate) if per_request else None,
             )  # fmt: skip
         return batch
 
@@ -407,48 +419,53 @@ class SendWorker(QueueConsumer):
                 delay = await self.rt.limiter.acquire(gateway.account, rate, max_wait=self.policy.max_rate_wait_s)
             except RateLimitWait:
                 return False
-            metrics.RATE_LIMIT_WAIT.labels(self.kind).observe(delay)
+            self._rate_wait.observe(delay)
             await sleep_until(time.monotonic() + delay)
             return True
 
         return slot
 
-    async def _no_slot(self, batch: list[Delivery]) -> list[BaseException | None]:
-        """No request slot soon enough: nothing was sent, the claims go back and the jobs come back later."""
-        outcomes = await asyncio.gather(*(self._give_up_claim(d, 1.0) for d in batch), return_exceptions=True)
-        return [o if isinstance(o, BaseException) else None for o in outcomes]
+    async def _batched(self, d: Delivery, batch: Batch[Delivery, Sent]) -> None:
+        """Send the job in its sender's next request, then record, report and acknowledge its own outcome."""
+        try:
+            result = await batch.add(d)
+        except NoSlot:  # no request slot soon enough: nothing was sent, the job comes back later
+            await self._give_up_claim(d, 1.0)
+            return
+        if isinstance(result, Receipt):
+            await self._accepted(d, result)
+        elif isinstance(result, GatewayError):
+            await self._failed_call(d, count(d.text).parts, result)
+        elif result is not None:  # moving its claim to `calling` failed (Redis): the consumer handles it
+            raise result
 
-    async def _send_batch(self, batch: list[Delivery]) -> list[BaseException | None]:
-        """One request for the batch's jobs, then each job's outcome recorded, reported and acknowledged as
-        `_call` does for one. Returns, per job, what settling it raised."""
-        outcomes: list[BaseException | None] = [None] * len(batch)
-        began = await asyncio.gather(*(self._begin_call(d) for d in batch), return_exceptions=True)
-        for i, b in enumerate(began):
-            if isinstance(b, BaseException):
-                outcomes[i] = b
-        going = [i for i, b in enumerate(began) if b is True]
+    async def _send_batch(self, batch: list[Delivery]) -> list[Sent]:
+        """One request for the batch's jobs; per job, its receipt or error, or None when it was not sent (its
+        claim moved on: settled already), or what moving its claim to `calling` raised."""
+        began: list[bool | BaseException] = [True] * len(batch)
+        if waiting := [i for i, d in enumerate(batch) if not d.calling]:  # claimed without a slot (`_clear`)
+            outcomes = await asyncio.gather(*(self._begin_call(batch[i]) for i in waiting), return_exceptions=True)
+            for i, outcome in zip(waiting, outcomes, strict=True):
+                began[i] = outcome
+        going = [d for d, b in zip(batch, began, strict=True) if b is True]
         if not going:
-            return outcomes
-        first = batch[going[0]]
-        callback = self._callback_url(first.sender)
-        messages = [batch[i].outgoing(callback) for i in going]
+            return [b if isinstance(b, BaseException) else None for b in began]
+        callback = self._callback_url(going[0].sender)
         started = time.perf_counter()
-        results = await first.gateway.send_many(messages)
-        metrics.BATCH_SIZE.labels(self.kind).observe(len(messages))
-        for result in results:
-            _observe(self.kind, started, result)
-        settled = await asyncio.gather(
-            *(self._settle(batch[i], m.parts, r) for i, m, r in zip(going, messages, results, strict=True)),
-            return_exceptions=True,
-        )
-        for i, outcome in zip(going, settled, strict=True):
-            outcomes[i] = outcome if isinstance(outcome, BaseException) else None
-        return outcomes
+        results = iter(await going[0].gateway.send_many([d.outgoing(callback) for d in going]))
+        metrics.BATCH_SIZE.labels(self.kind).observe(len(going))
+        sent: list[Sent] = []
+        for b in began:
+            if b is True:
+                result = next(results)
+                self._observe(started, result)
+                sent.append(result)
+            else:
+                sent.append(b if isinstance(b, BaseException) else None)
+        return sent
 
     async def _begin_call(self, d: Delivery) -> bool:
         """A job claimed without a slot moves to `calling` as its request goes: True, send it."""
-        if d.calling:
-            return True
         if self.draining:
             await self.rt.ledger.retry(d.job.id, d.owner)
             await d.msg.nack(requeue=True)
@@ -458,12 +475,6 @@ class SendWorker(QueueConsumer):
             return False
         d.calling = True
         return True
-
-    async def _settle(self, d: Delivery, parts: int, result: Receipt | GatewayError) -> None:
-        if isinstance(result, GatewayError):
-            await self._failed_call(d, parts, result)
-        else:
-            await self._accepted(d, result)
 
     async def _accepted(self, d: Delivery, receipt: Receipt) -> None:
         """The provider took the message: record it, report it, schedule its status check — if this delivery
@@ -475,13 +486,20 @@ class SendWorker(QueueConsumer):
         )
         if took:
             event = status_event(job, State.ACCEPTED, attempt=d.attempt, parts=parts, provider_message_id=pid)
-            await asyncio.gather(self.rt.emit(event, self.kind), self._schedule_recheck(job, d.gateway))
+            recheck = self._recheck(job, d.gateway)  # published with its batch while the event is
+            await self.rt.emit(event, self.kind)
+            await recheck
             log.info("sms.sent", job_id=job.id, sender=d.sender.id, provider_message_id=pid, attempt=d.attempt)
         else:
             log.warning("sms.claim_lost", job_id=job.id, sender=d.sender.id, provider_message_id=pid)
         await d.msg.ack()
 
     # -- outcomes ----------------------------------------------------------------------------------
+
+    def _observe(self, started: float, result: Receipt | GatewayError) -> None:
+        self._latency.observe(time.perf_counter() - started)
+        outcome = _OUTCOMES.get(type(result), "transient") if isinstance(result, GatewayError) else "ok"
+        self._requests[outcome].inc()
 
     def _callback_url(self, sender: Sender) -> str | None:
         """The sender's receiving URL, when one is configured (a default localhost URL reaches no provider)."""
@@ -570,10 +588,11 @@ class SendWorker(QueueConsumer):
         event = status_event(job, state, attempt=record.attempt, provider_message_id=record.provider_message_id)
         await self.rt.emit(event, self.kind, replay=True)
 
-    async def _schedule_recheck(self, job: SendJob, gateway: Gateway[Any]) -> None:
-        """The first status check: after `await_delivery_s`, or at the horizon for push-only kinds (batched)."""
+    def _recheck(self, job: SendJob, gateway: Gateway[Any]) -> asyncio.Future[None]:
+        """Schedule the first status check: after `await_delivery_s`, or at the horizon for push-only kinds
+        (batched: see `rechecks`). The future is done when the message that carries it is confirmed."""
         after_s = gateway.await_delivery_s if gateway.has_status else self.rt.settings.status_horizon_s
-        await self.rechecks.add(job.sender, job.id, after_s)
+        return self.rechecks.schedule(job.sender, job.id, after_s)
 
 
 def sender_rate(sender: Sender, gateway: Gateway[Any], settings: Settings) -> float:
@@ -604,12 +623,6 @@ _OUTCOMES: dict[type[GatewayError], str] = {
     Ambiguous: "ambiguous",
     RateLimited: "rate_limited",
 }
-
-
-def _observe(gateway: str, started: float, result: Receipt | GatewayError) -> None:
-    metrics.PROVIDER_LATENCY.labels(gateway).observe(time.perf_counter() - started)
-    outcome = _OUTCOMES.get(type(result), "transient") if isinstance(result, GatewayError) else "ok"
-    metrics.PROVIDER_REQUESTS.labels(gateway, outcome).inc()
 
 
 def _best_effort(body: bytes) -> dict[str, str]:

@@ -99,10 +99,12 @@ async def test_wrong_gateway_is_rerouted_and_unknown_sender_is_parked(
     settings: Settings, amqp: aio_pika.abc.AbstractConnection, names: Names, smsc: FakeSmsc
 ) -> None:
     seen: dict[str, list[str]] = {}
+    message_ids: list[str | None] = []
 
     async def collect(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
         event = msgspec.json.decode(msg.body, type=StatusEvent)
         seen.setdefault(event.job_id, []).append(event.state)
+        message_ids.append(msg.message_id)
         await msg.ack()
 
     async with amqp.channel() as channel:
@@ -120,6 +122,8 @@ async def test_wrong_gateway_is_rerouted_and_unknown_sender_is_parked(
         await parked.ack()
     assert seen["wrong-queue"] == ["accepted", "delivered"]
     assert [m.phone for m in smsc.messages] == ["79161234567"]
+    # an event's message id names its job and state (a copy published again carries the same)
+    assert sorted(i or "" for i in message_ids) == ["lost.rejected", "wrong-queue.accepted", "wrong-queue.delivered"]
 
 
 async def test_the_same_job_published_twice_is_sent_once(

@@ -6,20 +6,21 @@ import asyncio
 
 import pytest
 
-from workers.batching import Batch
+from workers.batching import Batch, NoSlot
 
 
 class Sent:
-    """A `send` that records each request and fails the items named in `refuse`."""
+    """A `send` that records each request and answers each item: ValueError for the items named in `refuse`,
+    else the item times ten."""
 
     def __init__(self, refuse: frozenset[int] = frozenset()) -> None:
         self.requests: list[list[int]] = []
         self.refuse = refuse
 
-    async def __call__(self, items: list[int]) -> list[BaseException | None]:
+    async def __call__(self, items: list[int]) -> list[int | ValueError]:
         self.requests.append(items)
         await asyncio.sleep(0)
-        return [ValueError(i) if i in self.refuse else None for i in items]
+        return [ValueError(i) if i in self.refuse else i * 10 for i in items]
 
 
 async def test_a_lone_job_leaves_at_once_when_nothing_else_is_coming() -> None:
@@ -56,20 +57,22 @@ async def test_a_full_batch_leaves_without_waiting_and_the_rest_waits_for_its_li
     assert loop.time() - started >= 0.2
 
 
-async def test_each_waiter_gets_its_own_outcome() -> None:
+async def test_each_waiter_gets_its_own_result() -> None:
     batch = Batch(Sent(refuse=frozenset({1})), size=10, linger_s=60.0)
     batch.coming = 3
 
-    async def arrive(i: int) -> None:
+    async def arrive(i: int) -> int | ValueError:
         batch.coming -= 1
-        await batch.add(i)
+        return await batch.add(i)
 
-    results = await asyncio.gather(*(arrive(i) for i in range(3)), return_exceptions=True)
-    assert [type(r).__name__ for r in results] == ["NoneType", "ValueError", "NoneType"]
+    results = await asyncio.gather(*(arrive(i) for i in range(3)))
+    assert results[0] == 0
+    assert isinstance(results[1], ValueError)
+    assert results[2] == 20
 
 
 async def test_a_send_that_crashes_fails_every_waiter_of_its_request() -> None:
-    async def crash(items: list[int]) -> list[BaseException | None]:
+    async def crash(items: list[int]) -> list[int]:
         raise RuntimeError("bug")
 
     batch = Batch(crash, size=10, linger_s=60.0)
@@ -86,7 +89,7 @@ async def test_per_request_slots_fill_each_request_with_what_waits_by_its_slot()
         await asyncio.sleep(0.05)
         return True
 
-    batch = Batch(sent, size=4, linger_s=0.001, slot=slot, give_back=Sent())
+    batch = Batch(sent, size=4, linger_s=0.001, slot=slot)
     batch.coming = 1000
     waiters = [asyncio.ensure_future(batch.add(i)) for i in range(10)]
     await asyncio.wait_for(asyncio.gather(*waiters), 2.0)
@@ -95,22 +98,22 @@ async def test_per_request_slots_fill_each_request_with_what_waits_by_its_slot()
     assert slots == 3
 
 
-async def test_no_request_slot_gives_every_waiting_job_back() -> None:
-    sent, back = Sent(), Sent()
+async def test_no_request_slot_tells_every_waiting_job_it_was_not_sent() -> None:
+    sent = Sent()
 
     async def no_slot() -> bool:
         return False
 
-    batch = Batch(sent, size=4, linger_s=0.001, slot=no_slot, give_back=back)
-    await asyncio.wait_for(asyncio.gather(*(batch.add(i) for i in range(3))), 1.0)
+    batch = Batch(sent, size=4, linger_s=0.001, slot=no_slot)
+    results = await asyncio.wait_for(asyncio.gather(*(batch.add(i) for i in range(3)), return_exceptions=True), 1.0)
     assert sent.requests == []
-    assert sorted(i for r in back.requests for i in r) == [0, 1, 2]
+    assert [type(r) for r in results] == [NoSlot] * 3
 
 
 async def test_a_slot_that_fails_fails_the_waiters_instead_of_leaving_them_waiting() -> None:
     async def redis_away() -> bool:
         raise ConnectionError("redis")
 
-    batch = Batch(Sent(), size=4, linger_s=0.001, slot=redis_away, give_back=Sent())
+    batch = Batch(Sent(), size=4, linger_s=0.001, slot=redis_away)
     with pytest.raises(ConnectionError):
         await asyncio.wait_for(batch.add(1), 1.0)
