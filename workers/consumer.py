@@ -5,13 +5,25 @@ pause while Redis is away, drain, and turn a failure into the right fate for the
     Redis unreachable while handling it       given back through the shortest delay tier (re-published, then
                                               acked: its delivery count is not spent), and consuming pauses
                                               until Redis answers a ping again, by itself
+    a publish the broker nacked               handled again, on the same delivery, after a pause (0.5 to 8 s,
+                                              15.5 s in all), then back to the queue (nack)
     anything else that escapes `handle`       back to the queue (nack); the queue's delivery limit parks a
                                               message that keeps crashing its handler
     cancelled (a drain past its grace)        back to the queue
 
 Quorum queues count every return of a message towards its delivery limit, so a message nacked once a second
 through a 20-s Redis outage would be dead-lettered after five: a delivery report or a STOP lost for nothing.
-Giving it back through a delay tier instead costs one publish and spends nothing.
+Giving it back through a delay tier instead costs one publish and spends nothing. A nacked publish is the
+broker's trouble too (a node lost a moment ago: seen for ~6 s after a node's kill -9), and the queue would
+redeliver a returned message at once: five rounds within the nacks, and a job already `accepted` in the
+ledger would be parked in the dead queue without its event or its status check. So the delivery is kept
+and handled again, as its redelivery would be (the ledger makes that safe), spending nothing.
+
+A delivery whose channel closes while it is handled (its connection lost, a node stopped) goes back to the
+queue, and the broker delivers it again at once, but its handling is not abandoned: a job already claimed,
+or at its provider, is recorded and reported by it (only its acknowledgement fails). Cancelled with its
+channel, it would leave the job `calling` until its lease ran out (`SendPolicy.lease_s`, 30 s) before the
+redelivery could take it over.
 
 `handle` acknowledges (or otherwise settles) its message itself.
 """
@@ -21,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import aiormq
 import msgspec
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
@@ -36,6 +49,8 @@ log = structlog.get_logger("smsfleet.workers")
 GIVE_BACK_S = 1.0
 #: how often a paused consumer asks Redis whether it is back
 PING_EVERY_S = 1.0
+#: pauses before a delivery whose handling met a broker nack is handled again (then it goes back to the queue)
+NACKED_RETRY_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 class QueueConsumer:
@@ -96,12 +111,17 @@ class QueueConsumer:
                 await self._queue.cancel(tag)
 
     async def _on_message(self, msg: AbstractIncomingMessage) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+        # aiormq runs this in a task of the delivery's channel and cancels it when the channel closes (its
+        # connection lost, a node stopped): the handling goes on to its end in a task of its own (see the doc),
+        # which this does not wait for (the tasks of aiormq and aio-pika end at once, and hold no memory)
+        task = asyncio.create_task(self._process(msg))
         self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
+
+    async def _process(self, msg: AbstractIncomingMessage) -> None:
         self.received(msg)
         try:
-            await self.handle(msg)
+            await self._handle(msg)
         except msgspec.DecodeError as exc:
             await self.rt.dead_letter(msg.body, "malformed", str(exc), msg.routing_key or "", msg.message_id)
             await msg.ack()
@@ -116,11 +136,28 @@ class QueueConsumer:
                 await msg.nack(requeue=True)
             raise
         except Exception:
+            if _channel_closed(msg):  # went back to the queue with its channel, as the doc says: not a crash
+                log.info("worker.delivery_returned", role=self.role, queue=self.queue_name)
+                return
             log.exception("message.crashed", role=self.role, queue=self.queue_name)
             with contextlib.suppress(Exception):
                 await msg.nack(requeue=True)
-        finally:
-            self.in_flight.discard(task)
+
+    async def _handle(self, msg: AbstractIncomingMessage) -> None:
+        """`handle`, again after a pause while the broker nacks what it publishes (see the module doc), as long
+        as the delivery is unsettled and its channel open (else the broker redelivers it anyway)."""
+        for pause in NACKED_RETRY_S:
+            try:
+                await self.handle(msg)
+                return
+            except aiormq.exceptions.DeliveryError as exc:
+                if not isinstance(exc.frame, aiormq.spec.Basic.Nack) or msg.processed or self.draining:
+                    raise
+                log.warning("worker.publish_nacked", role=self.role, queue=self.queue_name, retry_in_s=pause)
+            await asyncio.sleep(pause)
+            if _channel_closed(msg):  # the delivery went back to the queue with its channel
+                return
+        await self.handle(msg)
 
     async def _give_back(self, msg: AbstractIncomingMessage) -> None:
         try:
@@ -155,3 +192,10 @@ class QueueConsumer:
                 return
 
         self._redis_watch = asyncio.create_task(watch())
+
+
+def _channel_closed(msg: AbstractIncomingMessage) -> bool:
+    try:
+        return msg.channel.is_closed
+    except aiormq.exceptions.ChannelInvalidStateError:  # aio-pika's way of saying so
+        return True

@@ -180,10 +180,10 @@ class SendWorker(QueueConsumer):
                 else:
                     batch.coming, coming = batch.coming - 1, False
                     await self._batched(d, batch)
-        except Exception:
+        except BaseException:  # also cancelled: a drain past its grace
             if d.owner:  # a crash after the claim: the next delivery may take over (and reconcile) at once
                 with contextlib.suppress(Exception):
-                    await self.rt.ledger.hold(d.job.id, d.owner, 0)
+                    await asyncio.shield(self.rt.ledger.hold(d.job.id, d.owner, 0))
             raise
         finally:
             if batch is not None and coming:
