@@ -21,6 +21,7 @@ import asyncio
 import time
 from typing import Any
 
+import aiormq
 import msgspec
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
@@ -98,13 +99,20 @@ class StatusWorker(QueueConsumer):
             async with lookups:
                 try:
                     return await self._recheck(check, sender, record)
-                except RedisError:
-                    raise  # the whole batch comes back once Redis does
+                except (RedisError, aiormq.exceptions.DeliveryError):
+                    raise  # Redis away, the broker refusing the event: the whole batch comes back (see below)
                 except Exception:  # a bug with one job must not cost the others their rechecks
                     log.exception("recheck.crashed", job_id=job_id, gateway=check.gateway)
                     return FAILED
 
-        found = await asyncio.gather(*(one(j, r) for j, r in zip(check.job_ids, records, strict=True)))
+        outcomes = await asyncio.gather(
+            *(one(j, r) for j, r in zip(check.job_ids, records, strict=True)), return_exceptions=True
+        )
+        # once every lookup has ended: the batch is handled again (the consumer's way with a nacked publish or
+        # Redis away), and the jobs it finished meanwhile are skipped then (final, their event confirmed)
+        if failure := next((o for o in outcomes if isinstance(o, BaseException)), None):
+            raise failure
+        found = [str(o) for o in outcomes]
         if sender is None:
             return
         gateway = self._gateway(sender)

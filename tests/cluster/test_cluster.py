@@ -133,12 +133,14 @@ async def test_rolling_restart(  # noqa: PLR0917 - fixtures
     books: Books,
     tmp_path: Any,
 ) -> None:
-    # a send and a status lookup a job: the sender's limit stretches the sends over the restarts (10-20 s each)
+    # a send and a status lookup a job, which may take the whole rate (else they trail the sends at a fifth of
+    # it): the sender's limit stretches the sends over the restarts (10-20 s each)
     n, rate = 2000, 100
     fake = FakeSmsc("acme", "pw", initial_status=1, latency=0.01)
     async with fake, quorum_events(amqp, names) as events:
         await create_sender(redis, names, fake, rate_limit=rate)
         with workers(settings, tmp_path) as fleet:
+            fleet.env["SMSFLEET_RECHECK_SHARE"] = "1"
             proc = fleet.start("--concurrency", "50")
             await books.publish(amqp, names, valid_jobs("rr", n))
             await until(lambda: len(fake.messages) >= 200, 60, "200 messages sent", [proc])
