@@ -648,7 +648,7 @@ class SenderCache:
                 senders[exc.sender_id] = kept
         bad = {exc.sender_id for exc in unreadable}
         self._unreadable = {k: v for k, v in self._unreadable.items() if k in bad}
-        self._senders = senders
+        self._senders = {sender_id: self._same(sender) for sender_id, sender in senders.items()}
         self._version = version
         self.changed.set()
 
@@ -662,8 +662,14 @@ class SenderCache:
         if sender is None:
             self._senders.pop(sender_id, None)
         else:
-            self._senders[sender_id] = sender
+            self._senders[sender_id] = self._same(sender)
         self.changed.set()
+
+    def _same(self, sender: Sender) -> Sender:
+        """The cached copy when `sender` is unchanged: what workers build on a sender (its gateway adapter, with
+        a provider session or token) is kept by identity, and lasts as long as the sender does not change."""
+        cached = self._senders.get(sender.id)
+        return cached if cached == sender else sender
 
     async def start(self) -> None:
         _, unreadable = await self.registry.load()

@@ -169,3 +169,27 @@ async def test_running_processes_see_a_rename(registry: SenderRegistry) -> None:
             pytest.fail("the rename was not seen within 3 s")
     finally:
         await cache.stop()
+
+
+async def test_a_reload_keeps_the_copy_of_a_sender_that_did_not_change(registry: SenderRegistry) -> None:
+    """Workers keep what they built on a sender (its adapter, with a provider session) while it is the same
+    object: editing one sender must not make every other one log in again."""
+    await registry.create(named("One", "one"))
+    await registry.create(named("Two", "two"))
+    cache = SenderCache(registry, poll_s=0.2)
+    await cache.start()
+    try:
+        one, two = cache.get("one"), cache.get("two")
+        await registry.update("two", {"name": "Two, renamed"})
+        for _ in range(150):
+            if (renamed := cache.get("two")) is not None and renamed.name == "Two, renamed":
+                break
+            await asyncio.sleep(0.02)
+        else:
+            pytest.fail("the rename was not seen within 3 s")
+        await cache.reload()  # everything again, as after a version change
+        assert cache.get("one") is one
+        assert cache.get("two") is renamed
+        assert renamed is not two
+    finally:
+        await cache.stop()
