@@ -155,18 +155,22 @@ async def test_a_name_left_in_the_index_by_a_record_removed_by_hand_is_free(
     assert await index(redis, names) == {"acme": created.id}
 
 
+async def renamed(cache: SenderCache, sender_id: str, name: str) -> Sender:
+    """The cache's copy of the sender once it carries `name` (within 3 s)."""
+    for _ in range(150):
+        if (sender := cache.get(sender_id)) is not None and sender.name == name:
+            return sender
+        await asyncio.sleep(0.02)
+    pytest.fail(f"the rename to {name!r} was not seen within 3 s")
+
+
 async def test_running_processes_see_a_rename(registry: SenderRegistry) -> None:
     await registry.create(named("Before", "acme"))
     cache = SenderCache(registry, poll_s=0.2)
     await cache.start()
     try:
         await registry.update("acme", {"name": "After"})
-        for _ in range(150):
-            if (s := cache.get("acme")) is not None and s.name == "After":
-                break
-            await asyncio.sleep(0.02)
-        else:
-            pytest.fail("the rename was not seen within 3 s")
+        await renamed(cache, "acme", "After")
     finally:
         await cache.stop()
 
@@ -181,15 +185,10 @@ async def test_a_reload_keeps_the_copy_of_a_sender_that_did_not_change(registry:
     try:
         one, two = cache.get("one"), cache.get("two")
         await registry.update("two", {"name": "Two, renamed"})
-        for _ in range(150):
-            if (renamed := cache.get("two")) is not None and renamed.name == "Two, renamed":
-                break
-            await asyncio.sleep(0.02)
-        else:
-            pytest.fail("the rename was not seen within 3 s")
+        seen = await renamed(cache, "two", "Two, renamed")
         await cache.reload()  # everything again, as after a version change
         assert cache.get("one") is one
-        assert cache.get("two") is renamed
-        assert renamed is not two
+        assert cache.get("two") is seen
+        assert seen is not two
     finally:
         await cache.stop()
