@@ -260,8 +260,9 @@ async def ledger_phases(ledger: tuple[aioredis.Redis, Names], job_ids: Iterable[
     redis, names = ledger
     phases: Counter[str] = Counter()
     for job_id in job_ids:
-        phase = await redis.hget(names.redis_key("job", job_id), "phase")
-        phases[phase.decode() if isinstance(phase, bytes) else str(phase)] += 1
+        phase, emitted = await redis.hmget(names.redis_key("job", job_id), "phase", "emitted")
+        text = phase.decode() if isinstance(phase, bytes) else str(phase)
+        phases[text + (" (its event unconfirmed)" if emitted == b"0" else "")] += 1
     return dict(phases)
 
 

@@ -9,6 +9,7 @@ again.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 import pytest
@@ -17,6 +18,7 @@ from tests.chaos.harness import (
     SEND_PHP,
     Case,
     TimedRequests,
+    loop_lag,
     max_per_window,
     redis_paused,
     redis_pid,
@@ -35,7 +37,7 @@ async def test_redis_paused_during_rate_limiting(case: Case) -> None:
     n, rate, pause = 500, 49, 10.0
     fake = FakeSmsc("acme", "pw", initial_status=1)
     fake.requests = requests = TimedRequests()
-    async with case.backlog(fake, valid_jobs("rf", n), rate_limit=rate) as events:
+    async with case.backlog(fake, valid_jobs("rf", n), rate_limit=rate) as events, loop_lag() as lag:
         with workers(case.settings, case.tmp_path) as fleet:
             fleet.env["SMSFLEET_RECHECK_SHARE"] = "1"  # the sends are the subject: let rechecks finish quickly
             proc = fleet.start("--concurrency", "50")
@@ -49,8 +51,10 @@ async def test_redis_paused_during_rate_limiting(case: Case) -> None:
             assert await fleet.stop(proc) == 0, fleet.log(proc)
     times = requests.sends()
     worst = max_per_window(times)
-    case.books.note(f"max {worst} sends in a 1-s window")
-    assert worst <= rate
+    case.books.note(f"max {worst} sends in a 1-s window; the fake's loop lagged <= {lag[0] * 1000:.0f} ms")
+    # the fake stamps a request when its loop gets to it: a loop held up for L s can stamp up to L x rate requests
+    # that arrived apart as if they came together (as in tests/integration/test_worker_chaos.py)
+    assert worst <= rate + math.ceil(lag[0] * rate)
     assert sent_while_paused <= 5, "sends went on without the rate limiter"
     assert max(times) > paused_at + pause  # and sending resumed by itself afterwards
 
