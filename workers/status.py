@@ -239,9 +239,15 @@ class StatusWorker(QueueConsumer):
         return State.DELIVERED if all(s == State.DELIVERED.value for s in states) else None
 
     async def _finish(self, job: SendJob, record: Record, state: State, error: ErrorInfo | None, source: str) -> None:
-        if not await self.rt.ledger.finish(job.id, state, source, error.code if error else ""):
-            return  # finished already (a report or another recheck got there first)
-        await self._emit(job, record, state, error)
+        if await self.rt.ledger.finish(job.id, state, source, error.code if error else ""):
+            await self._emit(job, record, state, error)
+            return
+        # finished already: by a report, another recheck, or another delivery of this one (its channel closed
+        # under it, and the broker delivered it again at once), whose event may yet fail with that channel.
+        # Until that event is confirmed, this one publishes it too (events are at least once).
+        now = await self.rt.ledger.record(job.id)
+        if now.final and now.emitted == "0":
+            await self._emit(job, now, State(now.state), None)
 
     async def _emit(
         self, job: SendJob, record: Record, state: State, error: ErrorInfo | None, *, replay: bool = False

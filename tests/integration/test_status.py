@@ -149,6 +149,30 @@ async def test_a_report_of_a_state_that_is_not_final_changes_nothing(
     assert events.states("nf") == ["accepted", "delivered"]
 
 
+async def test_a_recheck_that_another_delivery_finished_first_publishes_its_event_until_confirmed(
+    settings: Settings, names: Names, redis: aioredis.Redis, amqp: aio_pika.abc.AbstractConnection
+) -> None:
+    """A recheck's channel closes under it (its node stopped): the broker delivers it again at once, while the
+    first delivery goes on. The first records the final state and then fails to publish its event (its channel is
+    gone); the second, whose lookup was under way, finds the state recorded already. It must publish the event
+    (the ledger says it is not confirmed), not take the job as done by someone else: nothing else would."""
+    async with FakeSmsc("acme", "pw", initial_status=1) as fake:
+        await smsc_sender(redis, names, fake, await_s=1)
+        async with amqp.channel() as channel, fleet(settings, ["smsc"]):
+            events = await listen(channel, names)
+            exchange = await channel.get_exchange(names.send_exchange)
+            await exchange.publish(message(job("twice")), routing_key="smsc.s1")
+            await until(lambda: "accepted" in events.states("twice"))
+            fake.latency = 1.0  # the recheck's lookup is under way for a second
+            await until(lambda: any(path == STATUS_PHP for path, _ in fake.requests), within=10)
+            # the first delivery, played here: its final state recorded, its event never confirmed
+            assert await Ledger(redis, names).finish("twice", State.DELIVERED, "poll")
+            await until(lambda: "delivered" in events.states("twice"), within=10)
+            record = await Ledger(redis, names).get("twice")
+    assert events.states("twice") == ["accepted", "delivered"]
+    assert record["emitted"] == "1"
+
+
 @pytest.mark.slow
 @pytest.mark.chaos
 @pytest.mark.timeout(180)
