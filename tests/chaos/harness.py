@@ -49,8 +49,8 @@ import redis.asyncio as aioredis
 
 from smsfleet.contracts import FINAL_STATES, State, StatusEvent
 from smsfleet.senders import SenderRegistry, parse_sender
-from smsfleet.settings import Settings
-from smsfleet.topology import Names, message
+from smsfleet.settings import QueueLimits, Settings
+from smsfleet.topology import Names, message, queue_arguments
 from tests.fakes.smsc import FakeSmsc
 from workers import SendPolicy, run_workers
 
@@ -162,6 +162,7 @@ class Events:
         self.by_job: dict[str, list[StatusEvent]] = defaultdict(list)
         self.final: set[str] = set()
         self.parked: dict[str, dict[str, Any]] = {}  # job id -> the dead letter's headers
+        self.connection: aio_pika.abc.AbstractConnection | None = None  # to tell where the missing jobs wait
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -171,6 +172,7 @@ class Events:
         """Collect from a durable queue bound to `status.*` (deleted on the way out); `dead`: also consume
         `<ns>.dead` (taking its messages off the queue)."""
         events = cls()
+        events.connection = connection
         async with connection.channel() as channel:
             queue = await channel.declare_queue(f"{names.ns}.test-events", durable=True)
             try:
@@ -250,10 +252,23 @@ class Events:
         missing = sorted(j for j in job_ids if not self.outcomes(j))
         phases = await ledger_phases(ledger, missing) if ledger else {}
         seen = Counter(e.state.value for j in missing for e in self.by_job.get(j, ()))
+        queues = await queue_depths(self.connection, ledger[1]) if self.connection and ledger else {}
         return (
             f"{len(missing)} jobs without a final event ({why}), e.g. {missing[:3]}; "
-            f"their ledger phases: {phases}; their events: {dict(seen)}"
+            f"their ledger phases: {phases}; their events: {dict(seen)}; the queues (messages, consumers): {queues}"
         )
+
+
+async def queue_depths(connection: aio_pika.abc.AbstractConnection, names: Names) -> dict[str, tuple[int, int]]:
+    """The messages and consumers of the namespace's queues that hold messages, and of the status queue."""
+    depths = {}
+    with contextlib.suppress(Exception):  # a diagnosis: the broker in trouble must not hide the failure it explains
+        async with connection.channel() as channel:
+            for name in queue_arguments(names, QueueLimits()):
+                declared = (await channel.declare_queue(name, passive=True)).declaration_result
+                if declared.message_count or name == names.status_queue:
+                    depths[name] = (declared.message_count, declared.consumer_count)
+    return depths
 
 
 async def ledger_phases(ledger: tuple[aioredis.Redis, Names], job_ids: Iterable[str]) -> dict[str, int]:

@@ -74,6 +74,7 @@ def on_node(settings: Settings, cluster: Any, node: str) -> Settings:
 async def quorum_events(connection: aio_pika.abc.AbstractRobustConnection, names: Names) -> AsyncIterator[Events]:
     """`Events.listen(dead=True)`, from a quorum queue (deleted by the `amqp` fixture)."""
     events = Events()
+    events.connection = connection
     async with connection.channel() as channel:
         queue = await channel.declare_queue(
             f"{names.ns}.test-events", durable=True, arguments={"x-queue-type": "quorum"}
