@@ -318,6 +318,26 @@ class Cluster:
                 return next(m.name for m in RABBITS if m.node == node.strip())
         raise RuntimeError(f"no queue {queue!r}")
 
+    def queues(self, prefix: str) -> str:
+        """The queues whose names start with `prefix` that hold messages, as {name, ready, unacknowledged,
+        dead-lettered but not yet moved (at-least-once: invisible to `list_queues`), consumers}."""
+        member = next(m for m in RABBITS if self.pid(m.name) is not None)
+        info = "I <- [rabbit_amqqueue:info(Q)]" + "".join(
+            f", {var} <- [proplists:get_value({key}, I, 0)]"
+            for var, key in (
+                ("R", "messages_ready"),
+                ("U", "messages_unacknowledged"),
+                ("D", "messages_dlx"),
+                ("C", "consumers"),
+            )
+        )
+        expr = (
+            '[{N, R, U, D, C} || Q <- rabbit_amqqueue:list(<<"/">>), '
+            "{resource, _, queue, N} <- [amqqueue:get_name(Q)], "
+            f'binary:longest_common_prefix([N, <<"{prefix}">>]) =:= {len(prefix.encode())}, {info}, R + U + D > 0].'
+        )
+        return self.ctl(member, "eval", expr, timeout=30).strip()
+
     def status(self) -> dict[str, object]:
         members = {
             name: {"kind": m.kind, "port": m.port, "pid": self.pid(name), "running": self.pid(name) is not None}
