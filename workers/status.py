@@ -99,8 +99,8 @@ class StatusWorker(QueueConsumer):
             async with lookups:
                 try:
                     return await self._recheck(check, sender, record)
-                except (RedisError, aiormq.exceptions.DeliveryError):
-                    raise  # Redis away, the broker refusing the event: the whole batch comes back (see below)
+                except (RedisError, aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError):
+                    raise  # Redis away, the broker refusing or losing the event: the whole batch comes back (below)
                 except Exception:  # a bug with one job must not cost the others their rechecks
                     log.exception("recheck.crashed", job_id=job_id, gateway=check.gateway)
                     return FAILED
@@ -108,8 +108,8 @@ class StatusWorker(QueueConsumer):
         outcomes = await asyncio.gather(
             *(one(j, r) for j, r in zip(check.job_ids, records, strict=True)), return_exceptions=True
         )
-        # once every lookup has ended: the batch is handled again (the consumer's way with a nacked publish or
-        # Redis away), and the jobs it finished meanwhile are skipped then (final, their event confirmed)
+        # once every lookup has ended: the batch is handled again (the consumer's way with a nacked publish, a
+        # lost channel or Redis away), and the jobs it finished meanwhile are skipped then (final, event confirmed)
         if failure := next((o for o in outcomes if isinstance(o, BaseException)), None):
             raise failure
         found = [str(o) for o in outcomes]

@@ -45,6 +45,8 @@ from pathlib import Path
 SERVICE = "smsfleet"  # the Sentinel service name
 HOST = "127.0.0.1"
 BOOT_TIMEOUT_S = 90
+#: RabbitMQ's `dead_letter_worker_publisher_confirm_timeout` (ms; the broker's default is 180,000)
+DLX_CONFIRM_TIMEOUT_MS = 10_000
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,11 @@ class Cluster:
                 f"listeners.tcp.default = {HOST}:{m.port}\n"
                 "queue_leader_locator = balanced\n"
                 "log.console = false\nlog.file.level = warning\n"
+            )
+            # a delay tier's dead-lettering (at least once) resends what a target did not confirm after this long:
+            # 3 minutes by default, when a node's restart lost the confirms (see deploy/README.md)
+            (d / "advanced.config").write_text(
+                f"[{{rabbit, [{{dead_letter_worker_publisher_confirm_timeout, {DLX_CONFIRM_TIMEOUT_MS}}}]}}].\n"
             )
         for m in (PRIMARY, REPLICA):
             d = self._dir(m)
