@@ -51,8 +51,13 @@ from smsfleet.contracts import FINAL_STATES, State, StatusEvent
 from smsfleet.senders import SenderRegistry, parse_sender
 from smsfleet.settings import QueueLimits, Settings
 from smsfleet.topology import Names, message, queue_arguments
+from tests.fakes.bulksms import FakeBulksms
+from tests.fakes.bulksms import FakeMessage as FakeBulksmsMessage
 from tests.fakes.smsc import FakeSmsc
 from workers import SendPolicy, run_workers
+
+#: the fakes a case can send through: SMSC (one request per SMS) and BulkSMS (batched requests)
+Provider = FakeSmsc | FakeBulksms
 
 ROOT = Path(__file__).resolve().parents[2]
 SEND_PHP = "/sys/send.php"
@@ -313,9 +318,20 @@ async def create_senders(redis: aioredis.Redis, names: Names, docs: Iterable[dic
         await registry.create(parse_sender(doc))
 
 
-async def create_sender(redis: aioredis.Redis, names: Names, fake: FakeSmsc, **extra: Any) -> None:
+def bulksms_sender(sender_id: str, fake: FakeBulksms, accounts: Sequence[str], **extra: Any) -> dict[str, Any]:
+    settings = {"login": fake.username, "password": fake.password, "await_delivery_s": 1, "base_url": fake.url}
+    settings |= extra.pop("settings", {})
+    return {"id": sender_id, "gateway": "bulksms", "accounts": list(accounts), "settings": settings,
+            "rate_limit": 1e6, **extra}  # fmt: skip
+
+
+async def create_sender(redis: aioredis.Redis, names: Names, fake: Provider, **extra: Any) -> None:
     """Sender `s1` of account `acme` on `fake`, unthrottled unless `rate_limit` says otherwise."""
-    await create_senders(redis, names, [smsc_sender("s1", fake, ["acme"], **extra)])
+    if isinstance(fake, FakeBulksms):
+        doc = bulksms_sender("s1", fake, ["acme"], **extra)
+    else:
+        doc = smsc_sender("s1", fake, ["acme"], **extra)
+    await create_senders(redis, names, [doc])
 
 
 def phone(i: int) -> str:
@@ -344,10 +360,12 @@ class Job(NamedTuple):
     expect: frozenset[str] = DELIVERED
 
 
-def valid_jobs(prefix: str, n: int, sender: str = "s1", expect: frozenset[str] = DELIVERED) -> list[Job]:
-    """`n` valid jobs for `sender` (of account `acme`), a phone number of their own each."""
+def valid_jobs(
+    prefix: str, n: int, sender: str = "s1", expect: frozenset[str] = DELIVERED, kind: str = "smsc"
+) -> list[Job]:
+    """`n` valid jobs for `sender` (of account `acme`, a `kind` sender), a phone number of their own each."""
     ids = [f"{prefix}-{i:05d}" for i in range(n)]
-    return [Job(j, f"smsc.{sender}", job_body(j, sender, "acme", phone(i)), expect) for i, j in enumerate(ids)]
+    return [Job(j, f"{kind}.{sender}", job_body(j, sender, "acme", phone(i)), expect) for i, j in enumerate(ids)]
 
 
 async def publish_raw(
@@ -563,7 +581,7 @@ class Books:
     async def settle(
         self,
         events: Events,
-        fakes: FakeSmsc | Sequence[FakeSmsc],
+        fakes: Provider | Sequence[Provider],
         *,
         timeout: float,  # noqa: ASYNC109 - a polling deadline
         procs: Sequence[Running] = (),
@@ -574,7 +592,7 @@ class Books:
         why = await events.wait(self.confirmed, timeout, procs, stall=stall)
         lost_detail = await events.missing(self.confirmed, why, ledger) if why else ""
         outcomes = {j: events.outcomes(j) for j in self.expected}
-        row, problems = self._count(events, outcomes, [fakes] if isinstance(fakes, FakeSmsc) else fakes)
+        row, problems = self._count(events, outcomes, [fakes] if isinstance(fakes, Provider) else fakes)
         if why:
             self.note(f"stopped waiting: {why}")
         row.notes = "; ".join(self.notes)
@@ -587,21 +605,23 @@ class Books:
         assert not problems, "; ".join(problems)
         return row
 
-    def _count(self, events: Events, outcomes: dict[str, set[str]], fakes: Sequence[FakeSmsc]) -> tuple[Row, list[str]]:
+    def _count(self, events: Events, outcomes: dict[str, set[str]], fakes: Sequence[Provider]) -> tuple[Row, list[str]]:
         created: Counter[str] = Counter()
         asked: Counter[str] = Counter()
         own: defaultdict[str, set[str]] = defaultdict(set)  # job id -> the SMSC ids of its messages
         strays = 0
         for fake in fakes:
             for m in fake.messages:
-                if m.text in self.texts:
-                    created[self.texts[m.text]] += 1
-                    own[self.texts[m.text]].add(str(m.id))
+                text = m.body if isinstance(m, FakeBulksmsMessage) else m.text
+                if text in self.texts:
+                    created[self.texts[text]] += 1
+                    own[self.texts[text]].add(str(m.id))
                 else:
                     strays += 1
-            for path, params in fake.requests:
-                if path == SEND_PHP and params.get("mes") in self.texts:
-                    asked[self.texts[params["mes"]]] += 1
+            if isinstance(fake, FakeSmsc):  # (a batched request's entries are not counted as asks)
+                for path, params in fake.requests:
+                    if path == SEND_PHP and params.get("mes") in self.texts:
+                        asked[self.texts[params["mes"]]] += 1
         misattributed = sorted(
             j for j in self.expected
             for e in events.finals(j) if e.provider_message_id and e.provider_message_id not in own[j]
@@ -652,7 +672,7 @@ class Case:
 
     @contextlib.asynccontextmanager
     async def backlog(
-        self, fake: FakeSmsc, jobs: Sequence[Job], *, dead: bool = False, **sender: Any
+        self, fake: Provider, jobs: Sequence[Job], *, dead: bool = False, **sender: Any
     ) -> AsyncIterator[Events]:
         """`fake` serving sender `s1` (`sender`: its fields beyond the defaults of `smsc_sender`), the
         events collected (`dead`: `<ns>.dead` too), then `jobs` published; the fake stops on the way out."""
@@ -661,6 +681,6 @@ class Case:
             await self.books.publish(self.amqp, self.names, jobs)
             yield events
 
-    async def settle(self, events: Events, fake: FakeSmsc, *, timeout: float, procs: Sequence[Running]) -> Row:  # noqa: ASYNC109 - a polling deadline
+    async def settle(self, events: Events, fake: Provider, *, timeout: float, procs: Sequence[Running]) -> Row:  # noqa: ASYNC109 - a polling deadline
         """`Books.settle`, a lost job looked up in this case's ledger."""
         return await self.books.settle(events, fake, timeout=timeout, procs=procs, ledger=(self.redis, self.names))

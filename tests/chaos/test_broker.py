@@ -1,7 +1,8 @@
-"""RabbitMQ under the workers: every connection force-closed mid-run, and the broker restarted with a backlog.
+"""RabbitMQ under the workers: every connection force-closed mid-run, and the broker restarted with a backlog;
+each with one request per SMS (SMSC) and with batched requests (BulkSMS, many jobs a request).
 
 Both faults hit every client of the local broker (these tests' own connections too: their robust connections
-come back, and the books' durable events queue keeps what was published meanwhile), so each runs once.
+come back, and the books' durable events queue keeps what was published meanwhile).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import pytest
 
 from tests.chaos.harness import (
     Case,
+    Provider,
     broker_stopped,
     local_rabbitmqctl,
     rabbitmqctl,
@@ -19,19 +21,30 @@ from tests.chaos.harness import (
     valid_jobs,
     workers,
 )
+from tests.fakes.bulksms import FakeBulksms
 from tests.fakes.smsc import FakeSmsc
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
+KINDS = ["smsc", "bulksms"]
+CONCURRENCY = {"smsc": "20", "bulksms": "500"}  # BulkSMS: requests of many jobs each
+
+
+def provider(kind: str) -> Provider:
+    """The fake of `kind`, every message delivered at once, answering in 10 ms."""
+    if kind == "bulksms":
+        return FakeBulksms("acme", "pw", initial_status="DELIVERED", latency=0.01)
+    return FakeSmsc("acme", "pw", initial_status=1, latency=0.01)
 
 
 @pytest.mark.timeout(150)
-async def test_connections_force_closed(case: Case) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+async def test_connections_force_closed(case: Case, kind: str) -> None:
     ctl = local_rabbitmqctl(case.settings)
     n = 1500
-    fake = FakeSmsc("acme", "pw", initial_status=1, latency=0.01)
-    async with case.backlog(fake, valid_jobs("cc", n)) as events:
+    fake = provider(kind)
+    async with case.backlog(fake, valid_jobs("cc", n, kind=kind)) as events:
         with workers(case.settings, case.tmp_path) as fleet:
-            proc = fleet.start("--concurrency", "20")
+            proc = fleet.start("--gateway", kind, "--concurrency", CONCURRENCY[kind])
             await until(lambda: len(fake.messages) >= n // 4, 60, f"{n // 4} messages sent", [proc])
             reconnected = asyncio.Event()  # this test's own connection is closed too: proof that the fault took
             case.amqp.reconnect_callbacks.add(lambda *_: reconnected.set())
@@ -43,13 +56,14 @@ async def test_connections_force_closed(case: Case) -> None:
 
 
 @pytest.mark.timeout(180)
-async def test_rabbitmq_restarted_with_a_backlog(case: Case) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+async def test_rabbitmq_restarted_with_a_backlog(case: Case, kind: str) -> None:
     ctl = local_rabbitmqctl(case.settings)
     n = 1500
-    fake = FakeSmsc("acme", "pw", initial_status=1, latency=0.01)
-    async with case.backlog(fake, valid_jobs("rr", n)) as events:
+    fake = provider(kind)
+    async with case.backlog(fake, valid_jobs("rr", n, kind=kind)) as events:
         with workers(case.settings, case.tmp_path) as fleet:
-            proc = fleet.start("--concurrency", "20")
+            proc = fleet.start("--gateway", kind, "--concurrency", CONCURRENCY[kind])
             await until(lambda: len(fake.messages) >= n // 4, 60, f"{n // 4} messages sent", [proc])
             async with broker_stopped(ctl):
                 case.books.note(f"broker stopped for 3 s after {len(fake.messages)} sent")
