@@ -25,6 +25,7 @@ from tests.chaos.harness import (
     job_body,
     valid_jobs,
 )
+from tests.fakes.bulksms import FakeBulksms
 from tests.fakes.smsc import FakeSmsc
 from workers import SendPolicy
 
@@ -50,6 +51,26 @@ async def test_provider(fault: str, case: Case) -> None:
         async with fleet(case.settings, ["smsc"], POLICY) as task:
             row = await case.settle(events, fake, timeout=40, procs=[task])
     assert row.resends == hit, f"{hit} sends must have been made again, not {row.resends}"
+
+
+#: the same faults on batched requests (BulkSMS): each hits every job of its request
+BATCH_FAULTS: dict[str, Callable[[FakeBulksms], None]] = {
+    "500": lambda fake: fake.http_status_next(2, 500),  # transient: the whole request's jobs retried
+    "hang": lambda fake: fake.hang_next(2),  # ambiguous: searched by our ids, not found, sent again
+    "reset_after_accept": lambda fake: fake.reset_after_accept_next(2),  # taken, no reply: found, adopted
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("fault", BATCH_FAULTS)
+async def test_provider_batched(fault: str, case: Case) -> None:
+    """40 jobs in requests of up to 20; the books hold every job to one message at the provider, delivered."""
+    fake = FakeBulksms("acme", "pw", initial_status="DELIVERED")
+    async with case.backlog(fake, valid_jobs(f"b{fault}", 40, kind="bulksms")) as events:
+        BATCH_FAULTS[fault](fake)
+        async with fleet(case.settings, ["bulksms"], POLICY) as task:
+            await case.settle(events, fake, timeout=40, procs=[task])
+    case.books.note(f"{fake.send_requests} send requests for 40 jobs")
 
 
 @pytest.mark.timeout(60)

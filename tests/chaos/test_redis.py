@@ -17,6 +17,7 @@ import pytest
 from tests.chaos.harness import (
     SEND_PHP,
     Case,
+    Provider,
     TimedRequests,
     loop_lag,
     max_per_window,
@@ -26,6 +27,7 @@ from tests.chaos.harness import (
     valid_jobs,
     workers,
 )
+from tests.fakes.bulksms import FakeBulksms
 from tests.fakes.smsc import FakeSmsc
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
@@ -59,23 +61,34 @@ async def test_redis_paused_during_rate_limiting(case: Case) -> None:
     assert max(times) > paused_at + pause  # and sending resumed by itself afterwards
 
 
+def in_flight(fake: Provider) -> int:
+    """Messages the fake was asked for and has not created yet (it answers after its latency)."""
+    if isinstance(fake, FakeBulksms):  # a request carries an array of messages (or one)
+        bodies = [seen.json() for seen in fake.requests if (seen.method, seen.path) == ("POST", "/v1/messages")]
+        asked = sum(len(body) if isinstance(body, list) else 1 for body in bodies)
+    else:
+        asked = sum(path == SEND_PHP for path, _ in fake.requests)
+    return asked - len(fake.messages)
+
+
 @pytest.mark.timeout(150)
-async def test_redis_paused_during_the_idempotency_write(case: Case) -> None:
+@pytest.mark.parametrize("kind", ["smsc", "bulksms"])
+async def test_redis_paused_during_the_idempotency_write(case: Case, kind: str) -> None:
     """The provider answers in 2 s. Redis is paused (longer than the worker's 5-s socket timeout) while 100
-    sends are in flight, so their replies arrive, and their `accepted` writes are due, while it is away."""
+    sends are in flight, so their replies arrive, and their `accepted` writes are due, while it is away. With
+    BulkSMS, the 100 go in batched requests, and a reply brings many jobs' writes due at once."""
     pid = await redis_pid(case.redis, case.settings.redis_url)
     n, concurrency, latency, pause = 300, 100, 2.0, 7.0
-    fake = FakeSmsc("acme", "pw", initial_status=1, latency=latency)
-    async with case.backlog(fake, valid_jobs("iw", n)) as events:
-
-        def in_flight() -> int:
-            return sum(path == SEND_PHP for path, _ in fake.requests) - len(fake.messages)
-
+    if kind == "bulksms":
+        fake: Provider = FakeBulksms("acme", "pw", initial_status="DELIVERED", latency=latency)
+    else:
+        fake = FakeSmsc("acme", "pw", initial_status=1, latency=latency)
+    async with case.backlog(fake, valid_jobs("iw", n, kind=kind)) as events:
         with workers(case.settings, case.tmp_path) as fleet:
-            proc = fleet.start("--concurrency", str(concurrency))
-            await until(lambda: in_flight() >= concurrency * 0.8, 30, "the worker's sends in flight", [proc])
+            proc = fleet.start("--gateway", kind, "--concurrency", str(concurrency))
+            await until(lambda: in_flight(fake) >= concurrency * 0.8, 30, "the worker's sends in flight", [proc])
             with redis_paused(pid):
-                before, cut = len(fake.messages), in_flight()
+                before, cut = len(fake.messages), in_flight(fake)
                 await asyncio.sleep(pause)  # the outage itself
                 accepted_while_paused = len(fake.messages) - before
             case.books.note(
