@@ -59,6 +59,14 @@ from workers import SendPolicy, run_workers
 #: the fakes a case can send through: SMSC (one request per SMS) and BulkSMS (batched requests)
 Provider = FakeSmsc | FakeBulksms
 
+
+def provider(kind: str, latency: float = 0.0) -> Provider:
+    """The fake of `kind` ("smsc" or "bulksms"), every message delivered at once, answering after `latency`."""
+    if kind == "bulksms":
+        return FakeBulksms("acme", "pw", initial_status="DELIVERED", latency=latency)
+    return FakeSmsc("acme", "pw", initial_status=1, latency=latency)
+
+
 ROOT = Path(__file__).resolve().parents[2]
 SEND_PHP = "/sys/send.php"
 DEAD = "dead"  # the outcome of a job parked in `<ns>.dead`
@@ -608,7 +616,7 @@ class Books:
     def _count(self, events: Events, outcomes: dict[str, set[str]], fakes: Sequence[Provider]) -> tuple[Row, list[str]]:
         created: Counter[str] = Counter()
         asked: Counter[str] = Counter()
-        own: defaultdict[str, set[str]] = defaultdict(set)  # job id -> the SMSC ids of its messages
+        own: defaultdict[str, set[str]] = defaultdict(set)  # job id -> the provider ids of its messages
         strays = 0
         for fake in fakes:
             for m in fake.messages:

@@ -13,27 +13,18 @@ import pytest
 
 from tests.chaos.harness import (
     Case,
-    Provider,
     broker_stopped,
     local_rabbitmqctl,
+    provider,
     rabbitmqctl,
     until,
     valid_jobs,
     workers,
 )
-from tests.fakes.bulksms import FakeBulksms
-from tests.fakes.smsc import FakeSmsc
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 KINDS = ["smsc", "bulksms"]
 CONCURRENCY = {"smsc": "20", "bulksms": "500"}  # BulkSMS: requests of many jobs each
-
-
-def provider(kind: str) -> Provider:
-    """The fake of `kind`, every message delivered at once, answering in 10 ms."""
-    if kind == "bulksms":
-        return FakeBulksms("acme", "pw", initial_status="DELIVERED", latency=0.01)
-    return FakeSmsc("acme", "pw", initial_status=1, latency=0.01)
 
 
 @pytest.mark.timeout(150)
@@ -41,7 +32,7 @@ def provider(kind: str) -> Provider:
 async def test_connections_force_closed(case: Case, kind: str) -> None:
     ctl = local_rabbitmqctl(case.settings)
     n = 1500
-    fake = provider(kind)
+    fake = provider(kind, latency=0.01)
     async with case.backlog(fake, valid_jobs("cc", n, kind=kind)) as events:
         with workers(case.settings, case.tmp_path) as fleet:
             proc = fleet.start("--gateway", kind, "--concurrency", CONCURRENCY[kind])
@@ -60,7 +51,7 @@ async def test_connections_force_closed(case: Case, kind: str) -> None:
 async def test_rabbitmq_restarted_with_a_backlog(case: Case, kind: str) -> None:
     ctl = local_rabbitmqctl(case.settings)
     n = 1500
-    fake = provider(kind)
+    fake = provider(kind, latency=0.01)
     async with case.backlog(fake, valid_jobs("rr", n, kind=kind)) as events:
         with workers(case.settings, case.tmp_path) as fleet:
             proc = fleet.start("--gateway", kind, "--concurrency", CONCURRENCY[kind])

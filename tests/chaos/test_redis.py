@@ -21,6 +21,7 @@ from tests.chaos.harness import (
     TimedRequests,
     loop_lag,
     max_per_window,
+    provider,
     redis_paused,
     redis_pid,
     until,
@@ -79,10 +80,7 @@ async def test_redis_paused_during_the_idempotency_write(case: Case, kind: str) 
     BulkSMS, the 100 go in batched requests, and a reply brings many jobs' writes due at once."""
     pid = await redis_pid(case.redis, case.settings.redis_url)
     n, concurrency, latency, pause = 300, 100, 2.0, 7.0
-    if kind == "bulksms":
-        fake: Provider = FakeBulksms("acme", "pw", initial_status="DELIVERED", latency=latency)
-    else:
-        fake = FakeSmsc("acme", "pw", initial_status=1, latency=latency)
+    fake = provider(kind, latency)
     async with case.backlog(fake, valid_jobs("iw", n, kind=kind)) as events:
         with workers(case.settings, case.tmp_path) as fleet:
             proc = fleet.start("--gateway", kind, "--concurrency", str(concurrency))
