@@ -23,6 +23,7 @@ from tests.chaos.harness import (
     TimedRequests,
     fleet,
     job_body,
+    provider,
     valid_jobs,
 )
 from tests.fakes.bulksms import FakeBulksms
@@ -65,7 +66,7 @@ BATCH_FAULTS: dict[str, Callable[[FakeBulksms], None]] = {
 @pytest.mark.parametrize("fault", BATCH_FAULTS)
 async def test_provider_batched(fault: str, case: Case) -> None:
     """40 jobs in requests of up to 20; the books hold every job to one message at the provider, delivered."""
-    fake = FakeBulksms("acme", "pw", initial_status="DELIVERED")
+    fake = provider("bulksms")
     async with case.backlog(fake, valid_jobs(f"b{fault}", 40, kind="bulksms")) as events:
         BATCH_FAULTS[fault](fake)
         async with fleet(case.settings, ["bulksms"], POLICY) as task:
