@@ -169,7 +169,8 @@ async def test_create_edit_and_delete_senders_in_the_browser(
     # -- create an Infobip sender through the form
     await page.get_by_role("link", name="Create", exact=True).click()
     await expect(page).to_have_url(f"{base_url}/senders/new")
-    assert await page.locator("[data-nojs]").count() == 0  # the script made the no-JS button go
+    # the script made the no-JS button go (the URL changes before the deferred script has run: wait for it)
+    await expect(page.locator("[data-nojs]")).to_have_count(0)
     await expect(page.locator("#gw-infobip")).to_be_hidden()
     await field(page, "Name").fill("ACME Infobip")
     await page.keyboard.press("Tab")  # keyboard order: Name -> ID -> Delivery service -> Assigned accounts
