@@ -53,17 +53,22 @@ from smsfleet.settings import QueueLimits, Settings
 from smsfleet.topology import Names, message, queue_arguments
 from tests.fakes.bulksms import FakeBulksms
 from tests.fakes.bulksms import FakeMessage as FakeBulksmsMessage
+from tests.fakes.playmobile import FakePlaymobile, SentMessage
 from tests.fakes.smsc import FakeSmsc
 from workers import SendPolicy, run_workers
 
-#: the fakes a case can send through: SMSC (one request per SMS) and BulkSMS (batched requests)
-Provider = FakeSmsc | FakeBulksms
+#: the fakes a case can send through: SMSC (one request per SMS), BulkSMS (batched requests, its rate limit
+#: counting messages) and Play Mobile (batched requests, its rate limit counting requests; no status lookup)
+Provider = FakeSmsc | FakeBulksms | FakePlaymobile
 
 
 def provider(kind: str, latency: float = 0.0) -> Provider:
-    """The fake of `kind` ("smsc" or "bulksms"), every message delivered at once, answering after `latency`."""
+    """The fake of `kind` ("smsc", "bulksms" or "playmobile"), answering after `latency`; every message is
+    delivered at once, where the provider can be asked (Play Mobile cannot: its jobs end at the status horizon)."""
     if kind == "bulksms":
         return FakeBulksms("acme", "pw", initial_status="DELIVERED", latency=latency)
+    if kind == "playmobile":
+        return FakePlaymobile("acme", "pw", latency=latency)
     return FakeSmsc("acme", "pw", initial_status=1, latency=latency)
 
 
@@ -333,10 +338,20 @@ def bulksms_sender(sender_id: str, fake: FakeBulksms, accounts: Sequence[str], *
             "rate_limit": 1e6, **extra}  # fmt: skip
 
 
+def playmobile_sender(sender_id: str, fake: FakePlaymobile, accounts: Sequence[str], **extra: Any) -> dict[str, Any]:
+    """At the account's limit of requests a second (PLAY_MOBILE_LIMIT_REQUESTS_PER_SEC, 49) unless `rate_limit`
+    lowers it."""
+    settings = {"user_id": fake.user_id, "password": fake.password, "base_url": fake.url} | extra.pop("settings", {})
+    return {"id": sender_id, "gateway": "playmobile", "accounts": list(accounts), "settings": settings, **extra}
+
+
 async def create_sender(redis: aioredis.Redis, names: Names, fake: Provider, **extra: Any) -> None:
-    """Sender `s1` of account `acme` on `fake`, unthrottled unless `rate_limit` says otherwise."""
+    """Sender `s1` of account `acme` on `fake`, unthrottled unless `rate_limit` says otherwise (Play Mobile: at
+    its account's limit)."""
     if isinstance(fake, FakeBulksms):
         doc = bulksms_sender("s1", fake, ["acme"], **extra)
+    elif isinstance(fake, FakePlaymobile):
+        doc = playmobile_sender("s1", fake, ["acme"], **extra)
     else:
         doc = smsc_sender("s1", fake, ["acme"], **extra)
     await create_senders(redis, names, [doc])
@@ -499,20 +514,44 @@ async def redis_away(fault: str, redis: aioredis.Redis, url: str, seconds: float
 # -- timing -----------------------------------------------------------------------------------------------
 
 
-class TimedRequests(list[tuple[str, dict[str, str]]]):
-    """`FakeSmsc.requests` with the arrival time of each request (the fake keeps none)."""
+class TimedRequests(list[Any]):
+    """A fake's `requests` with the arrival time of each request (the fakes keep none)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.times: list[float] = []
 
-    def append(self, item: tuple[str, dict[str, str]]) -> None:
+    def append(self, item: Any) -> None:
         self.times.append(time.time())
         super().append(item)
 
     def sends(self) -> list[float]:
-        """The arrival times of the send requests."""
+        """The arrival times of `FakeSmsc`'s send requests."""
         return [t for t, (path, _) in zip(self.times, self, strict=True) if path == SEND_PHP]
+
+
+def asked(fake: Provider, seen: Any) -> int:
+    """How many messages a request to `fake` (an item of its `requests`) asked it to send."""
+    if isinstance(fake, FakeBulksms):  # an array of messages, or one
+        if (seen.method, seen.path) != ("POST", "/v1/messages"):
+            return 0
+        body = seen.json()
+        return len(body) if isinstance(body, list) else 1
+    if isinstance(fake, FakePlaymobile):
+        _, _, body = seen
+        return len(body.get("messages") or []) if isinstance(body, dict) else 0
+    path, _ = seen
+    return int(path == SEND_PHP)
+
+
+def send_times(fake: Provider) -> list[float]:
+    """When `fake` (its `requests` a `TimedRequests`) saw its sender's rate spent, once for each unit the
+    provider limits: a message (SMSC, BulkSMS: a request of n messages counts n times) or a request (Play
+    Mobile)."""
+    assert isinstance(fake.requests, TimedRequests)
+    per_request = isinstance(fake, FakePlaymobile)
+    spent = ((t, asked(fake, seen)) for t, seen in zip(fake.requests.times, fake.requests, strict=True))
+    return [t for t, n in spent for _ in range(min(n, 1) if per_request else n)]
 
 
 @contextlib.asynccontextmanager
@@ -621,9 +660,9 @@ class Books:
         for fake in fakes:
             for m in fake.messages:
                 text = m.body if isinstance(m, FakeBulksmsMessage) else m.text
-                if text in self.texts:
+                if text in self.texts:  # (Play Mobile's id is ours: the job's `message-id`)
                     created[self.texts[text]] += 1
-                    own[self.texts[text]].add(str(m.id))
+                    own[self.texts[text]].add(m.message_id if isinstance(m, SentMessage) else str(m.id))
                 else:
                     strays += 1
             if isinstance(fake, FakeSmsc):  # (a batched request's entries are not counted as asks)

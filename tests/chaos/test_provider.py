@@ -1,5 +1,6 @@
 """The provider misbehaves: HTTP 500, 429 with Retry-After, no answer past the timeout, the connection reset
-after it took the message; and, at random, 30 % 500s and 5 % timeouts over every request.
+after it took the message; and, at random, 30 % 500s and 5 % timeouts over every request (SMSC, and BulkSMS's
+batched requests).
 
 The send and status workers run in this process (`run_workers`), so the provider timeout is a `SendPolicy`
 field. Faults hit the first requests only (all sends: the first status lookups come a second later), so each
@@ -21,6 +22,7 @@ from tests.chaos.harness import (
     Case,
     Job,
     TimedRequests,
+    asked,
     fleet,
     job_body,
     provider,
@@ -125,3 +127,22 @@ async def test_random_500s_and_timeouts(case: Case) -> None:
         if events.final_states(job.id) == {State.REJECTED}:
             assert [e.error.code for e in events.finals(job.id) if e.error] == ["smsc.7"], job.id
     assert row.states.get(State.DELIVERED.value, 0) >= n_valid * 0.8  # 0.335 ** 3: about 4 % run out of attempts
+
+
+@pytest.mark.timeout(150)
+async def test_random_500s_and_timeouts_batched(case: Case) -> None:
+    """The same faults on BulkSMS's batched requests, where one hits every job of its request: a 500 retries
+    them all; a request left unanswered has each of its jobs searched for by our id before anything is sent
+    again (the searches and the status lookups meet the faults too). None may be sent twice."""
+    n = 200
+    policy = SendPolicy(concurrency=100, max_attempts=3, provider_timeout_s=0.5)
+    given_up = frozenset({State.FAILED.value, State.UNKNOWN.value})
+    fake = FakeBulksms("acme", "pw", initial_status="DELIVERED", failure_rate=0.3, timeout_rate=0.05, seed=7)
+    jobs = valid_jobs("okb", n, expect=given_up | {State.DELIVERED.value}, kind="bulksms")
+    async with case.backlog(fake, jobs) as events, fleet(case.settings, ["bulksms"], policy) as task:
+        row = await case.settle(events, fake, timeout=120, procs=[task])
+    sends = [asked(fake, seen) for seen in fake.requests if asked(fake, seen)]
+    case.books.note(f"{len(sends)} send requests of {max(sends)} messages at most, {len(fake.requests)} in all")
+    assert max(sends) > 1, "no request carried more than one job"
+    # a request's jobs share its fate: far fewer independent draws than jobs, so a looser bound than SMSC's
+    assert row.states.get(State.DELIVERED.value, 0) >= n * 0.5

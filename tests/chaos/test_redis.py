@@ -1,5 +1,6 @@
-"""Redis stops answering (the local redis-server is sent SIGSTOP, then SIGCONT): while the worker rate-limits,
-and right after the provider accepted messages, while their `accepted` ledger writes are due.
+"""Redis stops answering (the local redis-server is sent SIGSTOP, then SIGCONT): while the worker rate-limits
+(one request a job, and batched), and right after the provider accepted messages, while their `accepted`
+ledger writes are due.
 
 A worker that cannot reach Redis stops taking jobs and never sends unthrottled; bookkeeping after a provider
 call is retried for ~30 s (`_until_done` in workers/send.py), so an accepted message is neither lost nor sent
@@ -14,37 +15,54 @@ import time
 
 import pytest
 
+from smsfleet.contracts import State
 from tests.chaos.harness import (
-    SEND_PHP,
+    DELIVERED,
     Case,
     Provider,
     TimedRequests,
+    asked,
     loop_lag,
     max_per_window,
     provider,
     redis_paused,
     redis_pid,
+    send_times,
     until,
     valid_jobs,
     workers,
 )
-from tests.fakes.bulksms import FakeBulksms
-from tests.fakes.smsc import FakeSmsc
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
 
+#: kind -> jobs, the sender's rate (messages a second; Play Mobile: requests), the worker's concurrency. BulkSMS
+#: at 200 messages a second, so that jobs whose slots fall within the 5-ms linger share a request; Play Mobile
+#: at 10 requests a second of up to 6 messages, so that its request slots, not the jobs, set the pace
+RATE_LIMITED = {"smsc": (500, 49, 50), "bulksms": (1200, 200, 200), "playmobile": (360, 10, 6)}
+#: what each kind's jobs end as: delivered at once where the status can be asked, else `unknown` at the horizon
+EXPECTED = {"smsc": DELIVERED, "bulksms": DELIVERED, "playmobile": frozenset({State.UNKNOWN.value})}
+
+
 @pytest.mark.timeout(150)
-async def test_redis_paused_during_rate_limiting(case: Case) -> None:
+@pytest.mark.parametrize("kind", RATE_LIMITED)
+async def test_redis_paused_during_rate_limiting(case: Case, kind: str) -> None:
+    """Batched too: with BulkSMS each job takes its own slot, then shares a request; with Play Mobile each
+    request takes one (from Redis, as its jobs move to `calling`)."""
     pid = await redis_pid(case.redis, case.settings.redis_url)
-    n, rate, pause = 500, 49, 10.0
-    fake = FakeSmsc("acme", "pw", initial_status=1)
-    fake.requests = requests = TimedRequests()
-    async with case.backlog(fake, valid_jobs("rf", n), rate_limit=rate) as events, loop_lag() as lag:
+    (n, rate, concurrency), pause = RATE_LIMITED[kind], 10.0
+    fake = provider(kind)
+    fake.requests = TimedRequests()
+    async with (
+        case.backlog(fake, valid_jobs("rf", n, kind=kind, expect=EXPECTED[kind]), rate_limit=rate) as events,
+        loop_lag() as lag,
+    ):
         with workers(case.settings, case.tmp_path) as fleet:
             fleet.env["SMSFLEET_RECHECK_SHARE"] = "1"  # the sends are the subject: let rechecks finish quickly
-            proc = fleet.start("--concurrency", "50")
-            await until(lambda: len(fake.messages) >= 100, 60, "100 messages sent", [proc])
+            if kind == "playmobile":  # nothing to ask: its jobs end `unknown` at the horizon, 2 s after acceptance
+                fleet.env["SMSFLEET_STATUS_HORIZON_S"] = "2"
+            proc = fleet.start("--gateway", kind, "--concurrency", str(concurrency))
+            await until(lambda: len(fake.messages) >= n // 5, 60, f"{n // 5} messages sent", [proc])
             with redis_paused(pid):
                 paused_at, sent_before = time.time(), len(fake.messages)
                 await asyncio.sleep(pause)  # the outage itself
@@ -52,9 +70,14 @@ async def test_redis_paused_during_rate_limiting(case: Case) -> None:
             case.books.note(f"Redis paused {pause:g} s after {sent_before} sent; {sent_while_paused} sent meanwhile")
             await case.settle(events, fake, timeout=90, procs=[proc])
             assert await fleet.stop(proc) == 0, fleet.log(proc)
-    times = requests.sends()
+    times = send_times(fake)
     worst = max_per_window(times)
-    case.books.note(f"max {worst} sends in a 1-s window; the fake's loop lagged <= {lag[0] * 1000:.0f} ms")
+    unit = "requests" if kind == "playmobile" else "messages"
+    requests = sum(asked(fake, seen) > 0 for seen in fake.requests)
+    case.books.note(
+        f"{len(fake.messages) / requests:.1f} messages a request; max {worst} {unit} in a 1-s window; "
+        f"the fake's loop lagged <= {lag[0] * 1000:.0f} ms"
+    )
     # the fake stamps a request when its loop gets to it: a loop held up for L s can stamp up to L x rate requests
     # that arrived apart as if they came together (as in tests/integration/test_worker_chaos.py)
     assert worst <= rate + math.ceil(lag[0] * rate)
@@ -64,12 +87,7 @@ async def test_redis_paused_during_rate_limiting(case: Case) -> None:
 
 def in_flight(fake: Provider) -> int:
     """Messages the fake was asked for and has not created yet (it answers after its latency)."""
-    if isinstance(fake, FakeBulksms):  # a request carries an array of messages (or one)
-        bodies = [seen.json() for seen in fake.requests if (seen.method, seen.path) == ("POST", "/v1/messages")]
-        asked = sum(len(body) if isinstance(body, list) else 1 for body in bodies)
-    else:
-        asked = sum(path == SEND_PHP for path, _ in fake.requests)
-    return asked - len(fake.messages)
+    return sum(asked(fake, seen) for seen in fake.requests) - len(fake.messages)
 
 
 @pytest.mark.timeout(150)

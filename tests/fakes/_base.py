@@ -21,6 +21,8 @@ The faults, in order:
 - `http_status_next(n, status, headers=None)`: that status instead of the real answer, built by `injected`:
   "injected fault" as text (with `Retry-After: <retry_after>` where a fake sets one), or the provider's own
   error body where a fake says so (e.g. a 429 with Retry-After, a bare 500);
+- `timeout_rate`, `failure_rate` (constructor arguments, with `seed`): at random, that share of requests is
+  never answered, or answered with a 500 built by `injected`;
 - `reset_after_accept_next(n)`: the next `n` sends are taken and recorded, then the connection is dropped
   with no reply; a send handler honours it by calling `dropped(request)` once it has taken the message.
 A provider's own error replies are each fake's `fail_next(n, ...)` (sends only), in the provider's terms.
@@ -32,6 +34,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import random
 from collections.abc import Collection, Mapping
 from typing import Any, ClassVar, Generic, Self, TypeVar
 from urllib.parse import parse_qsl
@@ -85,8 +88,12 @@ class FakeProvider(Generic[R]):
     retry_after: ClassVar[str] = ""  # when set, the Retry-After header of every injected HTTP status
     messages: Collection[Any]  # what the fake took, one entry per message
 
-    def __init__(self, *, latency: float = 0.0) -> None:
+    def __init__(
+        self, *, latency: float = 0.0, failure_rate: float = 0.0, timeout_rate: float = 0.0, seed: int | None = None
+    ) -> None:
         self.latency = latency
+        self.failure_rate, self.timeout_rate = failure_rate, timeout_rate  # at random, on any request
+        self._rng = random.Random(seed)
         self.url = ""
         self.requests: list[R] = []
         self._http: list[tuple[int, Mapping[str, str]]] = []
@@ -117,12 +124,12 @@ class FakeProvider(Generic[R]):
         return web.Response(status=status, text="injected fault", headers={**defaults, **headers})
 
     def hangs(self, request: web.Request) -> bool:
-        """Whether `hang_next` asked to leave this request unanswered (counting it off)."""
+        """Whether `hang_next` asked to leave this request unanswered (counting it off), or `timeout_rate` drew it."""
         for i, paths in enumerate(self._hang):
             if not paths or request.path.startswith(paths):
                 del self._hang[i]
                 return True
-        return False
+        return bool(self.timeout_rate) and self._rng.random() < self.timeout_rate
 
     # --- knobs ---------------------------------------------------------------------------------------------
     def http_status_next(self, n: int, status: int, headers: Mapping[str, str] | None = None) -> None:
@@ -145,7 +152,8 @@ class FakeProvider(Generic[R]):
         return await self.handle(request, seen)
 
     async def faults(self, request: web.Request) -> web.StreamResponse | None:
-        """Latency, then a hang or an injected HTTP status when one is armed; None: answer for real."""
+        """Latency, then a hang or an injected HTTP status when one is armed or drawn (`timeout_rate`,
+        `failure_rate`: a 500); None: answer for real."""
         if self.latency and self.latency_on_entry:
             await self.wait(self.latency)
         if self.hangs(request):
@@ -153,6 +161,8 @@ class FakeProvider(Generic[R]):
             return web.Response(status=503)
         if self._http:
             return self.injected(*self._http.pop(0))
+        if self.failure_rate and self._rng.random() < self.failure_rate:
+            return self.injected(500, {})
         return None
 
     def dropped(self, request: web.Request) -> bool:

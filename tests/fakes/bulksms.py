@@ -143,8 +143,11 @@ class FakeBulksms(JsonFake):
         *,
         initial_status: str = "ACCEPTED",
         latency: float = 0.0,
+        failure_rate: float = 0.0,
+        timeout_rate: float = 0.0,
+        seed: int | None = None,
     ) -> None:
-        super().__init__(latency=latency)
+        super().__init__(latency=latency, failure_rate=failure_rate, timeout_rate=timeout_rate, seed=seed)
         self.username, self.password = username, password
         self.initial_status = initial_status
         self.messages: list[FakeMessage] = []

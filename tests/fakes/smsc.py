@@ -19,9 +19,9 @@ the newest is the one status.php finds). `clock_offset` moves the fake's clock f
 
 New messages start at `initial_status` (default 0, handed to the operator); tests move them with
 `set_status`, and an end-to-end test may pass `initial_status=1` to have everything delivered. Faults:
-`fail_next(n, code)` (send only), those of `FakeProvider` (tests/fakes/_base.py: `reset_after_accept_next` on
-sends; `http_status_next(n, status, headers)`, `hang_next`, `latency` on any request), and the random
-`failure_rate` (HTTP 500) and `timeout_rate` (no answer) on any request.
+`fail_next(n, code)` (send only), and those of `FakeProvider` (tests/fakes/_base.py: `reset_after_accept_next`
+on sends; `http_status_next(n, status, headers)`, `hang_next`, `latency`, and the random `failure_rate` (HTTP
+500) and `timeout_rate` (no answer) on any request).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import random
 import re
 import time
 from typing import Any
@@ -89,13 +88,11 @@ class FakeSmsc(FakeProvider[tuple[str, dict[str, str]]]):
         seed: int | None = None,
         initial_status: int = 0,
     ) -> None:
-        super().__init__(latency=latency)
+        super().__init__(latency=latency, failure_rate=failure_rate, timeout_rate=timeout_rate, seed=seed)
         self.login, self.password = login, password
-        self.failure_rate, self.timeout_rate = failure_rate, timeout_rate
         self.messages: list[FakeMessage] = []
         self.by_key: dict[tuple[int, str], FakeMessage] = {}
         self.initial_status = initial_status  # e.g. 1: every message is delivered at once
-        self._rng = random.Random(seed)
         self._fail: list[int] = []
         self._next_id = 1_000_000
         self.duplicate_window_s = 60.0
@@ -111,9 +108,6 @@ class FakeSmsc(FakeProvider[tuple[str, dict[str, str]]]):
         message.status, message.err, message.updated = status, err, time.time()
 
     # server
-    def hangs(self, request: web.Request) -> bool:
-        return super().hangs(request) or self._rng.random() < self.timeout_rate
-
     async def record(self, request: web.Request) -> tuple[str, dict[str, str]]:
         raw = request.rel_url.raw_query_string
         if request.method == "POST":
@@ -123,8 +117,6 @@ class FakeSmsc(FakeProvider[tuple[str, dict[str, str]]]):
 
     async def handle(self, request: web.Request, seen: tuple[str, dict[str, str]]) -> web.StreamResponse:
         params = seen[1]
-        if self._rng.random() < self.failure_rate:
-            return web.Response(status=500, text="Internal Server Error")
         fmt3 = params.get("fmt") == "3"
         psw = params.get("psw", "")
         if params.get("login") != self.login or psw not in (
