@@ -11,7 +11,8 @@ bucket, see `ratelimit`). Asked one by one they cost three round trips and a fou
 3. a record in `calling` whose holder's lease runs: `busy` (another delivery of the job is at the provider
    now), with the time left; nothing changes;
 4. a record left in `calling` with its lease run out (the holder died, or an ambiguous send waits to be
-   reconciled): the claim is taken over, and the caller reconciles before it may send again;
+   reconciled): the claim is taken over, and marked `unsure` (an attempt may have reached the provider); the
+   caller reconciles before it may send again;
 5. a suppressed number: nothing changes;
 6. otherwise a slot is reserved (unless the caller takes one per request: `slot=False`, then `claimed`
    with no wait) and the record claimed: `calling` at once when the slot is now (the caller
@@ -62,7 +63,7 @@ if phase == 'accepted' or phase == 'final' then return {phase, rec[2] or '', 0, 
 if phase == 'calling' then
   local lease = tonumber(rec[4] or '0') or 0
   if lease > now_ms then return {'busy', '', (lease - now_ms) * 1000, ref} end
-  redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'lease', now_ms + tonumber(ARGV[8]))
+  redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'lease', now_ms + tonumber(ARGV[8]), 'unsure', '1')
   return {'calling', '', 0, ref}
 end
 if redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 1 or redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 1 then
@@ -81,7 +82,7 @@ if ref == '' and ARGV[9] == '1' then
   ref = tostring(((redis.call('INCR', KEYS[6]) - 1) % 2147483647) + 1)
 end
 redis.call('HSET', KEYS[1], 'phase', outcome == 'call' and 'calling' or outcome, 'owner', ARGV[1], 'fp', ARGV[7],
-           'lease', now_ms + tonumber(ARGV[8]), 'ref', ref)
+           'lease', now_ms + tonumber(ARGV[8]), 'ref', ref, 'unsure', '0')
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return {outcome, '', wait, ref}
 """

@@ -4,7 +4,9 @@ pause while Redis is away, drain, and turn a failure into the right fate for the
     a message that does not decode            parked in the dead queue, with the reason
     Redis unreachable while handling it       given back through the shortest delay tier (re-published, then
                                               acked: its delivery count is not spent), and consuming pauses
-                                              until Redis answers a ping again, by itself
+                                              until Redis answers a ping again, by itself; then `recover` does
+                                              what the outage left undone (the send worker: give up the claims
+                                              of the jobs it gave back), and consuming resumes
     a publish the broker nacked               handled again, on the same delivery, after a pause (0.5 to 8 s,
                                               15.5 s in all), then back to the queue (nack)
     anything else that escapes `handle`       back to the queue (nack); the queue's delivery limit parks a
@@ -100,6 +102,10 @@ class QueueConsumer:
     def received(self, msg: AbstractIncomingMessage) -> None:
         """Called for every delivery before `handle` (metrics)."""
 
+    async def recover(self) -> None:
+        """Called once Redis answers again after an outage, before consuming resumes: what the outage left
+        undone (raise to be called again later)."""
+
     async def _consume(self) -> None:
         assert self._queue is not None
         self._tag = await self._queue.consume(self._on_message)
@@ -183,6 +189,7 @@ class QueueConsumer:
             while not self.draining:
                 try:
                     await self.rt.redis.ping()
+                    await self.recover()
                     await self._consume()  # fails while the broker is away too: then try again
                 except Exception as exc:  # Redis or the broker still away: wait and ask again
                     log.debug("worker.still_paused", role=self.role, error=type(exc).__name__)

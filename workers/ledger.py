@@ -7,6 +7,8 @@
         phase     claimed | calling | retry | accepted | final
         owner     the delivery that holds the claim (worker instance + a counter)
         lease     until when (ms, Redis clock) a `calling` holder is presumed alive
+        unsure    1 when the claim was taken over from a `calling` holder (an attempt may have reached the
+                  provider), 0 on a fresh claim: whether `release` may give the claim back as unsent
         fp        what the job is (sender, account, number, text): a reused id with another job is refused
         ref       the id the provider sees, where it takes ours (a counter value, or empty: the job id)
         state     the last State reported for the job
@@ -83,6 +85,27 @@ if phase ~= 'calling' and phase ~= 'claimed' then return 0 end
 redis.call('HSET', KEYS[1], 'phase', 'retry')
 return 1
 """
+
+# ARGV: owner, called (1: this delivery may have reached the provider). A delivery that failed before it settled
+# (a crash, Redis away): a fresh claim nothing was sent on goes back (`retry`: the next delivery sends at once);
+# one that may have been sent, by this delivery or one before it (`unsure`), is left for the next delivery to
+# reconcile at once (its lease ends now) rather than after the lease.
+_RELEASE = (
+    NOW_MS_LUA
+    + """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+local phase = redis.call('HGET', KEYS[1], 'phase')
+local unsent = ARGV[2] == '0' and redis.call('HGET', KEYS[1], 'unsure') == '0'
+if phase == 'claimed' or (phase == 'calling' and unsent) then
+  redis.call('HSET', KEYS[1], 'phase', 'retry')
+elseif phase == 'calling' then
+  redis.call('HSET', KEYS[1], 'lease', now_ms)
+else
+  return 0
+end
+return 1
+"""
+)
 
 # ARGV: state, emitted, TTL, job JSON, history entry, owner ('' = any: a report or a recheck). A write repeated
 # by the same owner (its first reply was lost to a Redis blink) reports success again.
@@ -167,6 +190,7 @@ class Ledger:
         self._begin = redis.register_script(_BEGIN_CALL)
         self._hold = redis.register_script(_HOLD)
         self._retry = redis.register_script(_RETRY)
+        self._release = redis.register_script(_RELEASE)
         self._finish = redis.register_script(_FINISH)
         self._accept = redis.register_script(_ACCEPT)
         self.scripts = ScriptPipeline(redis)
@@ -194,6 +218,11 @@ class Ledger:
     async def retry(self, job_id: str, owner: str) -> bool:
         """Give the claim up: nothing was sent, the job comes back later."""
         return bool(await self._retry(keys=[self.key(job_id)], args=[owner]))
+
+    async def release(self, job_id: str, owner: str, *, called: bool) -> bool:
+        """The delivery failed before it settled the job: give the claim back if nothing can have been sent
+        (`called`: this delivery may have reached the provider), else let the next delivery reconcile at once."""
+        return bool(await self._release(keys=[self.key(job_id)], args=[owner, int(called)]))
 
     async def accepted(  # noqa: PLR0917 - one record, written at once
         self,

@@ -26,7 +26,6 @@ The worker never names a provider: what differs between gateways lives in the ad
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import itertools
 import math
@@ -110,6 +109,7 @@ class Delivery:
     owner: str = ""  # the claim this delivery holds in the ledger
     ref: str = ""  # the id the provider sees, for `numeric_ref` kinds
     calling: bool = False  # the record is in `calling`: the provider may be called
+    called: bool = False  # the provider call began: the message may have reached it
 
     def outgoing(self, callback_url: str | None) -> Outgoing:
         job = self.job
@@ -136,6 +136,7 @@ class SendWorker(QueueConsumer):
         self._gateways: dict[str, tuple[Sender, Gateway[Any]]] = {}
         self._gates: dict[str, asyncio.Semaphore] = {}
         self._batches: weakref.WeakKeyDictionary[Gateway[Any], Batch[Delivery, Sent]] = weakref.WeakKeyDictionary()
+        self._unreleased: list[tuple[str, str, bool]] = []  # claims to give up once Redis answers (`_release`)
         suppressed = not_suppressed(rt.suppression)
         self.checks: list[Check] = [
             account_assigned,
@@ -181,13 +182,29 @@ class SendWorker(QueueConsumer):
                     batch.coming, coming = batch.coming - 1, False
                     await self._batched(d, batch)
         except BaseException:  # also cancelled: a drain past its grace
-            if d.owner:  # a crash after the claim: the next delivery may take over (and reconcile) at once
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.rt.ledger.hold(d.job.id, d.owner, 0))
+            if d.owner:  # a failure after the claim (or with its reply lost): the next delivery takes over at once
+                await self._release(d)
             raise
         finally:
             if batch is not None and coming:
                 batch.coming -= 1
+
+    async def _release(self, d: Delivery) -> None:
+        """Give up the claim of a delivery that failed before it settled its job (`Ledger.release`): unsent, the
+        next delivery sends at once; else it reconciles at once, rather than wait out the lease (30 s). With
+        Redis away (the usual cause) that is done once Redis answers again, before consuming resumes (`recover`).
+        Left undone, a claim whose admission reply was lost in an outage would hold its job for the lease, and
+        then be taken for an ambiguous send: `unknown` where the provider cannot be asked, though never sent."""
+        try:
+            await asyncio.shield(self.rt.ledger.release(d.job.id, d.owner, called=d.called))
+        except Exception:
+            self._unreleased.append((d.job.id, d.owner, d.called))
+
+    async def recover(self) -> None:
+        while self._unreleased:
+            job_id, owner, called = self._unreleased[0]
+            await self.rt.ledger.release(job_id, owner, called=called)
+            self._unreleased.pop(0)
 
     async def _admit(self, msg: AbstractIncomingMessage) -> Delivery | None:  # noqa: PLR0911 - one return per way a job is settled early
         """Delay, decode, routing key, sender and checks. Returns what to send, or None when settled."""
@@ -385,6 +402,7 @@ class SendWorker(QueueConsumer):
     async def _call(self, d: Delivery) -> None:
         outgoing = d.outgoing(self._callback_url(d.sender))
         started = time.perf_counter()
+        d.called = True
         try:
             receipt = await d.gateway.send(outgoing)
         except GatewayError as exc:
@@ -452,6 +470,8 @@ class SendWorker(QueueConsumer):
             return [b if isinstance(b, BaseException) else None for b in began]
         callback = self._callback_url(going[0].sender)
         started = time.perf_counter()
+        for d in going:
+            d.called = True
         results = iter(await going[0].gateway.send_many([d.outgoing(callback) for d in going]))
         metrics.BATCH_SIZE.labels(self.kind).observe(len(going))
         sent: list[Sent] = []

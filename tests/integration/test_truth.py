@@ -87,6 +87,33 @@ async def test_200000_numeric_ids_are_distinct_and_stable(redis: aioredis.Redis,
     assert other.ref != ""  # another account counts on its own
 
 
+async def test_a_claim_given_up_unsent_goes_back_and_one_that_may_have_been_sent_is_reconciled_at_once(
+    redis: aioredis.Redis, names: Names
+) -> None:
+    """`Ledger.release`, what a delivery that failed before it settled its job does (its admission reply lost
+    to a Redis outage, say): a fresh claim on which nothing was sent goes back, and the next delivery sends at
+    once; a claim whose provider call began, or that was taken over from a holder that may have reached the
+    provider, is reconciled by the next delivery at once, not after its lease (an hour here)."""
+    ledger = Ledger(redis, names)
+    admitter = Admitter(ledger, RateLimiter(redis, names.redis_key("rate")))
+
+    async def admit(job_id: str, owner: str) -> Outcome:
+        job = SendJob(id=job_id, sender="s1", account="acme", to="+79161234567", text="hi")
+        admission = await admitter.admit(job, owner, 1e9, account="acme", numeric_ref=False, max_wait=1.0, lease_s=3600)
+        return admission.outcome
+
+    assert await admit("unsent", "a") is Outcome.CALL
+    assert await ledger.release("unsent", "a", called=False)
+    assert await admit("unsent", "b") is Outcome.CALL  # claimed afresh: sent, not looked up
+    assert await admit("called", "a") is Outcome.CALL
+    assert await ledger.release("called", "a", called=True)
+    assert await admit("called", "b") is Outcome.CALLING  # taken over at once: reconcile first
+    assert await ledger.release("called", "b", called=False)  # b sent nothing, but a may have
+    assert await admit("called", "c") is Outcome.CALLING
+    assert not await ledger.release("called", "a", called=False)  # a holds the claim no more: nothing changes
+    assert await admit("called", "d") is Outcome.BUSY
+
+
 @pytest.mark.timeout(60)
 async def test_an_id_reused_by_another_tenant_is_invalid_and_sends_nothing(
     settings: Settings, names: Names, redis: aioredis.Redis, amqp: aio_pika.abc.AbstractRobustConnection
