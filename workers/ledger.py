@@ -209,20 +209,20 @@ class Ledger:
     async def begin_call(self, job_id: str, owner: str, lease_s: float, *, takeover: bool = False) -> bool:
         """Move the claim to `calling`. `takeover` also accepts a record left in `calling` (a resend)."""
         args = [owner, "calling" if takeover else "claimed", int(lease_s * 1000)]
-        return bool(await self._begin(keys=[self.key(job_id)], args=args))
+        return bool(await self.scripts.run(self._begin, [self.key(job_id)], args))
 
     async def hold(self, job_id: str, owner: str, lease_s: float) -> bool:
         """Keep a `calling` record for `lease_s` more: an ambiguous send that will be reconciled then."""
-        return bool(await self._hold(keys=[self.key(job_id)], args=[owner, int(lease_s * 1000)]))
+        return bool(await self.scripts.run(self._hold, [self.key(job_id)], [owner, int(lease_s * 1000)]))
 
     async def retry(self, job_id: str, owner: str) -> bool:
         """Give the claim up: nothing was sent, the job comes back later."""
-        return bool(await self._retry(keys=[self.key(job_id)], args=[owner]))
+        return bool(await self.scripts.run(self._retry, [self.key(job_id)], [owner]))
 
     async def release(self, job_id: str, owner: str, *, called: bool) -> bool:
         """The delivery failed before it settled the job: give the claim back if nothing can have been sent
         (`called`: this delivery may have reached the provider), else let the next delivery reconcile at once."""
-        return bool(await self._release(keys=[self.key(job_id)], args=[owner, int(called)]))
+        return bool(await self.scripts.run(self._release, [self.key(job_id)], [owner, int(called)]))
 
     async def accepted(  # noqa: PLR0917 - one record, written at once
         self,
@@ -248,7 +248,7 @@ class Ledger:
         keys = [self.key(job.id), self.history_key(job.id)]
         entry = _entry(state, "send", detail)
         args = [state.value, "1", JOB_TTL_S, msgspec.json.encode(job), entry, owner]
-        return bool(await self._finish(keys=keys, args=args))
+        return bool(await self.scripts.run(self._finish, keys, args))
 
     # -- the status path ----------------------------------------------------------------------------
 
@@ -257,7 +257,7 @@ class Ledger:
         `emitted` stays 0 until the caller's event is confirmed (see `StatusWorker`)."""
         entry = _entry(state, source, detail)
         keys = [self.key(job_id), self.history_key(job_id)]
-        return bool(await self._finish(keys=keys, args=[state.value, "0", JOB_TTL_S, "", entry, ""]))
+        return bool(await self.scripts.run(self._finish, keys, [state.value, "0", JOB_TTL_S, "", entry, ""]))
 
     async def emitted(self, job_id: str) -> None:
         """The final state's event is confirmed: a recheck need not publish it again."""

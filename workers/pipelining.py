@@ -1,9 +1,11 @@
 """Auto-pipelining: the Lua scripts that concurrent jobs call in one event-loop turn go to Redis as one pipeline.
 
 A redis-py call costs about 110 µs of CPU here, most of it the client's own machinery (taking a connection
-from the pool, the retry wrapper, a socket write and a read per command); the send worker makes two per
-job. In a pipeline the per-command part is a fraction of that, and one write carries every command of the
-turn. Callers see no difference: each awaits its own reply, or its own error.
+from the pool, the retry wrapper, a socket write and a read per command); the send worker makes two or three
+per job (the claim, the call's start where it waits for a slot, the record), the status worker one per report.
+Every script of the ledger goes through here. In a pipeline the per-command part is a fraction of that, and
+one write carries every command of the turn. Callers see no difference: each awaits its own reply, or its own
+error.
 
 A script Redis does not know (its script cache was flushed: a restart) is loaded and run again by redis-py's
 own script call, for the commands that met NOSCRIPT only.
