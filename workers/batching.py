@@ -10,7 +10,8 @@ sender's rate before it came here, and `linger_s` (a few ms) is how much later t
 keep it under a third of the rate limiter's margin (10 ms of the default 30 ms) and the window bound holds.
 Where it limits *requests* (Play Mobile), the jobs come without a slot and the batch takes one slot per
 request: one request at a time waits for the sender's next slot, then carries whatever is waiting, up to
-`size` — the busier the sender, the fuller its requests, never more requests a second than the limit.
+`size` — the busier the sender, the fuller its requests, never more requests a second than the limit. `send`
+is given the slot's time, to check that the request still leaves in time for it.
 
 Each job keeps its own outcome: `add` returns the job's result from its request, and the job's own task
 records, reports and acknowledges it, so the consumer's accounting, draining and Redis-outage handling stay
@@ -36,17 +37,18 @@ class NoSlot(Exception):
 class Batch(Generic[T, R]):
     """The waiting jobs of one sender. `coming` is kept by the caller: jobs of the sender consumed, not yet added.
 
-    `send(items)` sends the items and returns each one's result. `slot()` (kinds limited per request) waits for
-    the sender's next request slot; False: no slot soon enough, and the waiting items' `add` raises `NoSlot`.
+    `send(items, slot)` sends the items and returns each one's result. `slot()` (kinds limited per request) waits
+    for the sender's next request slot and returns its time (`time.monotonic()`), which `send` is given (else
+    None); None: no slot soon enough, and the waiting items' `add` raises `NoSlot`.
     """
 
     def __init__(
         self,
-        send: Callable[[list[T]], Awaitable[list[R]]],
+        send: Callable[[list[T], float | None], Awaitable[list[R]]],
         *,
         size: int,
         linger_s: float,
-        slot: Callable[[], Awaitable[bool]] | None = None,
+        slot: Callable[[], Awaitable[float | None]] | None = None,
     ) -> None:
         self.size = size
         self.linger_s = linger_s
@@ -77,7 +79,7 @@ class Batch(Generic[T, R]):
                 self._requester = asyncio.create_task(self._requests())
             return
         while self._waiting:
-            self._spawn(self._take())
+            self._spawn(self._take(), None)
 
     async def _requests(self) -> None:
         assert self._slot is not None
@@ -87,8 +89,8 @@ class Batch(Generic[T, R]):
             except Exception as exc:  # Redis away: every waiter learns it, and its job goes back
                 _fail(self._take(len(self._waiting)), exc)
                 return
-            if slot:
-                self._spawn(self._take())
+            if slot is not None:
+                self._spawn(self._take(), slot)
             else:
                 _fail(self._take(len(self._waiting)), NoSlot())
 
@@ -96,14 +98,14 @@ class Batch(Generic[T, R]):
         taken, self._waiting = self._waiting[: n or self.size], self._waiting[n or self.size :]
         return taken
 
-    def _spawn(self, taken: list[tuple[T, asyncio.Future[R]]]) -> None:
-        task = asyncio.create_task(self._request(taken))
+    def _spawn(self, taken: list[tuple[T, asyncio.Future[R]]], slot: float | None) -> None:
+        task = asyncio.create_task(self._request(taken, slot))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _request(self, taken: list[tuple[T, asyncio.Future[R]]]) -> None:
+    async def _request(self, taken: list[tuple[T, asyncio.Future[R]]], slot: float | None) -> None:
         try:
-            results = await self._send([item for item, _ in taken])
+            results = await self._send([item for item, _ in taken], slot)
         except asyncio.CancelledError:
             for _, done in taken:
                 done.cancel()

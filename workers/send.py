@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import math
 import time
@@ -426,27 +427,42 @@ class SendWorker(QueueConsumer):
             linger = self.policy.linger_s if per_request else min(self.policy.linger_s, self.rt.limiter.margin / 3)
             batch = self._batches[d.gateway] = Batch(
                 self._send_batch, size=size, linger_s=linger,
-                slot=self._request_slot(d.gateway, d.rate) if per_request else None,
+                slot=functools.partial(self._request_slot, d.gateway, d.rate) if per_request else None,
             )  # fmt: skip
         return batch
 
-    def _request_slot(self, gateway: Gateway[Any], rate: float) -> Any:
-        async def slot() -> bool:
-            """Sleep until the sender's next request slot; False: none within `max_rate_wait_s`."""
-            try:
-                delay = await self.rt.limiter.acquire(gateway.account, rate, max_wait=self.policy.max_rate_wait_s)
-            except RateLimitWait:
-                return False
-            self._rate_wait.observe(delay)
-            await sleep_until(time.monotonic() + delay)
-            return True
-
+    async def _request_slot(self, gateway: Gateway[Any], rate: float) -> float | None:
+        """Sleep until the sender's next request slot, and return its time; None: none within `max_rate_wait_s`."""
+        try:
+            delay = await self.rt.limiter.acquire(gateway.account, rate, max_wait=self.policy.max_rate_wait_s)
+        except RateLimitWait:
+            return None
+        self._rate_wait.observe(delay)
+        slot = time.monotonic() + delay
+        await sleep_until(slot)
         return slot
+
+    async def _in_time(self, d: Delivery, slot: float) -> bool:
+        """Whether a request whose slot was `slot` leaves in time for it: within a third of the limiter's margin,
+        as `_take_slot` holds a job to. One that is later (a busy event loop, a slow Redis reply to its jobs'
+        `begin_call`) takes the next slot instead, rather than go out in a burst with the requests after it;
+        False: no slot soon enough."""
+        for _ in range(MAX_SLOTS):
+            if time.monotonic() - slot <= self.rt.limiter.margin / 3:
+                return True
+            next_slot = await self._request_slot(d.gateway, d.rate)
+            if next_slot is None:
+                return False
+            slot = next_slot
+        log.warning("rate_limit.late", sender=d.sender.id)
+        return False
 
     async def _batched(self, d: Delivery, batch: Batch[Delivery, Sent]) -> None:
         """Send the job in its sender's next request, then record, report and acknowledge its own outcome."""
         try:
             result = await batch.add(d)
+            if isinstance(result, NoSlot):  # its request found no slot in time after its jobs began
+                raise result
         except NoSlot:  # no request slot soon enough: nothing was sent, the job comes back later
             await self._give_up_claim(d, 1.0)
             return
@@ -457,17 +473,18 @@ class SendWorker(QueueConsumer):
         elif result is not None:  # moving its claim to `calling` failed (Redis): the consumer handles it
             raise result
 
-    async def _send_batch(self, batch: list[Delivery]) -> list[Sent]:
-        """One request for the batch's jobs; per job, its receipt or error, or None when it was not sent (its
-        claim moved on: settled already), or what moving its claim to `calling` raised."""
+    async def _send_batch(self, batch: list[Delivery], slot: float | None) -> list[Sent]:
+        """One request for the batch's jobs, at its request `slot` (kinds limited per request); per job, its
+        receipt or error, or None when it was not sent (its claim moved on: settled already), or what moving its
+        claim to `calling` raised, or `NoSlot` (none in time: not sent)."""
         began: list[bool | BaseException] = [True] * len(batch)
         if waiting := [i for i, d in enumerate(batch) if not d.calling]:  # claimed without a slot (`_clear`)
             outcomes = await asyncio.gather(*(self._begin_call(batch[i]) for i in waiting), return_exceptions=True)
             for i, outcome in zip(waiting, outcomes, strict=True):
                 began[i] = outcome
         going = [d for d, b in zip(batch, began, strict=True) if b is True]
-        if not going:
-            return [b if isinstance(b, BaseException) else None for b in began]
+        if not going or (slot is not None and not await self._in_time(going[0], slot)):
+            return [NoSlot() if b is True else b if isinstance(b, BaseException) else None for b in began]
         callback = self._callback_url(going[0].sender)
         started = time.perf_counter()
         for d in going:

@@ -6,11 +6,15 @@ The rate is PLAY_MOBILE_LIMIT_REQUESTS_PER_SEC (`Settings.play_mobile_rate`), no
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
+import time
+from typing import Any
 
 import aio_pika
 import msgspec
+import pytest
 import redis.asyncio as aioredis
 
 from gateways.playmobile import PlaymobileGateway
@@ -23,6 +27,7 @@ from tests.fakes.playmobile import FakePlaymobile
 from tests.integration.test_e2e_smsimple import status_events
 from tests.integration.test_send_worker import fleet, publish, until
 from workers import SendPolicy
+from workers.send import SendWorker
 
 RATE = 4.0  # requests/s, set as the environment would; 6 sends then need at least 5 / RATE seconds
 JOBS = {f"pm-{i}": f"+99890123450{i}" for i in range(6)}
@@ -88,3 +93,41 @@ async def test_a_busy_sender_fills_its_requests_and_keeps_the_request_limit(
     # here; tests/bench/throughput.py checks them on a fake of its own process)
     times = sorted(fake.request_times)
     assert times[-1] - times[0] >= (len(times) - 1) / 5.0 * 0.95
+
+
+async def test_a_request_late_for_its_slot_waits_for_a_later_one(
+    settings: Settings,
+    amqp: aio_pika.abc.AbstractConnection,
+    names: Names,
+    redis: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first request's jobs take 0.35 s to move to `calling` (a slow Redis reply), past their request's
+    slot and the next one's, at 5 requests a second. Sent then, the request would leave between the next two
+    and make a 1-s window of 6; it takes a later slot instead."""
+    settings = msgspec.structs.replace(settings, play_mobile_rate=5.0)
+    begin_call, first = SendWorker._begin_call, []
+
+    async def slow_first_request(self: SendWorker, d: Any) -> bool:
+        first.append(first[0] if first else time.monotonic())
+        if time.monotonic() - first[0] < 0.05:
+            await asyncio.sleep(0.35)
+        return await begin_call(self, d)
+
+    monkeypatch.setattr(SendWorker, "_begin_call", slow_first_request)
+    jobs = [f"pml-{i}" for i in range(40)]
+    async with FakePlaymobile(user_id="acme", password="pw") as fake:
+        doc = {"id": "pm", "gateway": "playmobile", "accounts": ["acme"],
+               "settings": {"user_id": "acme", "password": "pw", "base_url": fake.url}}  # fmt: skip
+        await SenderRegistry(redis, names).create(parse_sender(doc))
+        async with (
+            status_events(amqp, names) as seen,
+            harness_fleet(settings, ["playmobile"], SendPolicy(concurrency=500, batch_max=5)),
+        ):
+            for i, job_id in enumerate(jobs):
+                job = {"id": job_id, "sender": "pm", "account": "acme", "to": f"+998901{i:06d}", "text": "Salom"}
+                await publish(amqp, names, "playmobile.pm", msgspec.json.encode(job))
+            await until(lambda: len(seen) == len(jobs), within=30)
+    carried = sorted(m["message-id"] for _, _, body in fake.requests for m in body["messages"])
+    assert carried == sorted(jobs)  # each job in exactly one request
+    assert fake.busiest_second() <= 5, sorted(round(t - fake.request_times[0], 3) for t in fake.request_times)

@@ -10,15 +10,17 @@ from workers.batching import Batch, NoSlot
 
 
 class Sent:
-    """A `send` that records each request and answers each item: ValueError for the items named in `refuse`,
-    else the item times ten."""
+    """A `send` that records each request and its slot, and answers each item: ValueError for the items named in
+    `refuse`, else the item times ten."""
 
     def __init__(self, refuse: frozenset[int] = frozenset()) -> None:
         self.requests: list[list[int]] = []
+        self.slots: list[float | None] = []
         self.refuse = refuse
 
-    async def __call__(self, items: list[int]) -> list[int | ValueError]:
+    async def __call__(self, items: list[int], slot: float | None) -> list[int | ValueError]:
         self.requests.append(items)
+        self.slots.append(slot)
         await asyncio.sleep(0)
         return [ValueError(i) if i in self.refuse else i * 10 for i in items]
 
@@ -72,7 +74,7 @@ async def test_each_waiter_gets_its_own_result() -> None:
 
 
 async def test_a_send_that_crashes_fails_every_waiter_of_its_request() -> None:
-    async def crash(items: list[int]) -> list[int]:
+    async def crash(items: list[int], slot: float | None) -> list[int]:
         raise RuntimeError("bug")
 
     batch = Batch(crash, size=10, linger_s=60.0)
@@ -83,11 +85,11 @@ async def test_a_send_that_crashes_fails_every_waiter_of_its_request() -> None:
 async def test_per_request_slots_fill_each_request_with_what_waits_by_its_slot() -> None:
     sent, slots = Sent(), 0
 
-    async def slot() -> bool:  # one request a 50 ms
+    async def slot() -> float:  # one request a 50 ms
         nonlocal slots
         slots += 1
         await asyncio.sleep(0.05)
-        return True
+        return float(slots)
 
     batch = Batch(sent, size=4, linger_s=0.001, slot=slot)
     batch.coming = 1000
@@ -96,13 +98,20 @@ async def test_per_request_slots_fill_each_request_with_what_waits_by_its_slot()
     assert [len(r) for r in sent.requests] == [4, 4, 2]
     assert sorted(i for r in sent.requests for i in r) == list(range(10))
     assert slots == 3
+    assert sent.slots == [1.0, 2.0, 3.0]  # each request is given its own slot's time
+
+
+async def test_without_request_slots_a_request_is_given_no_slot() -> None:
+    sent = Sent()
+    await asyncio.wait_for(Batch(sent, size=10, linger_s=60.0).add(1), 1.0)
+    assert sent.slots == [None]
 
 
 async def test_no_request_slot_tells_every_waiting_job_it_was_not_sent() -> None:
     sent = Sent()
 
-    async def no_slot() -> bool:
-        return False
+    async def no_slot() -> float | None:
+        return None
 
     batch = Batch(sent, size=4, linger_s=0.001, slot=no_slot)
     results = await asyncio.wait_for(asyncio.gather(*(batch.add(i) for i in range(3)), return_exceptions=True), 1.0)
@@ -111,7 +120,7 @@ async def test_no_request_slot_tells_every_waiting_job_it_was_not_sent() -> None
 
 
 async def test_a_slot_that_fails_fails_the_waiters_instead_of_leaving_them_waiting() -> None:
-    async def redis_away() -> bool:
+    async def redis_away() -> float | None:
         raise ConnectionError("redis")
 
     batch = Batch(Sent(), size=4, linger_s=0.001, slot=redis_away)
