@@ -35,25 +35,20 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aio_pika
 import redis.asyncio as aioredis
 
 from cli import run
-from smsfleet.contracts import SendJob
 from smsfleet.logs import configure
 from smsfleet.senders import SenderRegistry, parse_sender
-from smsfleet.settings import Settings
 from smsfleet.topology import Names
-from tests.bench.fleet import WorkerProcesses, cpu_seconds
+from tests.bench.scaling import one_run
 from tests.bench.throughput import (
     LOGIN,
     PASSWORD,
-    accepted_count,
     add_service_args,
     bare_round,
     bench_namespace,
     make_jobs,
-    publish,
     worker_round,
 )
 from tests.bench.throughput import create_sender as smsc_sender
@@ -135,39 +130,6 @@ async def create_senders(redis: aioredis.Redis, names: Names, urls: dict[str, st
         await registry.create(parse_sender({**doc, "accounts": ["acme"]}))
 
 
-async def processes_round(
-    settings: Settings, connection: aio_pika.abc.AbstractRobustConnection, jobs: list[SendJob], kind: str, *flags: str
-) -> tuple[float, float]:
-    """`worker_round` with two `smsfleet worker` processes: msg/s, and their CPU ms a job from the first to the
-    last `accepted` event."""
-    async with accepted_count(connection, Names(settings.namespace)) as count:
-        await publish(connection, Names(settings.namespace), jobs, kind)
-        with WorkerProcesses(settings) as fleet:
-            for _ in range(2):
-                fleet.start("--gateway", kind, *flags)
-
-            async def accepted(n: int) -> float:
-                await fleet.wait_until(lambda: seen[0] >= n, 600, f"{n} jobs accepted")
-                return time.monotonic()
-
-            seen = [0]
-
-            async def poll() -> None:
-                while True:
-                    seen[0] = await count()
-                    await asyncio.sleep(0.02)
-
-            poller = asyncio.create_task(poll())
-            try:
-                first = await accepted(1)
-                cpu = sum(cpu_seconds(p.pid) for p in fleet.procs)
-                last = await accepted(len(jobs))
-                cpu = sum(cpu_seconds(p.pid) for p in fleet.procs) - cpu
-            finally:
-                poller.cancel()
-    return (len(jobs) - 1) / (last - first), cpu * 1000 / len(jobs)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=10_000)
@@ -221,15 +183,29 @@ async def bench(args: argparse.Namespace) -> None:
 
         async def playmobile_x2(r: int) -> tuple[float, float]:
             before = await pm.stats()
-            flags = ("--role", "send", "--concurrency", str(args.concurrency), "--linger-ms", f"{args.linger_ms:g}")
-            result = await processes_round(
-                settings, connection, make_jobs(f"q{r}", "pm", args.pm_jobs), "playmobile", *flags
+            flags = [
+                "--gateway",
+                "playmobile",
+                "--concurrency",
+                str(args.concurrency),
+                "--linger-ms",
+                f"{args.linger_ms:g}",
+            ]
+            rate, _, _, cpu_ms = await one_run(
+                settings,
+                connection,
+                f"q{r}",
+                jobs=args.pm_jobs,
+                processes=2,
+                flags=flags,
+                sender="pm",
+                kind="playmobile",
             )
             after = await pm.stats()
             windows_x2.append(after["busiest"])
             lags_x2.append(after["lag"])
             per_request_x2.append(args.pm_jobs / (after["requests"] - before["requests"]))
-            return result
+            return rate, cpu_ms
 
         runs: dict[str, Callable[[int], Any]] = {
             "bare": lambda r: bare_round(

@@ -53,13 +53,15 @@ async def one_run(
     processes: int,
     flags: list[str],
     sender: str = "fast",
+    kind: str = "smsc",
 ) -> tuple[float, float, float, float]:
     """msg/s, seconds from the first spawn to the first send, seconds of sends, and the workers' CPU ms a job
-    (all processes, from the first to the last send)."""
+    (all processes, from the first to the last send). `sender` is of gateway `kind` (give `--gateway kind` in
+    `flags` where that is not SMSC)."""
     names = Names(settings.namespace)
     batch = make_jobs(prefix, sender, jobs)
     async with accepted_events(connection, names) as seen:
-        await publish(connection, names, batch)
+        await publish(connection, names, batch, kind)
         with WorkerProcesses(settings) as fleet:
             spawned = time.time()
             for _ in range(processes):

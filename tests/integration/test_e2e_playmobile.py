@@ -18,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateways.playmobile import PlaymobileGateway
-from smsfleet.contracts import State
+from smsfleet.contracts import State, StatusEvent
 from smsfleet.senders import SenderRegistry, parse_sender
 from smsfleet.settings import Settings
 from smsfleet.topology import Names
@@ -67,24 +67,35 @@ async def test_sends_at_the_configured_rate(
     assert all(b - a >= 1 / RATE * 0.9 for a, b in itertools.pairwise(times))
 
 
+async def send_batched(  # noqa: PLR0917 - the fixtures, then what to send and how
+    settings: Settings,
+    amqp: aio_pika.abc.AbstractConnection,
+    names: Names,
+    redis: aioredis.Redis,
+    jobs: list[str],
+    policy: SendPolicy,
+) -> tuple[FakePlaymobile, list[StatusEvent]]:
+    """Jobs `jobs` of sender `pm` through the fake, the send and status workers in this process with `policy`,
+    until each has an event: the fake, and the events."""
+    async with FakePlaymobile(user_id="acme", password="pw") as fake:
+        doc = {"id": "pm", "gateway": "playmobile", "accounts": ["acme"],
+               "settings": {"user_id": "acme", "password": "pw", "base_url": fake.url}}  # fmt: skip
+        await SenderRegistry(redis, names).create(parse_sender(doc))
+        async with status_events(amqp, names) as seen, harness_fleet(settings, ["playmobile"], policy):
+            for i, job_id in enumerate(jobs):
+                job = {"id": job_id, "sender": "pm", "account": "acme", "to": f"+998901{i:06d}", "text": "Salom"}
+                await publish(amqp, names, "playmobile.pm", msgspec.json.encode(job))
+            await until(lambda: len(seen) == len(jobs), within=30)
+    return fake, seen
+
+
 async def test_a_busy_sender_fills_its_requests_and_keeps_the_request_limit(
     settings: Settings, amqp: aio_pika.abc.AbstractConnection, names: Names, redis: aioredis.Redis
 ) -> None:
     # 5 requests a second: one job a request would take 80 s for these 400; batched they take about one
     settings = msgspec.structs.replace(settings, play_mobile_rate=5.0)
     jobs = [f"pmb-{i}" for i in range(400)]
-    async with FakePlaymobile(user_id="acme", password="pw") as fake:
-        doc = {"id": "pm", "gateway": "playmobile", "accounts": ["acme"],
-               "settings": {"user_id": "acme", "password": "pw", "base_url": fake.url}}  # fmt: skip
-        await SenderRegistry(redis, names).create(parse_sender(doc))
-        async with (
-            status_events(amqp, names) as seen,
-            harness_fleet(settings, ["playmobile"], SendPolicy(concurrency=500)),
-        ):
-            for i, job_id in enumerate(jobs):
-                job = {"id": job_id, "sender": "pm", "account": "acme", "to": f"+998901{i:06d}", "text": "Salom"}
-                await publish(amqp, names, "playmobile.pm", msgspec.json.encode(job))
-            await until(lambda: len(seen) == len(jobs), within=30)
+    fake, seen = await send_batched(settings, amqp, names, redis, jobs, SendPolicy(concurrency=500))
     assert sorted(e.job_id for e in seen if e.state is State.ACCEPTED) == sorted(jobs)
     carried = sorted(m["message-id"] for _, _, body in fake.requests for m in body["messages"])
     assert carried == sorted(jobs)  # each job in exactly one request
@@ -116,18 +127,7 @@ async def test_a_request_late_for_its_slot_waits_for_a_later_one(
 
     monkeypatch.setattr(SendWorker, "_begin_call", slow_first_request)
     jobs = [f"pml-{i}" for i in range(40)]
-    async with FakePlaymobile(user_id="acme", password="pw") as fake:
-        doc = {"id": "pm", "gateway": "playmobile", "accounts": ["acme"],
-               "settings": {"user_id": "acme", "password": "pw", "base_url": fake.url}}  # fmt: skip
-        await SenderRegistry(redis, names).create(parse_sender(doc))
-        async with (
-            status_events(amqp, names) as seen,
-            harness_fleet(settings, ["playmobile"], SendPolicy(concurrency=500, batch_max=5)),
-        ):
-            for i, job_id in enumerate(jobs):
-                job = {"id": job_id, "sender": "pm", "account": "acme", "to": f"+998901{i:06d}", "text": "Salom"}
-                await publish(amqp, names, "playmobile.pm", msgspec.json.encode(job))
-            await until(lambda: len(seen) == len(jobs), within=30)
+    fake, _ = await send_batched(settings, amqp, names, redis, jobs, SendPolicy(concurrency=500, batch_max=5))
     carried = sorted(m["message-id"] for _, _, body in fake.requests for m in body["messages"])
     assert carried == sorted(jobs)  # each job in exactly one request
     assert fake.busiest_second() <= 5, sorted(round(t - fake.request_times[0], 3) for t in fake.request_times)
