@@ -12,6 +12,7 @@ pause while Redis is away, drain, and turn a failure into the right fate for the
     anything else that escapes `handle`       back to the queue (nack); the queue's delivery limit parks a
                                               message that keeps crashing its handler
     cancelled (a drain past its grace)        back to the queue
+    an ack or nack not written in `SETTLE_S`  left to its channel: the connection is stuck or gone (see `ack`)
 
 Quorum queues count every return of a message towards its delivery limit, so a message nacked once a second
 through a 20-s Redis outage would be dead-lettered after five: a delivery report or a STOP lost for nothing.
@@ -43,7 +44,7 @@ from redis.exceptions import RedisError
 
 from .runtime import Runtime
 
-__all__ = ["QueueConsumer"]
+__all__ = ["QueueConsumer", "SettleTimeout", "ack", "nack"]
 
 log = structlog.get_logger("smsfleet.workers")
 
@@ -53,6 +54,36 @@ GIVE_BACK_S = 1.0
 PING_EVERY_S = 1.0
 #: pauses before a delivery whose handling met a broker nack is handled again (then it goes back to the queue)
 NACKED_RETRY_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+#: the longest an acknowledgement may wait to be written (see `ack`)
+SETTLE_S = 5.0
+
+
+class SettleTimeout(Exception):
+    """An ack or nack not written within `SETTLE_S`."""
+
+
+async def ack(msg: AbstractIncomingMessage) -> None:
+    """Acknowledge `msg`, waiting at most `SETTLE_S` for the frame to be written.
+
+    aiormq queues an outgoing frame for its connection's writer in a queue of ten, and waits for it to be
+    written. Once the writer is stuck (the broker stopped reading) or gone (the connection lost while frames
+    were queued), an ack waits there for good: the handler never ends, and a drain waits out its whole grace.
+    Bounded, the delivery is left to its channel: redelivered when the channel closes, settled if the frame
+    was written after all; the ledger makes either safe."""
+    try:
+        async with asyncio.timeout(SETTLE_S):
+            await msg.ack()
+    except TimeoutError:
+        raise SettleTimeout("ack") from None
+
+
+async def nack(msg: AbstractIncomingMessage) -> None:
+    """Give `msg` back to its queue, bounded as `ack` is."""
+    try:
+        async with asyncio.timeout(SETTLE_S):
+            await msg.nack(requeue=True)
+    except TimeoutError:
+        raise SettleTimeout("nack") from None
 
 
 class QueueConsumer:
@@ -130,7 +161,7 @@ class QueueConsumer:
             await self._handle(msg)
         except msgspec.DecodeError as exc:
             await self.rt.dead_letter(msg.body, "malformed", str(exc), msg.routing_key or "", msg.message_id)
-            await msg.ack()
+            await ack(msg)
         except RedisError as exc:  # (not OSError: a broker connection error is one too, and no reason to pause)
             # Redis holds the claims, the limits and the lists: without it nothing may be decided. Give the
             # message back without spending its delivery count, and stop taking new ones until Redis answers.
@@ -139,15 +170,17 @@ class QueueConsumer:
             self._pause_for_redis()
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                await msg.nack(requeue=True)
+                await nack(msg)
             raise
+        except SettleTimeout as exc:  # the connection is stuck or gone: the channel settles the delivery
+            log.warning("worker.settle_timed_out", role=self.role, queue=self.queue_name, op=str(exc))
         except Exception:
             if _channel_closed(msg):  # went back to the queue with its channel, as the doc says: not a crash
                 log.info("worker.delivery_returned", role=self.role, queue=self.queue_name)
                 return
             log.exception("message.crashed", role=self.role, queue=self.queue_name)
             with contextlib.suppress(Exception):
-                await msg.nack(requeue=True)
+                await nack(msg)
 
     async def _handle(self, msg: AbstractIncomingMessage) -> None:
         """`handle`, again after a pause while the broker nacks what it publishes (see the module doc), as long
@@ -175,10 +208,10 @@ class QueueConsumer:
                 headers={k: v for k, v in (msg.headers or {}).items() if k.startswith("x-smsfleet-")},
                 message_id=msg.message_id,
             )
-            await msg.ack()
+            await ack(msg)
         except Exception:  # the broker is in trouble too: the queue keeps the message
             with contextlib.suppress(Exception):
-                await msg.nack(requeue=True)
+                await nack(msg)
 
     def _pause_for_redis(self) -> None:
         if self.paused or self.draining:

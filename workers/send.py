@@ -62,7 +62,7 @@ from .checks import (
     verified_phone,
 )
 from .checks import Verdict as CheckVerdict
-from .consumer import QueueConsumer
+from .consumer import QueueConsumer, ack, nack
 from .delays import attempt_of, backoff, remaining, tier_for
 from .ratelimit import RateLimitWait, sleep_until
 from .rechecks import RecheckBatcher
@@ -236,7 +236,7 @@ class SendWorker(QueueConsumer):
             await self.rt.publish(
                 self.rt.names.send_exchange, msg.body, key, headers=dict(msg.headers or {}), message_id=job.id
             )
-            await msg.ack()
+            await ack(msg)
             log.info("job.rerouted", job_id=job.id, sender=sender.id, to_gateway=sender.gateway)
             return None
         gateway = self._gateway(sender)
@@ -254,7 +254,7 @@ class SendWorker(QueueConsumer):
         await self.rt.emit(status_event(d.job, verdict.state, attempt=d.attempt, error=verdict.error), self.kind)
         if verdict.state is State.SUPPRESSED:
             metrics.SUPPRESSION_HITS.labels(self.kind).inc()
-        await d.msg.ack()
+        await ack(d.msg)
         log.info("job.refused", job_id=d.job.id, sender=d.sender.id, state=verdict.state, code=verdict.code)
 
     async def _clear(self, d: Delivery) -> bool:
@@ -287,7 +287,7 @@ class SendWorker(QueueConsumer):
         """The admission script (see `admission`) and what each of its verdicts means for this delivery.
         `slot=False`: claimed without a rate-limit slot, for a batch whose request takes one."""
         if self.draining:
-            await d.msg.nack(requeue=True)
+            await nack(d.msg)
             return False
         d.owner = next(self._owners)
         admission = await self.rt.admitter.admit(
@@ -320,7 +320,7 @@ class SendWorker(QueueConsumer):
                 await self._replay(d.job)
                 if admission.outcome is Outcome.ACCEPTED:  # the holder may have died before scheduling the recheck
                     await self._recheck(d.job, d.gateway)
-                await d.msg.ack()
+                await ack(d.msg)
                 log.info("job.duplicate", job_id=d.job.id, state=admission.state)
         return False
 
@@ -356,7 +356,7 @@ class SendWorker(QueueConsumer):
         if await _until_done(lambda: self.rt.ledger.hold(d.job.id, d.owner, wait)):
             await self._redelay(d.msg, wait, d.attempt + 1)
         else:  # another delivery took the job over meanwhile: it reports
-            await d.msg.ack()
+            await ack(d.msg)
 
     async def _take_slot(self, d: Delivery, *, first: float | None = None, takeover: bool = False) -> bool:
         """Sleep until a reserved slot (`first`, or one taken here), then move the claim to `calling`.
@@ -382,10 +382,10 @@ class SendWorker(QueueConsumer):
             if not calling:
                 if self.draining:
                     await self.rt.ledger.retry(d.job.id, d.owner)
-                    await d.msg.nack(requeue=True)
+                    await nack(d.msg)
                     return False
                 if not await self.rt.ledger.begin_call(d.job.id, d.owner, self.policy.lease_s, takeover=takeover):
-                    await d.msg.ack()  # another delivery of the same job holds the claim now
+                    await ack(d.msg)  # another delivery of the same job holds the claim now
                     return False
                 calling = d.calling = True
             if time.monotonic() - slot <= self.rt.limiter.margin / 3:
@@ -505,10 +505,10 @@ class SendWorker(QueueConsumer):
         """A job claimed without a slot moves to `calling` as its request goes: True, send it."""
         if self.draining:
             await self.rt.ledger.retry(d.job.id, d.owner)
-            await d.msg.nack(requeue=True)
+            await nack(d.msg)
             return False
         if not await self.rt.ledger.begin_call(d.job.id, d.owner, self.policy.lease_s):
-            await d.msg.ack()  # another delivery of the same job holds the claim now
+            await ack(d.msg)  # another delivery of the same job holds the claim now
             return False
         d.calling = True
         return True
@@ -529,7 +529,7 @@ class SendWorker(QueueConsumer):
             log.info("sms.sent", job_id=job.id, sender=d.sender.id, provider_message_id=pid, attempt=d.attempt)
         else:
             log.warning("sms.claim_lost", job_id=job.id, sender=d.sender.id, provider_message_id=pid)
-        await d.msg.ack()
+        await ack(d.msg)
 
     # -- outcomes ----------------------------------------------------------------------------------
 
@@ -555,7 +555,7 @@ class SendWorker(QueueConsumer):
         recorded = await _until_done(lambda: self.rt.ledger.final(d.job, d.owner, state, error.code))
         if recorded:  # else a report finished the job first, or another delivery holds it: theirs stands
             await self.rt.emit(status_event(d.job, state, attempt=d.attempt, parts=parts, error=error), self.kind)
-        await d.msg.ack()
+        await ack(d.msg)
 
     async def _failed_call(self, d: Delivery, parts: int, exc: GatewayError) -> None:
         """The provider did not take the message: rejected, retried, or (ambiguous) reconciled later."""
@@ -595,7 +595,7 @@ class SendWorker(QueueConsumer):
             headers=headers,
             message_id=msg.message_id,
         )
-        await msg.ack()
+        await ack(msg)
 
     async def _invalid(self, msg: AbstractIncomingMessage, exc: InvalidJob, job: SendJob | None = None) -> None:
         """A job that is not valid: an `invalid` event, and parked in the dead queue with the reason."""
@@ -607,7 +607,7 @@ class SendWorker(QueueConsumer):
             )  # fmt: skip
         await self.rt.emit(status_event(job, State.INVALID, attempt=attempt_of(msg), error=exc.info), self.kind)
         await self.rt.dead_letter(msg.body, exc.code, exc.message, msg.routing_key or "", msg.message_id)
-        await msg.ack()
+        await ack(msg)
         log.info("job.invalid", job_id=job.id, code=exc.code)
 
     async def _refuse(self, msg: AbstractIncomingMessage, job: SendJob, code: str, reason: str) -> None:
@@ -615,7 +615,7 @@ class SendWorker(QueueConsumer):
         error = ErrorInfo(code, reason)
         await self.rt.emit(status_event(job, State.REJECTED, attempt=attempt_of(msg), error=error), self.kind)
         await self.rt.dead_letter(msg.body, code, reason, msg.routing_key or "", msg.message_id)
-        await msg.ack()
+        await ack(msg)
         log.info("job.rejected", job_id=job.id, code=code)
 
     async def _replay(self, job: SendJob) -> None:

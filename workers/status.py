@@ -32,7 +32,7 @@ from smsfleet import metrics
 from smsfleet.contracts import ErrorInfo, ReportMessage, SendJob, State, encode, status_event
 from smsfleet.senders import Sender
 
-from .consumer import QueueConsumer
+from .consumer import QueueConsumer, ack
 from .delays import remaining
 from .ledger import Record
 from .ratelimit import RateLimitWait, sleep_until
@@ -76,7 +76,7 @@ class StatusWorker(QueueConsumer):
                 await self.recheck(_recheck_decoder.decode(msg.body))
             elif key.startswith("report."):
                 await self.report(_report_decoder.decode(msg.body), key)
-        await msg.ack()
+        await ack(msg)
 
     def _gateway(self, sender: Sender) -> Gateway[Any]:
         cached = self._gateways.get(sender.id)

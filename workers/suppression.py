@@ -20,7 +20,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from smsfleet.contracts import InboundEvent, InboundMessage, SuppressionEvent, encode, now
 
-from .consumer import QueueConsumer
+from .consumer import QueueConsumer, ack
 from .runtime import Runtime
 
 __all__ = ["SuppressionWorker", "is_stop_word", "normalize_word"]
@@ -66,7 +66,7 @@ class SuppressionWorker(QueueConsumer):
 
     async def handle(self, msg: AbstractIncomingMessage) -> None:
         await self.handle_sms(_decoder.decode(msg.body))
-        await msg.ack()
+        await ack(msg)
 
     async def handle_sms(self, sms: InboundMessage) -> None:
         sender = self.rt.senders.get(sms.sender)

@@ -25,10 +25,6 @@ from tests.chaos.harness import (
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 KINDS = ["smsc", "bulksms"]
 CONCURRENCY = {"smsc": "20", "bulksms": "500"}  # BulkSMS: requests of many jobs each
-# The workers' drain grace. An ack written as the broker's connection died can wait in aiormq for good (its
-# frame queued on the lost connection, whose writer is gone): the delivery was redelivered and settled, but
-# its first handling holds the drain until the grace ends (25 s by default); not yet fixed.
-GRACE = ("--grace", "5")
 
 
 @pytest.mark.timeout(150)
@@ -39,7 +35,7 @@ async def test_connections_force_closed(case: Case, kind: str) -> None:
     fake = provider(kind, latency=0.01)
     async with case.backlog(fake, valid_jobs("cc", n, kind=kind)) as events:
         with workers(case.settings, case.tmp_path) as fleet:
-            proc = fleet.start("--gateway", kind, "--concurrency", CONCURRENCY[kind], *GRACE)
+            proc = fleet.start("--gateway", kind, "--concurrency", CONCURRENCY[kind])
             await until(lambda: len(fake.messages) >= n // 4, 60, f"{n // 4} messages sent", [proc])
             reconnected = asyncio.Event()  # this test's own connection is closed too: proof that the fault took
             case.amqp.reconnect_callbacks.add(lambda *_: reconnected.set())
@@ -58,7 +54,7 @@ async def test_rabbitmq_restarted_with_a_backlog(case: Case, kind: str) -> None:
     fake = provider(kind, latency=0.01)
     async with case.backlog(fake, valid_jobs("rr", n, kind=kind)) as events:
         with workers(case.settings, case.tmp_path) as fleet:
-            proc = fleet.start("--gateway", kind, "--concurrency", CONCURRENCY[kind], *GRACE)
+            proc = fleet.start("--gateway", kind, "--concurrency", CONCURRENCY[kind])
             await until(lambda: len(fake.messages) >= n // 4, 60, f"{n // 4} messages sent", [proc])
             async with broker_stopped(ctl):
                 case.books.note(f"broker stopped for 3 s after {len(fake.messages)} sent")
