@@ -12,7 +12,8 @@ pause while Redis is away, drain, and turn a failure into the right fate for the
     anything else that escapes `handle`       back to the queue (nack); the queue's delivery limit parks a
                                               message that keeps crashing its handler
     cancelled (a drain past its grace)        back to the queue
-    an ack or nack not written in `SETTLE_S`  left to its channel: the connection is stuck or gone (see `ack`)
+    an ack or nack not written in `SETTLE_S`  left to its channel: the connection is stuck or gone (see `ack`);
+                                              so is the consumer's cancel when consuming stops
 
 Quorum queues count every return of a message towards its delivery limit, so a message nacked once a second
 through a 20-s Redis outage would be dead-lettered after five: a delivery report or a STOP lost for nothing.
@@ -101,6 +102,7 @@ class QueueConsumer:
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
         self._redis_watch: asyncio.Task[None] | None = None
+        self._cancelling: asyncio.Task[None] | None = None  # the consumer's cancel, which may outlive its wait
 
     async def start(self) -> None:
         # declared, not just named: the robust channel then restores the consumer after a reconnect
@@ -143,9 +145,16 @@ class QueueConsumer:
 
     async def _stop_consuming(self) -> None:
         if self._queue is not None and self._tag is not None:
-            tag, self._tag = self._tag, None
-            with contextlib.suppress(Exception):
-                await self._queue.cancel(tag)
+            queue, tag, self._tag = self._queue, self._tag, None
+
+            async def cancel() -> None:
+                with contextlib.suppress(Exception):
+                    await queue.cancel(tag)
+
+            # bounded as an ack is (the connection may be stuck); not cancelled, as aiormq's RPC task would
+            # outlive that anyway: left waiting, it ends with its channel
+            self._cancelling = asyncio.create_task(cancel())
+            await asyncio.wait({self._cancelling}, timeout=SETTLE_S)
 
     async def _on_message(self, msg: AbstractIncomingMessage) -> None:
         # aiormq runs this in a task of the delivery's channel and cancels it when the channel closes (its
@@ -173,7 +182,7 @@ class QueueConsumer:
                 await nack(msg)
             raise
         except SettleTimeout as exc:  # the connection is stuck or gone: the channel settles the delivery
-            log.warning("worker.settle_timed_out", role=self.role, queue=self.queue_name, op=str(exc))
+            log.info("worker.settle_timed_out", role=self.role, queue=self.queue_name, op=str(exc))
         except Exception:
             if _channel_closed(msg):  # went back to the queue with its channel, as the doc says: not a crash
                 log.info("worker.delivery_returned", role=self.role, queue=self.queue_name)

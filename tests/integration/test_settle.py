@@ -1,4 +1,4 @@
-"""Acknowledgements when their connection is lost: bounded, never waiting for good (`workers.consumer.ack`)."""
+"""Acknowledgements when their connection is lost or stuck: bounded, never waiting for good (`workers.consumer`)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,17 @@ from collections import Counter
 import aio_pika
 import pytest
 
-from workers.consumer import SETTLE_S, SettleTimeout, ack
+from smsfleet.settings import Settings
+from workers.consumer import SETTLE_S, QueueConsumer, SettleTimeout, ack
+from workers.runtime import Runtime
 
 N = 500
 
 
-def _abort(connection: aio_pika.abc.AbstractConnection) -> None:
-    """Lose the connection at once, with whatever frames are queued for it still queued. (aiormq keeps its
-    socket's writer only in its writer task.)"""
+def _writer(connection: aio_pika.abc.AbstractConnection) -> asyncio.StreamWriter:
+    """The connection's socket writer (aiormq keeps it only in its writer task)."""
     writer_task = connection.transport.connection._writer_task  # type: ignore[union-attr]
-    writer_task.get_coro().cr_frame.f_locals["writer"].transport.abort()
+    return writer_task.get_coro().cr_frame.f_locals["writer"]  # type: ignore[no-any-return]
 
 
 @pytest.mark.timeout(60)
@@ -42,7 +43,7 @@ async def test_acks_queued_as_their_connection_is_lost_give_up_within_the_bound(
 
     acks = [asyncio.create_task(ack(msg)) for msg in delivered]
     await asyncio.sleep(0)  # each ack queues its frame for the writer, ten at most, the others wait to
-    _abort(connection)
+    _writer(connection).transport.abort()  # lost at once, with the frames queued for it still queued
     started = time.monotonic()
     # unbounded, the acks behind the lost writer would wait for good (this would time out)
     outcomes = await asyncio.wait_for(asyncio.gather(*acks, return_exceptions=True), SETTLE_S + 10)
@@ -51,3 +52,45 @@ async def test_acks_queued_as_their_connection_is_lost_give_up_within_the_bound(
     assert kinds[SettleTimeout.__name__] > 0, kinds  # the case bounded: acks that were waiting for the writer
     assert took <= SETTLE_S + 2
     await connection.close()
+
+
+class Held(QueueConsumer):
+    """Takes deliveries and acknowledges each once `go` is set."""
+
+    role = "test"
+
+    def __init__(self, rt: Runtime, queue_name: str, n: int) -> None:
+        super().__init__(rt, queue_name)
+        self.go, self.all_taken = asyncio.Event(), asyncio.Event()
+        self.n, self.taken = n, 0
+
+    async def handle(self, msg: aio_pika.abc.AbstractIncomingMessage) -> None:
+        self.taken += 1
+        if self.taken == self.n:
+            self.all_taken.set()
+        await self.go.wait()
+        await ack(msg)
+
+
+@pytest.mark.timeout(90)
+async def test_a_drain_on_a_connection_that_stopped_writing_ends_within_the_bound(
+    settings: Settings, amqp: aio_pika.abc.AbstractRobustConnection
+) -> None:
+    n = 200
+    async with Runtime.open(settings, prefetch=n) as rt:
+        consumer = Held(rt, rt.names.send_queue("smsc"), n)
+        async with amqp.channel() as channel:
+            for i in range(n):
+                await channel.default_exchange.publish(aio_pika.Message(str(i).encode()), consumer.queue_name)
+        await consumer.start()
+        await asyncio.wait_for(consumer.all_taken.wait(), 20)
+        # the broker stops reading: the socket's buffer full, the writer waits to drain it for good
+        protocol = _writer(rt.connection).transport.get_protocol()
+        protocol.pause_writing()  # type: ignore[attr-defined]
+        consumer.go.set()
+        started = time.monotonic()
+        await asyncio.wait_for(consumer.drain(grace_s=60), 2 * SETTLE_S + 5)
+        took = time.monotonic() - started
+        assert not consumer.in_flight
+        protocol.resume_writing()  # type: ignore[attr-defined]
+    assert took <= 2 * SETTLE_S + 2  # the consumer's cancel, then the acks queued behind it: each bounded
