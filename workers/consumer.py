@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 
 import aiormq
 import msgspec
@@ -71,20 +72,20 @@ async def ack(msg: AbstractIncomingMessage) -> None:
     were queued), an ack waits there for good: the handler never ends, and a drain waits out its whole grace.
     Bounded, the delivery is left to its channel: redelivered when the channel closes, settled if the frame
     was written after all; the ledger makes either safe."""
-    try:
-        async with asyncio.timeout(SETTLE_S):
-            await msg.ack()
-    except TimeoutError:
-        raise SettleTimeout("ack") from None
+    await _settle(msg.ack(), "ack")
 
 
 async def nack(msg: AbstractIncomingMessage) -> None:
     """Give `msg` back to its queue, bounded as `ack` is."""
+    await _settle(msg.nack(requeue=True), "nack")
+
+
+async def _settle(op: Awaitable[None], name: str) -> None:
     try:
         async with asyncio.timeout(SETTLE_S):
-            await msg.nack(requeue=True)
+            await op
     except TimeoutError:
-        raise SettleTimeout("nack") from None
+        raise SettleTimeout(name) from None
 
 
 class QueueConsumer:
