@@ -18,7 +18,9 @@ process, so its CPU is not the worker's. Rounds alternate the variants, so that 
   `--processes 2` runs), sharing its 49 requests/s; CPU ms/msg is theirs, summed.
 
 msg/s is from the first to the last `accepted` event (counted by the broker); CPU ms/msg is this process's CPU
-time a job (the worker's, but for playmobile x2). Medians and ratios are printed; nothing is asserted. Targets
+time a job (the worker's, but for playmobile x2); broker and Redis ms/msg are the CPU time a job of the local
+`beam.smp` and `redis-server` processes (Linux; every process of that name) over the whole round, publishing
+the jobs included: what else each job costs the machine. Medians and ratios are printed; nothing is asserted. Targets
 (issue #18): batched >= 1.5x bare; Play Mobile >= 2,000 SMS/s with no window above 49; slow batched >= 2,000
 msg/s, unbatched >= 1,000.
 """
@@ -29,10 +31,12 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -117,6 +121,20 @@ async def serve(kind: str, latency: float) -> None:
         watcher.cancel()
 
 
+def service_cpu() -> tuple[float, float]:
+    """CPU seconds so far of every local `beam.smp` (RabbitMQ) and `redis-server` process (0 where none is found
+    or /proc is missing)."""
+    totals = {"beam.smp": 0.0, "redis-server": 0.0}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            head, _, rest = stat.read_text().rpartition(")")
+            name = head.partition("(")[2]
+            if name in totals:
+                fields = rest.split()
+                totals[name] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return totals["beam.smp"], totals["redis-server"]
+
+
 async def create_senders(redis: aioredis.Redis, names: Names, urls: dict[str, str]) -> None:
     registry = SenderRegistry(redis, names)
     bulk = {"login": LOGIN, "password": PASSWORD, "await_delivery_s": 3600}
@@ -154,6 +172,7 @@ async def bench(args: argparse.Namespace) -> None:
     unbatched = SendPolicy(concurrency=args.concurrency, linger_s=0)
     rates: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
+    services: dict[str, list[tuple[float, float]]] = {}  # broker and Redis CPU ms a job
     windows: list[int] = []
     per_request: list[float] = []
     windows_x2: list[int] = []
@@ -232,19 +251,26 @@ async def bench(args: argparse.Namespace) -> None:
         await worker_round(settings, connection, make_jobs("warm-w", "fast", 500), 0, kind="bulksms", policy=batched)
         for r in range(args.rounds):
             for name, one in runs.items():
+                before = service_cpu()
                 rate, cpu_ms = await one(r)
+                n = args.pm_jobs if name.startswith("playmobile") else args.slow_jobs if "slow" in name else args.jobs
+                broker, redis_cpu = ((after - b) * 1000 / n for after, b in zip(service_cpu(), before, strict=True))
                 rates.setdefault(name, []).append(rate)
                 cpu.setdefault(name, []).append(cpu_ms)
-                print(f"round {r + 1} {name:<18}{rate:>9,.0f} msg/s  {cpu_ms:5.2f} CPU ms/msg", flush=True)
+                services.setdefault(name, []).append((broker, redis_cpu))
+                print(f"round {r + 1} {name:<18}{rate:>9,.0f} msg/s  {cpu_ms:5.2f} CPU ms/msg  "
+                      f"(broker {broker:.2f}, Redis {redis_cpu:.2f})", flush=True)  # fmt: skip
 
     median = {k: statistics.median(v) for k, v in rates.items()}
     print()
     print(f"{args.jobs} jobs x {args.rounds} rounds (slow: {args.slow_jobs}, Play Mobile: {args.pm_jobs}); "
           f"concurrency {args.concurrency}, linger {args.linger_ms:g} ms")  # fmt: skip
-    print(f"{'':<20}{'median msg/s':>13}{'CPU ms/msg':>12}   rounds (msg/s)")
+    print(f"{'':<20}{'median msg/s':>13}{'CPU ms/msg':>12}{'broker':>8}{'Redis':>7}   rounds (msg/s)")
     for name, values in rates.items():
         rounds = ", ".join(f"{v:,.0f}" for v in values)
-        print(f"{name:<20}{median[name]:>13,.0f}{statistics.median(cpu[name]):>12.2f}   {rounds}")
+        broker, redis_cpu = (statistics.median(column) for column in zip(*services[name], strict=True))
+        print(f"{name:<20}{median[name]:>13,.0f}{statistics.median(cpu[name]):>12.2f}{broker:>8.2f}{redis_cpu:>7.2f}"
+              f"   {rounds}")  # fmt: skip
     if {"bare", "bulksms batched", "bulksms unbatched"} <= median.keys():
         print(f"bulksms batched / bare: {median['bulksms batched'] / median['bare']:.2f} (target >= 1.5)")
         print(f"bulksms unbatched / bare: {median['bulksms unbatched'] / median['bare']:.2f}")
