@@ -23,6 +23,7 @@ SCENARIOS: dict[str, tuple[list[str], list[str]]] = {
     "memory": ([], ["--jobs", "4000"]),
     "stop_latency": ([], ["--stops", "100"]),
     "publish": ([], ["--jobs", "5000", "--rounds", "1"]),
+    "acks": ([], ["--messages", "5000", "--rounds", "1"]),
     "celery_peer": ([], ["--rounds", "1", "--jobs", "1000"]),
 }
 
