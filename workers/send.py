@@ -388,12 +388,17 @@ class SendWorker(QueueConsumer):
                     await ack(d.msg)  # another delivery of the same job holds the claim now
                     return False
                 calling = d.calling = True
-            if time.monotonic() - slot <= self.rt.limiter.margin / 3:
+            if self._on_time(slot):
                 return True
             delay = None
         log.warning("rate_limit.late", job_id=d.job.id, sender=d.sender.id)
         await self._give_up_claim(d, 1.0)  # nothing was sent
         return False
+
+    def _on_time(self, slot: float) -> bool:
+        """Whether it is at most a third of the limiter's margin past `slot`: late enough for a send still to keep
+        every 1-s window within the rate (see `_take_slot`)."""
+        return time.monotonic() - slot <= self.rt.limiter.margin / 3
 
     async def _give_up_claim(self, d: Delivery, wait: float) -> None:
         """Nothing was sent: the claim goes back (unless another delivery holds it now), the job comes back."""
@@ -448,7 +453,7 @@ class SendWorker(QueueConsumer):
         `begin_call`) takes the next slot instead, rather than go out in a burst with the requests after it;
         False: no slot soon enough."""
         for _ in range(MAX_SLOTS):
-            if time.monotonic() - slot <= self.rt.limiter.margin / 3:
+            if self._on_time(slot):
                 return True
             next_slot = await self._request_slot(d.gateway, d.rate)
             if next_slot is None:
@@ -461,9 +466,9 @@ class SendWorker(QueueConsumer):
         """Send the job in its sender's next request, then record, report and acknowledge its own outcome."""
         try:
             result = await batch.add(d)
-            if isinstance(result, NoSlot):  # its request found no slot in time after its jobs began
-                raise result
-        except NoSlot:  # no request slot soon enough: nothing was sent, the job comes back later
+        except NoSlot as exc:  # no request slot soon enough
+            result = exc
+        if isinstance(result, NoSlot):  # (or none in time after its jobs began): nothing was sent, it comes back
             await self._give_up_claim(d, 1.0)
             return
         if isinstance(result, Receipt):
