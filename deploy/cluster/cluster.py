@@ -256,9 +256,8 @@ class Cluster:
         """Until the Sentinels agree on a primary, and it has a replica in sync."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            answers = {_redis_cli(s.port, "SENTINEL", "get-master-addr-by-name", SERVICE).strip() for s in SENTINELS}
-            primary = self.primary()
-            if len(answers) == 1 and "" not in answers and primary is not None:
+            primary = self.primary()  # the Sentinels agree on it
+            if primary is not None:
                 info = _redis_cli(MEMBERS[primary].port, "INFO", "replication")
                 if "connected_slaves:1" in info and ",state=online," in info:
                     return
@@ -311,14 +310,19 @@ class Cluster:
         shutil.rmtree(self.base, ignore_errors=True)
 
     def primary(self) -> str | None:
-        """The member the Sentinels name as the Redis primary."""
-        for s in SENTINELS:
-            if self.pid(s.name) is None:
-                continue
-            reply = _redis_cli(s.port, "SENTINEL", "get-master-addr-by-name", SERVICE).split()
-            if reply:
-                return next((m.name for m in (PRIMARY, REPLICA) if str(m.port) == reply[-1]), None)
-        return None
+        """The member every running Sentinel names as the Redis primary; None while they disagree. (Right after a
+        failover only its leader may know: a member killed and started again meanwhile comes back empty, as a
+        primary, and a Sentinel that still names it would make the promoted replica sync from it, emptying it.)"""
+        replies = [
+            _redis_cli(s.port, "SENTINEL", "get-master-addr-by-name", SERVICE).split()
+            for s in SENTINELS
+            if self.pid(s.name) is not None
+        ]
+        ports = {reply[-1] if reply else "" for reply in replies}
+        if len(ports) != 1:
+            return None
+        port = ports.pop()
+        return next((m.name for m in (PRIMARY, REPLICA) if str(m.port) == port), None)
 
     def leader(self, queue: str) -> str:
         """The RabbitMQ member leading a quorum queue (asked of a running node)."""
