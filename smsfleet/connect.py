@@ -10,10 +10,10 @@ The options in the first URL's query (`heartbeat`, `reconnect_interval`, ...) ho
 
 Redis. SMSFLEET_REDIS_URL is a `redis://`, `rediss://` or `unix://` URL, or the Sentinels of a primary:
 `redis+sentinel://[:password@]h1:26379,h2:26379/<service>[/<db>]` (`settings.SentinelUrl`). `redis_client`
-returns a client for either. Through Sentinels, every new connection asks them for the current primary,
-and a connection that finds its server demoted (READONLY) is dropped, so after a failover clients follow
-the new primary by themselves; meanwhile their calls fail with a `redis.exceptions.ConnectionError`, as
-when a single Redis is down.
+returns a client for either. Through Sentinels, a connection asks them for the current primary each time it
+connects (`_SentinelConnection`: a command's retry too), and a connection that finds its server demoted
+(READONLY) is dropped, so after a failover clients follow the new primary by themselves; meanwhile their
+calls fail with a `redis.exceptions.ConnectionError`, as when a single Redis is down.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import aio_pika
 import redis.asyncio as aioredis
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from aio_pika.robust_connection import RobustConnection
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.connection import SSLConnection
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from yarl import URL
 
 from .settings import SENTINEL_SCHEMES, SentinelUrl, amqp_urls
@@ -83,6 +84,23 @@ async def connect_amqp_once(url: str, *, timeout: float | None = None) -> aio_pi
     raise error
 
 
+class _SentinelConnection(SentinelManagedConnection):
+    """A connection to the Sentinels' primary that asks them again whenever it connects. redis-py's own asks
+    them only when its pool connects it: a command that lost its server and is retried (the client's default
+    retry) reconnects to the address it last had. After a failover that is the old primary, which a restart
+    brings back empty, and a primary until the Sentinels demote it some 10 s later: reads there find nothing
+    (a job's sender unknown), and writes acknowledged there are lost with the demotion (the ledger's)."""
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if not self.is_connected:
+            await self.connect()  # type: ignore[no-untyped-call] # through the Sentinels
+        await super().send_packed_command(command, check_health)
+
+
+class _SentinelSSLConnection(_SentinelConnection, SSLConnection):
+    pass
+
+
 class _BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
     """Sentinel's pool that, like `BlockingConnectionPool`, waits for a free connection instead of failing."""
 
@@ -117,7 +135,7 @@ def redis_client(
         sentinel_kwargs={**socket_options, "password": parsed.sentinel_password},
     )
     options: dict[str, Any] = {"db": parsed.db, "username": parsed.username, "password": parsed.password}
-    options |= {"ssl": True} if parsed.ssl else {}
+    options["connection_class"] = _SentinelSSLConnection if parsed.ssl else _SentinelConnection
     if max_connections is not None:
         options |= {"max_connections": max_connections, "timeout": pool_timeout}
     pool_class = SentinelConnectionPool if max_connections is None else _BlockingSentinelPool

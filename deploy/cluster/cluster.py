@@ -8,7 +8,8 @@ and a Redis primary, one replica and three Sentinels, all on this host, no conta
     python deploy/cluster/cluster.py kill NODE       kill -9 one member (rabbit-1..3, redis-primary,
                                                      redis-replica, sentinel-1..3)
     python deploy/cluster/cluster.py stop NODE       stop one member cleanly (a RabbitMQ node: `rabbitmqctl stop`)
-    python deploy/cluster/cluster.py start NODE      start a member again (a RabbitMQ node rejoins by itself)
+    python deploy/cluster/cluster.py start NODE      start a member again (a RabbitMQ node rejoins by itself; a
+                                                     Redis, as a replica of the primary the Sentinels name)
     python deploy/cluster/cluster.py down            kill everything it started and remove its data
 
     rabbit-N    node smsfleet-cN@localhost, AMQP 127.0.0.1:570N, distribution port 2570N, no plugins
@@ -187,12 +188,12 @@ class Cluster:
                 f"sentinel parallel-syncs {SERVICE} 1\n"
             )
 
-    def _launch(self, member: Member) -> None:
+    def _launch(self, member: Member, *args: str) -> None:
         d = self._dir(member)
         if member.kind == "rabbit":
             argv, env = [_rabbit_bin("rabbitmq-server")], self._rabbit_env(member)
         elif member.kind == "redis":
-            argv, env = ["redis-server", str(d / "redis.conf")], dict(os.environ)
+            argv, env = ["redis-server", str(d / "redis.conf"), *args], dict(os.environ)
         else:
             argv, env = ["redis-server", str(d / "sentinel.conf"), "--sentinel"], dict(os.environ)
         with (d / "stdout.log").open("ab") as out:
@@ -291,11 +292,19 @@ class Cluster:
         with_children(pid, signal.SIGKILL)  # what is left of its group (epmd is not in it)
 
     def start(self, name: str) -> None:
-        """Start a member again and wait until it serves (a RabbitMQ node: until it has booted)."""
+        """Start a member again and wait until it serves (a RabbitMQ node: until it has booted). A Redis starts
+        as a replica of the primary the Sentinels name: without persistence it comes back empty, and as a
+        primary it would be one a Sentinel may promote (a Sentinel learns its replica-priority, 0 or not, only
+        from a replica's INFO), and so empty the data, should a second failover follow the first (seen under CI
+        load with the Sentinels' 1-s down-after: 976 of 1,500 jobs `rejected` for an unknown sender)."""
         member = MEMBERS[name]
         if self.pid(name) is not None:
             raise RuntimeError(f"{name} is running already")
-        self._launch(member)
+        primary = self.primary() if member.kind == "redis" else None
+        if primary is not None and primary != name:
+            self._launch(member, "--replicaof", HOST, str(MEMBERS[primary].port))
+        else:
+            self._launch(member)
         if member.kind == "rabbit":
             self._await_rabbit(member)
         else:
@@ -310,9 +319,8 @@ class Cluster:
         shutil.rmtree(self.base, ignore_errors=True)
 
     def primary(self) -> str | None:
-        """The member every running Sentinel names as the Redis primary; None while they disagree. (Right after a
-        failover only its leader may know: a member killed and started again meanwhile comes back empty, as a
-        primary, and a Sentinel that still names it would make the promoted replica sync from it, emptying it.)"""
+        """The member every running Sentinel names as the Redis primary; None while they disagree (right after a
+        failover, only its leader may know)."""
         replies = [
             _redis_cli(s.port, "SENTINEL", "get-master-addr-by-name", SERVICE).split()
             for s in SENTINELS

@@ -10,7 +10,8 @@ with members killed mid-run; each case writes a row of the chaos accounting (`te
                       dead-lettering resends what a node's stop left unconfirmed after 10 s, not 3 minutes)
     redis_failover    the Redis primary killed -9 a third of the way through 1,500 jobs, Sentinel promotes the
                       replica, the old primary comes back as a replica; WAIT 1 on: every job final, 0 duplicated,
-                      no 1-s window above twice the sender's rate (the documented failover allowance)
+                      no 1-s window above twice the sender's rate (the documented failover allowance); a
+                      command retried on a connection to the killed primary goes to the promoted replica
     receiver          the receiver's node killed -9 while a provider posts: every answer 200 or 503, the 503s
                       only until it has reconnected to another node, every 200 stored
 
@@ -193,11 +194,21 @@ async def test_redis_failover(  # noqa: PLR0917 - fixtures
             proc = fleet.start("--concurrency", "50")
             await books.publish(amqp, names, valid_jobs("rf", n))
             await until(lambda: len(fake.messages) >= n // 3, 120, f"{n // 3} messages sent", [proc])
-            await run(cluster, "kill", primary)
-            killed_at, sent = time.monotonic(), len(fake.messages)
-            await until(lambda: cluster.primary() not in (None, primary), 30, "Sentinel promoted the replica")
-            promoted = time.monotonic() - killed_at
-            await run(cluster, "start", primary)  # back as the new primary's replica: WAIT 1 can succeed again
+            held = await redis.connection_pool.get_connection()  # on the primary about to be killed
+            try:
+                await run(cluster, "kill", primary)
+                killed_at, sent = time.monotonic(), len(fake.messages)
+                await until(lambda: cluster.primary() not in (None, primary), 30, "Sentinel promoted the replica")
+                promoted = time.monotonic() - killed_at
+                await run(cluster, "start", primary)  # back as the new primary's replica: WAIT 1 can succeed again
+                # a command retried on a connection that lost its server (as a client's retry does) goes to the
+                # primary the Sentinels name, not back to the address the connection had
+                await held.disconnect()
+                await held.send_command("ROLE")
+                role = (await held.read_response())[0]
+                assert role == b"master", f"a retried command went to the restarted {primary}, now a {role!r}"
+            finally:
+                await redis.connection_pool.release(held)
             await asyncio.to_thread(cluster.await_replica)
             books.note(
                 f"{primary} killed -9 after {sent} sent; replica promoted in {promoted:.1f} s; WAIT 1 on; "

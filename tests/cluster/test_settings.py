@@ -4,6 +4,7 @@ moves between nodes."""
 from __future__ import annotations
 
 import pytest
+from redis.asyncio.connection import SSLConnection
 
 from smsfleet.connect import connect_amqp, redis_client
 from smsfleet.settings import ConfigError, SentinelUrl, Settings, redact_url
@@ -73,5 +74,14 @@ async def test_the_first_node_that_answers_then_the_next(cluster: object, amqp_u
     client = redis_client(redis_url)
     try:
         assert (await client.info("replication"))["role"] == "master"  # the Sentinels named the primary
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(("scheme", "tls"), [("redis+sentinel", False), ("rediss+sentinel", True)])
+async def test_a_sentinel_url_connects_to_the_primary_over_tls_when_it_says_so(scheme: str, tls: bool) -> None:
+    client = redis_client(f"{scheme}://s1:26379/mymaster/0")
+    try:
+        assert isinstance(client.connection_pool.make_connection(), SSLConnection) is tls
     finally:
         await client.aclose()
