@@ -29,19 +29,23 @@ or at its provider, is recorded and reported by it (only its acknowledgement fai
 channel, it would leave the job `calling` until its lease ran out (`SendPolicy.lease_s`, 30 s) before the
 redelivery could take it over.
 
-`handle` acknowledges (or otherwise settles) its message itself.
+`handle` acknowledges (or otherwise settles) its message itself, with `ack` and `nack`: the acks of deliveries
+handled in about the order they came go out together, in one frame (`_Acks`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+import heapq
+import math
+from collections.abc import Awaitable, Iterable
 
 import aiormq
 import msgspec
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from aio_pika.exceptions import MessageProcessError
 from redis.exceptions import RedisError
 
 from .runtime import Runtime
@@ -58,6 +62,8 @@ PING_EVERY_S = 1.0
 NACKED_RETRY_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 #: the longest an acknowledgement may wait to be written (see `ack`)
 SETTLE_S = 5.0
+#: the longest an acknowledged delivery waits for the ones before it on its channel (see `_Acks`)
+ACK_LINGER_S = 0.01
 
 
 class SettleTimeout(Exception):
@@ -67,17 +73,24 @@ class SettleTimeout(Exception):
 async def ack(msg: AbstractIncomingMessage) -> None:
     """Acknowledge `msg`, waiting at most `SETTLE_S` for the frame to be written.
 
+    A delivery that `QueueConsumer` tracks is acknowledged by its channel's `_Acks`: together with the ones
+    before it, in one frame (`multiple`), once none before it is still being handled, else on its own after
+    at most `ACK_LINGER_S`; the bound is then on the frame that covers it.
+
     aiormq queues an outgoing frame for its connection's writer in a queue of ten, and waits for it to be
     written. Once the writer is stuck (the broker stopped reading) or gone (the connection lost while frames
     were queued), an ack waits there for good: the handler never ends, and a drain waits out its whole grace.
     Bounded, the delivery is left to its channel: redelivered when the channel closes, settled if the frame
     was written after all; the ledger makes either safe."""
-    await _settle(msg.ack(), "ack")
+    acks = _ACKS.get(msg.channel)
+    await (_settle(msg.ack(), "ack") if acks is None else acks.acked(msg))
 
 
 async def nack(msg: AbstractIncomingMessage) -> None:
-    """Give `msg` back to its queue, bounded as `ack` is."""
-    await _settle(msg.nack(requeue=True), "nack")
+    """Give `msg` back to its queue, bounded as `ack` is. A delivery already acked, or on its way to be, stays
+    so (a handler cancelled after its ack nacks)."""
+    acks = _ACKS.get(msg.channel)
+    await (_settle(msg.nack(requeue=True), "nack") if acks is None else acks.nacked(msg))
 
 
 async def _settle(op: Awaitable[None], name: str) -> None:
@@ -86,6 +99,122 @@ async def _settle(op: Awaitable[None], name: str) -> None:
             await op
     except TimeoutError:
         raise SettleTimeout(name) from None
+
+
+class _Acks:
+    """The acknowledgements of one channel's deliveries, in as few frames as the order of handling allows.
+
+    A delivery is `open` from its arrival until its handler acks it, or until its nack is written; an acked
+    one waits in `acking` until a frame covers it. While the lowest acked tags are below every open one, one
+    `multiple` ack settles them all: deliveries handled in about the order they came (a batch of jobs, the
+    status and suppression queues) cost one frame for many. One below which a delivery is still handled (a
+    slow provider, a job waiting for its rate slot) is acked on its own after `ACK_LINGER_S`. A delivery
+    left unsettled (its nack not written: the connection stuck) stays open, so no `multiple` ack passes it.
+    Frames are written one at a time, by one task, in order: a `multiple` ack never reaches the broker ahead
+    of an ack it covers. (Measured by `tests.bench.acks`: an ack costs the broker about a fifth, and this
+    client about two thirds, when 50 go in one frame.)"""
+
+    def __init__(self) -> None:
+        self.open: set[int] = set()
+        self._lowest: list[int] = []  # a heap of the open tags (and of some settled since: pruned lazily)
+        self.acking: dict[int, tuple[AbstractIncomingMessage, asyncio.Future[None]]] = {}
+        self._queue: list[int] = []  # a heap of `acking`'s tags
+        self._more = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+
+    def received(self, tag: int) -> None:
+        self.open.add(tag)
+        heapq.heappush(self._lowest, tag)
+
+    def acked(self, msg: AbstractIncomingMessage) -> asyncio.Future[None]:
+        """A future done when a frame acknowledging `msg` is written; failed with `SettleTimeout` when a frame
+        waits `SETTLE_S` to be written (every ack waiting then fails with it)."""
+        tag = msg.delivery_tag
+        if tag in self.acking:
+            return self.acking[tag][1]
+        if tag not in self.open:  # written already, maybe by a `multiple` ack: another would close the channel
+            raise MessageProcessError("Message already processed", msg)
+        self.open.discard(tag)
+        future = asyncio.get_running_loop().create_future()
+        self.acking[tag] = (msg, future)
+        heapq.heappush(self._queue, tag)
+        self._more.set()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write())
+        return future
+
+    async def nacked(self, msg: AbstractIncomingMessage) -> None:
+        """Nack `msg` unless it is acked, or on its way to be (a nack then would close the channel)."""
+        if msg.delivery_tag not in self.open:
+            return
+        await _settle(msg.nack(requeue=True), "nack")
+        self.open.discard(msg.delivery_tag)  # written: a `multiple` ack may pass it now
+        self._more.set()
+
+    async def _write(self) -> None:
+        deadline: float | None = None
+        while self._queue:
+            while self._lowest and self._lowest[0] not in self.open:
+                heapq.heappop(self._lowest)
+            lowest_open = self._lowest[0] if self._lowest else math.inf
+            covered = []
+            while self._queue and self._queue[0] < lowest_open:
+                covered.append(heapq.heappop(self._queue))
+            if covered:
+                await self._send(covered, multiple=True)
+                deadline = None
+                continue
+            loop = asyncio.get_running_loop()
+            deadline = deadline or loop.time() + ACK_LINGER_S
+            self._more.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await self._more.wait()
+                continue
+            late, self._queue = sorted(self._queue), []
+            for tag in late:  # the linger is over: each on its own
+                if tag in self.acking:  # (else failed meanwhile, with a stuck connection)
+                    await self._send([tag], multiple=False)
+            deadline = None
+
+    async def _send(self, tags: list[int], *, multiple: bool) -> None:
+        entries = [self.acking.pop(tag) for tag in tags]
+        try:
+            await _settle(entries[-1][0].ack(multiple=multiple), "ack")
+        except SettleTimeout:  # the connection is stuck: the acks waiting behind this one would be too
+            entries += self.acking.values()
+            self.acking.clear()
+            self._queue.clear()
+            _fail(entries, SettleTimeout("ack"))
+        except Exception as exc:  # its channel closed: every waiter hears why
+            _fail(entries, exc)
+        else:
+            for _, future in entries:
+                if not future.done():  # (cancelled: its handler was, and the delivery is acked all the same)
+                    future.set_result(None)
+
+
+def _fail(entries: Iterable[tuple[object, asyncio.Future[None]]], error: Exception) -> None:
+    for _, future in entries:
+        if not future.done():
+            future.set_exception(error)
+
+
+#: the deliveries' channels and their acknowledgements (see `_Acks`)
+_ACKS: dict[aiormq.abc.AbstractChannel, _Acks] = {}
+
+
+def _track(msg: AbstractIncomingMessage) -> None:
+    """Hand `msg`'s acknowledgement to its channel's `_Acks`: called as it arrives, in the channel's order."""
+    channel, tag = msg.channel, msg.delivery_tag
+    if tag is None:
+        return
+    acks = _ACKS.get(channel)
+    if acks is None:
+        for closed in [c for c in _ACKS if c.is_closed]:
+            del _ACKS[closed]
+        acks = _ACKS[channel] = _Acks()
+    acks.received(tag)
 
 
 class QueueConsumer:
@@ -161,6 +290,7 @@ class QueueConsumer:
         # aiormq runs this in a task of the delivery's channel and cancels it when the channel closes (its
         # connection lost, a node stopped): the handling goes on to its end in a task of its own (see the doc),
         # which this does not wait for (the tasks of aiormq and aio-pika end at once, and hold no memory)
+        _track(msg)
         task = asyncio.create_task(self._process(msg))
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
