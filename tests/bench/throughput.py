@@ -125,7 +125,9 @@ async def accepted_count(
     connection: aio_pika.abc.AbstractRobustConnection, names: Names
 ) -> AsyncIterator[Callable[[], Awaitable[int]]]:
     """How many `accepted` events have been published: a queue bound to them that nobody consumes, counted by
-    the broker, so that this process (where `worker_round` runs the worker) spends nothing per event."""
+    the broker, so that this process (where `worker_round` runs the worker) spends nothing per event. Deleted
+    at the end: exclusive, it would live as long as the connection, with its messages, and still bound, so that
+    every later round's events would be stored once more in each earlier round's queue."""
     async with connection.channel() as channel:
         queue = await channel.declare_queue(exclusive=True)
         await queue.bind(names.events_exchange, routing_key=f"status.{State.ACCEPTED}")
@@ -135,7 +137,10 @@ async def accepted_count(
             declared = await (await channel.get_underlay_channel()).queue_declare(queue.name, passive=True)
             return declared.message_count or 0
 
-        yield count
+        try:
+            yield count
+        finally:
+            await queue.delete(if_unused=False, if_empty=False)
 
 
 async def worker_round(
