@@ -7,7 +7,7 @@ then consumes it with the prefetch given and acknowledges each delivery (`ack`),
 `multiple` (`multiple`), and deletes the queue. Printed per variant, medians of the rounds: deliveries a second,
 and the CPU time a delivery of this process and of the local `beam.smp` processes (RabbitMQ; read from
 /proc) over the consume, publishing excluded. Nothing is asserted: it measures what acknowledging with
-`multiple` could save the send worker and its broker (issue #18; the worker acknowledges one by one).
+`multiple` saves a consumer and its broker: the workers' acks go that way (`workers.consumer._Acks`).
 """
 
 from __future__ import annotations
