@@ -46,6 +46,7 @@ __all__ = [
     "HEADER_TARGET",
     "HEADER_TIER",
     "Names",
+    "PublishTimeout",
     "TopologyConflict",
     "declare",
     "publish_json",
@@ -57,7 +58,7 @@ DELIVERY_LIMIT = 5
 #: delay tiers, seconds: a wait is made of the largest tiers that fit, never overshooting
 DELAY_TIERS = (1, 5, 15, 60, 300, 900, 3600)
 DELAY_TARGETS = ("send", "internal")
-#: a publish the broker has not confirmed by then fails (the delivery it belongs to goes back)
+#: a publish the broker has not confirmed by then fails (`PublishTimeout`: see workers/consumer.py)
 CONFIRM_TIMEOUT_S = 10.0
 
 HEADER_ATTEMPT = "x-smsfleet-attempt"
@@ -266,6 +267,10 @@ async def delete(channel: AbstractChannel, names: Names) -> None:
         await channel.exchange_delete(exchange)
 
 
+class PublishTimeout(TimeoutError):
+    """A publish the broker did not confirm in time (a stalled or overloaded broker): it may have taken it still."""
+
+
 async def publish_json(
     channel: AbstractChannel,
     exchange: str,
@@ -280,8 +285,8 @@ async def publish_json(
     """Publish persistent JSON (the properties of `message`) on the channel's AMQP channel, and wait for the
     broker's confirm when the channel confirms. The frames `Exchange.publish(message(...))` sends, without
     aio-pika's Message and Exchange objects, whose building costs as much CPU as the publish itself (the
-    send worker publishes twice per job). A nack, a timeout or (on a channel with `on_return_raises`) a
-    returned message raises as it does through aio-pika."""
+    send worker publishes twice per job). A nack or (on a channel with `on_return_raises`) a returned message
+    raises as it does through aio-pika; a confirm that does not come within `confirm_timeout_s`, `PublishTimeout`."""
     properties = aiormq.spec.Basic.Properties(
         content_type="application/json",
         delivery_mode=2,
@@ -305,6 +310,8 @@ async def publish_json(
         except aiormq.exceptions.ChannelInvalidStateError:
             if attempt or not await _reopen(channel, underlay):
                 raise
+        except TimeoutError:  # aiormq's own timeout (an outer one would have cancelled this task instead)
+            raise PublishTimeout(f"not confirmed within {confirm_timeout_s:g} s") from None
 
 
 _reopening: weakref.WeakKeyDictionary[AbstractChannel, asyncio.Lock] = weakref.WeakKeyDictionary()

@@ -7,8 +7,8 @@ pause while Redis is away, drain, and turn a failure into the right fate for the
                                               until Redis answers a ping again, by itself; then `recover` does
                                               what the outage left undone (the send worker: give up the claims
                                               of the jobs it gave back), and consuming resumes
-    a publish the broker nacked               handled again, on the same delivery, after a pause (0.5 to 8 s,
-                                              15.5 s in all), then back to the queue (nack)
+    a publish the broker nacked, or did not   handled again, on the same delivery, after a pause (0.5 to 8 s,
+    confirm in time (a stalled broker)        15.5 s in all), then back to the queue (nack)
     anything else that escapes `handle`       back to the queue (nack); the queue's delivery limit parks a
                                               message that keeps crashing its handler
     cancelled (a drain past its grace)        back to the queue
@@ -18,10 +18,12 @@ pause while Redis is away, drain, and turn a failure into the right fate for the
 Quorum queues count every return of a message towards its delivery limit, so a message nacked once a second
 through a 20-s Redis outage would be dead-lettered after five: a delivery report or a STOP lost for nothing.
 Giving it back through a delay tier instead costs one publish and spends nothing. A nacked publish is the
-broker's trouble too (a node lost a moment ago: seen for ~6 s after a node's kill -9), and the queue would
-redeliver a returned message at once: five rounds within the nacks, and a job already `accepted` in the
-ledger would be parked in the dead queue without its event or its status check. So the delivery is kept
-and handled again, as its redelivery would be (the ledger makes that safe), spending nothing.
+broker's trouble too (a node lost a moment ago: seen for ~6 s after a node's kill -9), and so is one not
+confirmed in time (a broker that stopped answering, its connections open: a stalled disk, a paused VM);
+the queue would redeliver a returned message at once: five rounds within the trouble, and a job already
+`accepted` in the ledger would be parked in the dead queue without its event or its status check. So the
+delivery is kept and handled again, as its redelivery would be (the ledger makes that safe), spending
+nothing.
 
 A delivery whose channel closes while it is handled (its connection lost, a node stopped) goes back to the
 queue, and the broker delivers it again at once, but its handling is not abandoned: a job already claimed,
@@ -47,6 +49,8 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from aio_pika.exceptions import MessageProcessError
 from redis.exceptions import RedisError
+
+from smsfleet.topology import PublishTimeout
 
 from .runtime import Runtime
 
@@ -314,6 +318,10 @@ class QueueConsumer:
             raise
         except SettleTimeout as exc:  # the connection is stuck or gone: the channel settles the delivery
             log.info("worker.settle_timed_out", role=self.role, queue=self.queue_name, op=str(exc))
+        except PublishTimeout:  # the broker still not confirming, after every pause (see `_handle`)
+            log.warning("worker.publish_timed_out", role=self.role, queue=self.queue_name)
+            with contextlib.suppress(Exception):
+                await nack(msg)
         except Exception:
             if _channel_closed(msg):  # went back to the queue with its channel, as the doc says: not a crash
                 log.info("worker.delivery_returned", role=self.role, queue=self.queue_name)
@@ -329,10 +337,13 @@ class QueueConsumer:
             try:
                 await self.handle(msg)
                 return
-            except aiormq.exceptions.DeliveryError as exc:
-                if not isinstance(exc.frame, aiormq.spec.Basic.Nack) or msg.processed or self.draining:
+            except (aiormq.exceptions.DeliveryError, PublishTimeout) as exc:
+                if not _broker_trouble(exc) or msg.processed or self.draining:
                     raise
-                log.warning("worker.publish_nacked", role=self.role, queue=self.queue_name, retry_in_s=pause)
+                log.warning(
+                    "worker.publish_failed", role=self.role, queue=self.queue_name,
+                    why="timed out" if isinstance(exc, PublishTimeout) else "nacked", retry_in_s=pause,
+                )  # fmt: skip
             await asyncio.sleep(pause)
             if _channel_closed(msg):  # the delivery went back to the queue with its channel
                 return
@@ -372,6 +383,11 @@ class QueueConsumer:
                 return
 
         self._redis_watch = asyncio.create_task(watch())
+
+
+def _broker_trouble(exc: Exception) -> bool:
+    """A publish the broker nacked or did not confirm in time (not one it returned as unroutable)."""
+    return isinstance(exc, PublishTimeout) or isinstance(getattr(exc, "frame", None), aiormq.spec.Basic.Nack)
 
 
 def _channel_closed(msg: AbstractIncomingMessage) -> bool:

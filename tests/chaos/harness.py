@@ -466,9 +466,19 @@ async def redis_pid(redis: aioredis.Redis, url: str) -> int:
 _WATCHDOG = "import os, signal, sys, time; time.sleep(float(sys.argv[1])); os.kill(int(sys.argv[2]), signal.SIGCONT)"
 
 
+async def broker_pid(ctl: str) -> int:
+    """The pid of the local broker's Erlang VM, as the broker itself gives it (`pidof beam.smp` would also see
+    any other Erlang VM on the machine)."""
+    done = await asyncio.to_thread(
+        subprocess.run, [ctl, "eval", "list_to_integer(os:getpid())."], check=True, capture_output=True, text=True
+    )
+    return int(done.stdout.strip())
+
+
 @contextlib.contextmanager
-def redis_paused(pid: int, at_most: float = 15.0) -> Iterator[None]:
-    """The redis-server stopped (SIGSTOP) for the block: its connections hang, as on a network partition.
+def paused(pid: int, at_most: float = 15.0) -> Iterator[None]:
+    """A server (redis-server, the broker) stopped (SIGSTOP) for the block: its connections stay open and hang, as
+    on a network partition, a stalled disk or a paused VM.
 
     SIGCONT at the end of the block, and from a watchdog process after `at_most` s should this one die first.
     """
@@ -501,10 +511,10 @@ async def redis_refusing(url: str) -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def redis_away(fault: str, redis: aioredis.Redis, url: str, seconds: float) -> AsyncIterator[None]:
-    """Redis away for the block: `paused` (`redis_paused`, calls hang) or `refusing` (`redis_refusing`, calls
+    """Redis away for the block: `paused` (SIGSTOP: calls hang) or `refusing` (`redis_refusing`, calls
     fail at once). `seconds`: how long the block is meant to last (the watchdog of a pause allows 10 s more)."""
     if fault == "paused":
-        with redis_paused(await redis_pid(redis, url), at_most=seconds + 10):
+        with paused(await redis_pid(redis, url), at_most=seconds + 10):
             yield
     else:
         async with redis_refusing(url):

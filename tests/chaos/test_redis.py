@@ -24,8 +24,8 @@ from tests.chaos.harness import (
     asked,
     loop_lag,
     max_per_window,
+    paused,
     provider,
-    redis_paused,
     redis_pid,
     send_times,
     until,
@@ -64,7 +64,7 @@ async def test_redis_paused_during_rate_limiting(case: Case, kind: str) -> None:
                 fleet.env["SMSFLEET_STATUS_HORIZON_S"] = "2"
             proc = fleet.start("--gateway", kind, "--concurrency", str(concurrency))
             await until(lambda: len(fake.messages) >= n // 5, 60, f"{n // 5} messages sent", [proc])
-            with redis_paused(pid):
+            with paused(pid):
                 paused_at, sent_before = time.time(), len(fake.messages)
                 await asyncio.sleep(pause)  # the outage itself
                 sent_while_paused = len(fake.messages) - sent_before
@@ -109,7 +109,7 @@ async def test_redis_paused_during_the_idempotency_write(case: Case, kind: str) 
         with workers(case.settings, case.tmp_path) as fleet:
             proc = fleet.start("--gateway", kind, "--concurrency", str(concurrency))
             await until(lambda: in_flight(fake) >= concurrency * 0.8, 30, "the worker's sends in flight", [proc])
-            with redis_paused(pid):
+            with paused(pid):
                 before, cut = len(fake.messages), in_flight(fake)
                 await asyncio.sleep(pause)  # the outage itself
                 accepted_while_paused = len(fake.messages) - before
