@@ -8,6 +8,9 @@ process, on a throw-away namespace of the local broker and Redis; every fake pro
 process, so its CPU is not the worker's. Rounds alternate the variants, so that broker drift hits them all:
 
 - bare: `throughput.bare_round`, the floor of one request per SMS: consume, decode, POST, ack (fake SMSC);
+- events floor: `throughput.floor_round`, the floor of the event contract: consume, decode, publish the job's
+  `accepted` event (confirmed), ack; no provider, no Redis. No worker that gives each job its own event can
+  beat it, batched or not: its ratio to bare bounds what batching can gain against bare;
 - bulksms batched / unbatched: the worker against the fake BulkSMS with a linger of 5 ms / 0 (one request a
   job), sender rate 1e6/s, fake latency 0;
 - slow batched / unbatched: the same against a fake answering after 200 ms;
@@ -52,6 +55,7 @@ from tests.bench.throughput import (
     add_service_args,
     bare_round,
     bench_namespace,
+    floor_round,
     make_jobs,
     worker_round,
 )
@@ -230,6 +234,9 @@ async def bench(args: argparse.Namespace) -> None:
             "bare": lambda r: bare_round(
                 connection, names, make_jobs(f"b{r}", "smsc", args.jobs), args.concurrency, smsc.url
             ),
+            "events floor": lambda r: floor_round(
+                connection, names, make_jobs(f"e{r}", "smsc", args.jobs), args.concurrency
+            ),
             "bulksms batched": lambda r: worker_round(
                 settings, connection, make_jobs(f"f{r}", "fast", args.jobs), 0, kind="bulksms", policy=batched
             ),
@@ -271,6 +278,8 @@ async def bench(args: argparse.Namespace) -> None:
         broker, redis_cpu = (statistics.median(column) for column in zip(*services[name], strict=True))
         print(f"{name:<20}{median[name]:>13,.0f}{statistics.median(cpu[name]):>12.2f}{broker:>8.2f}{redis_cpu:>7.2f}"
               f"   {rounds}")  # fmt: skip
+    if {"bare", "events floor"} <= median.keys():
+        print(f"events floor / bare: {median['events floor'] / median['bare']:.2f} (the most a worker can reach)")
     if {"bare", "bulksms batched", "bulksms unbatched"} <= median.keys():
         print(f"bulksms batched / bare: {median['bulksms batched'] / median['bare']:.2f} (target >= 1.5)")
         print(f"bulksms unbatched / bare: {median['bulksms unbatched'] / median['bare']:.2f}")

@@ -49,11 +49,11 @@ import redis.asyncio as aioredis
 
 from cli import run
 from gateways.transport import FORM
-from smsfleet.contracts import SendJob, State, StatusEvent, encode
+from smsfleet.contracts import SendJob, State, StatusEvent, encode, status_event
 from smsfleet.logs import configure
 from smsfleet.senders import SenderRegistry, parse_sender
 from smsfleet.settings import Settings
-from smsfleet.topology import Names, declare, delete, message
+from smsfleet.topology import Names, declare, delete, message, publish_json
 from tests.fakes.smsc import FakeSmsc
 from workers import SendPolicy, run_workers, stats
 
@@ -204,6 +204,41 @@ async def bare_round(
                     "phones": job.to, "mes": job.text}  # fmt: skip
             async with http.post(url + "/sys/send.php", data=urlencode(form).encode(), headers=FORM_HEADERS) as resp:
                 await resp.json(content_type=None)
+            await msg.ack()
+            done.append(time.time())
+            if len(done) >= len(jobs):
+                finished.set()
+
+        cpu = time.process_time()
+        tag = await queue.consume(on_message)
+        await asyncio.wait_for(finished.wait(), 600)
+        cpu = time.process_time() - cpu
+        await queue.cancel(tag)
+    return (len(done) - 1) / (max(done) - min(done)), cpu * 1000 / len(jobs)
+
+
+async def floor_round(
+    connection: aio_pika.abc.AbstractRobustConnection, names: Names, jobs: list[SendJob], prefetch: int
+) -> tuple[float, float]:
+    """What the event contract alone costs a job, with no provider and no Redis: consume, decode, publish its
+    `accepted` event (persistent, confirmed, as `Runtime.emit` does), ack. No worker can do a job for less."""
+    await publish(connection, names, jobs)
+    done: list[float] = []
+    finished = asyncio.Event()
+    async with (
+        connection.channel() as channel,
+        connection.channel(publisher_confirms=True) as events,
+    ):
+        await channel.set_qos(prefetch_count=prefetch)
+        queue = await channel.get_queue(names.send_queue("smsc"), ensure=False)
+
+        async def on_message(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
+            job = _job_decoder.decode(msg.body)
+            event = status_event(job, State.ACCEPTED, attempt=1, parts=1, provider_message_id="1")
+            await publish_json(
+                events, names.events_exchange, encode(event), event.routing_key, mandatory=False,
+                message_id=f"{job.id}.accepted",
+            )  # fmt: skip
             await msg.ack()
             done.append(time.time())
             if len(done) >= len(jobs):
