@@ -21,6 +21,11 @@ Devino.Online: `POST /sms/messages?includeSegmentId=true`, `Authorization: Key â
 `{"messages": [{from, to (digits), text, validity (s), options: {"job_id": â€¦}}]}`; `options` is echoed in
 status callbacks, so reports carry our job id. No status lookup is documented: that adapter has none.
 HTTP 200 whose body is neither a success nor an error: Ambiguous, since Devino may have taken the message.
+It batches (`send_many`, `max_batch` 1,000; Devino documents up to 32,000 a request): the reply has one
+result per message, in order, so a rejected message fails its job only; a reply whose results do not match
+the messages is Ambiguous for every one of them, and a 400 for the whole request (which message is not said)
+has each message sent alone, as unbatched sending would. Its rate limit is not documented: a message, not a
+request, takes a slot, the reading that can never exceed a limit on either.
 Neither API documents deduplication by a client id, so `dedupes` stays False.
 """
 
@@ -30,6 +35,7 @@ import asyncio
 import math
 import re
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -119,6 +125,8 @@ class DevinoGateway(Gateway[DevinoSettings]):
         "Devino.Online: callbackUrl is the sender's SMS Receiving URL, given with each message",
         "the classic API's Validity is in whole minutes, at least 1; Devino.Online's validity in seconds, 1..259200",
         "a session is renewed after 110 minutes (documented lifetime: 120)",
+        "Devino.Online: up to 1,000 messages a request (32,000 documented); its rate limit is not documented and "
+        "is taken per message",
     )
 
     def __new__(cls, settings: DevinoSettings, http: aiohttp.ClientSession) -> DevinoGateway:
@@ -166,38 +174,66 @@ class DevinoGateway(Gateway[DevinoSettings]):
 
 
 class DevinoOnlineGateway(DevinoGateway):
-    """Devino.Online's JSON API: send only; reports come by callback."""
+    """Devino.Online's JSON API: send, many messages a request; reports come by callback."""
 
     has_status = False
     public_url = "https://api.devino.online"
+    max_batch = 1000  # of the 32,000 Devino takes: a request of ~200 KB at most
 
     async def send(self, message: Outgoing) -> Receipt:
-        item: dict[str, Any] = {"to": message.to.lstrip("+"), "text": message.text}
-        item |= {"from": message.originator} if message.originator else {}
-        if message.valid_until is not None:
-            seconds = math.ceil((message.valid_until - datetime.now(UTC)).total_seconds())
-            item["validity"] = min(max(seconds, 1), 259_200)
-        item["options"] = {"job_id": message.job_id}
-        if message.callback_url:
-            item["callbackUrl"] = message.callback_url
+        [outcome] = await self.send_many([message])
+        if isinstance(outcome, GatewayError):
+            raise outcome
+        return outcome
+
+    async def send_many(self, messages: Sequence[Outgoing]) -> list[Receipt | GatewayError]:
+        if not messages:
+            return []
         headers = {"Authorization": f"Key {self.settings.api_key}", "Accept": "application/json"}
         headers["Content-Type"] = "application/json"
-        reply = await request(
-            self.http, "POST", self.base_url + "/sms/messages", provider="Devino", timeout_s=self.timeout_s,
-            params={"includeSegmentId": "true"}, headers=headers, data=msgspec.json.encode({"messages": [item]}),
-        )  # fmt: skip
+        body = msgspec.json.encode({"messages": [_item(m) for m in messages]})
+        try:
+            reply = await request(
+                self.http, "POST", self.base_url + "/sms/messages", provider="Devino", timeout_s=self.timeout_s,
+                params={"includeSegmentId": "true"}, headers=headers, data=body,
+            )  # fmt: skip
+        except GatewayError as exc:
+            return [exc] * len(messages)
         data = reply.json()
+        if reply.status == 400 and len(messages) > 1:  # which message is not said: each alone, as unbatched
+            return await super().send_many(messages)
         if reply.status != 200:
-            raise self._error(f"http.{reply.status}", data.get("description") if isinstance(data, dict) else "")
+            error = self._error(f"http.{reply.status}", data.get("description") if isinstance(data, dict) else "")
+            return [error] * len(messages)
         result = data.get("result") if isinstance(data, dict) else None
-        first = result[0] if isinstance(result, list) and result and isinstance(result[0], dict) else {}
-        code, pid = first.get("code"), first.get("messageId")
+        if not isinstance(result, list) or len(result) != len(messages):
+            said = f"{len(result)} results" if isinstance(result, list) else "no result"
+            return [Ambiguous("devino.bad_reply", f"HTTP 200 with {said} for {len(messages)} messages")] * len(messages)
+        return [self._outcome(item) for item in result]
+
+    def _outcome(self, item: Any) -> Receipt | GatewayError:
+        """One message's result: `OK` with its id, or a rejection with its reasons."""
+        found: dict[str, Any] = item if isinstance(item, dict) else {}
+        code, pid = found.get("code"), found.get("messageId")
         if code == "OK" and isinstance(pid, str | int) and pid:
-            segments = first.get("segmentsId")
+            segments = found.get("segmentsId")
             return Receipt(provider_message_id=str(pid), parts=len(segments) if isinstance(segments, list) else None)
         if isinstance(code, str) and code:
-            raise self._error(code, msgspec.json.encode(first.get("reasons") or {}).decode())
-        raise Ambiguous("devino.bad_reply", "HTTP 200 without a result")
+            return self._error(code, msgspec.json.encode(found.get("reasons") or {}).decode())
+        return Ambiguous("devino.bad_reply", "HTTP 200 with a result that is neither OK nor a rejection")
+
+
+def _item(message: Outgoing) -> dict[str, Any]:
+    """A message as Devino.Online takes it (the module doc)."""
+    item: dict[str, Any] = {"to": message.to.lstrip("+"), "text": message.text}
+    item |= {"from": message.originator} if message.originator else {}
+    if message.valid_until is not None:
+        seconds = math.ceil((message.valid_until - datetime.now(UTC)).total_seconds())
+        item["validity"] = min(max(seconds, 1), 259_200)
+    item["options"] = {"job_id": message.job_id}
+    if message.callback_url:
+        item["callbackUrl"] = message.callback_url
+    return item
 
 
 class DevinoRestGateway(DevinoGateway):

@@ -15,8 +15,10 @@ Classic REST (integrationapi.net), parameters case-insensitive, in the query str
   with any code, at the HTTP status Devino gives it.
 Devino.Online: `POST /sms/messages` with `Authorization: Key <api_key>` and a JSON body; per message
 `{"code": "OK", "messageId", "segmentsId" (with includeSegmentId=true)}` or `{"code": "REJECTED", "reasons":
-{code: parameter}}` (the reason codes are made up: Devino's were not retrieved); a wrong key gets HTTP 401
-(inferred). `reject_next(n)` rejects the next messages.
+{code: parameter}}` (the reason codes are made up: Devino's were not retrieved), one per message of the
+request, in order; more than 32,000 messages (the documented maximum) get HTTP 400 for the request (inferred),
+as does a request without messages; a wrong key gets HTTP 401 (inferred). It keeps every message it takes,
+never deduplicates (nothing is documented), and `reject_next(n)` rejects the next messages.
 
 Messages start in classic state `initial_state` (default -1, sent to the network); `set_state` moves them.
 `callback_body` is the (assumed) Devino.Online status push. Faults: `FakeProvider`'s
@@ -53,6 +55,8 @@ CODES = {
     9: (500, "Internal server error"),
 }
 _PRIORITIES = {"LOW", "MEDIUM", "HIGH", "REALTIME"}
+#: messages in one Devino.Online request, at most [§5.B]
+MAX_MESSAGES = 32_000
 
 
 @dataclasses.dataclass
@@ -209,6 +213,8 @@ class FakeDevino(FakeProvider[Seen]):
         items = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
             return web.json_response({"code": "BAD_REQUEST", "description": "messages required"}, status=400)
+        if len(items) > MAX_MESSAGES:
+            return web.json_response({"code": "BAD_REQUEST", "description": "too many messages"}, status=400)
         result = [self._online_item(i, n, request.query.get("includeSegmentId") == "true") for n, i in enumerate(items)]
         if self.dropped(request):
             return web.Response()

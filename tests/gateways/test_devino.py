@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import aiohttp
 import msgspec
 import pytest
+from aiohttp import web
 
 from gateways import (
     Ambiguous,
@@ -25,6 +26,7 @@ from gateways import (
 from gateways.devino import ERRORS, STATUSES, DevinoGateway, DevinoOnlineGateway, DevinoRestGateway
 from smsfleet.contracts import State
 from smsfleet.kinds import DevinoSettings
+from tests.fakes._serve import serve
 from tests.fakes.devino import FakeDevino
 
 from .contract import GatewayContract
@@ -319,3 +321,57 @@ class TestDevinoOnline(DevinoContract):
         assert gateway.base_url == "https://api.devino.online"
         assert KEY not in repr(gateway)
         assert not gateway.has_status
+
+    # --- batches -------------------------------------------------------------------------------------------
+    def test_batch_size_and_rate(self, http: aiohttp.ClientSession) -> None:
+        online = DevinoGateway(DevinoSettings(api_key=KEY), http)
+        classic = DevinoGateway(DevinoSettings(login=LOGIN, password=PASSWORD), http)
+        assert (online.max_batch, online.rate_per, classic.max_batch) == (1000, "message", 1)
+
+    async def test_a_batch_is_one_request_of_what_send_puts(self, gateway: DevinoGateway, fake: FakeDevino) -> None:
+        messages = [*self.batch(2), self.message("job-long", to=self.phone[:-1] + "9", text=LONG)]
+        outcomes = await gateway.send_many(messages)
+        [seen] = fake.requests
+        singles = []
+        for m in messages:  # each item is what `send` puts for that message alone
+            await gateway.send(m)
+            singles += fake.requests[-1].json["messages"]
+        assert seen.json == {"messages": singles}
+        taken = fake.messages[:3]
+        assert [(m.to, m.fields["options"]["job_id"]) for m in taken] == [
+            (m.to.lstrip("+"), m.job_id) for m in messages
+        ]
+        assert outcomes == [Receipt(provider_message_id=m.ids[0], parts=len(m.ids) - 1) for m in taken]
+        assert [o.parts for o in outcomes if isinstance(o, Receipt)] == [1, 1, 2]
+
+    async def test_one_rejected_message_fails_only_its_job(self, gateway: DevinoGateway, fake: FakeDevino) -> None:
+        good, _, other = self.batch(3)
+        bad = self.message("job-bad", to="+12")
+        outcomes = await gateway.send_many([good, bad, other])
+        assert [type(o) for o in outcomes] == [Receipt, Permanent, Receipt]
+        assert isinstance(outcomes[1], Permanent)
+        assert outcomes[1].code == "devino.REJECTED"
+        assert "INVALID_PHONE" in outcomes[1].message
+        assert len(fake.requests) == 1
+        assert [m.fields["options"]["job_id"] for m in fake.messages] == [good.job_id, other.job_id]
+
+    async def test_a_400_for_the_whole_request_sends_each_alone(self, gateway: DevinoGateway, fake: FakeDevino) -> None:
+        fake.http_status_next(1, 400)
+        outcomes = await gateway.send_many(self.batch(3))
+        assert [type(o) for o in outcomes] == [Receipt] * 3
+        assert [len(r.json["messages"]) for r in fake.requests] == [3, 1, 1, 1]
+        assert len(fake.messages) == 3  # the refused request took nothing
+
+    async def test_results_that_do_not_match_the_messages_are_ambiguous(self, http: aiohttp.ClientSession) -> None:
+        async def answer(request: web.Request) -> web.Response:  # one result for any number of messages
+            return web.json_response({"result": [{"code": "OK", "messageId": "1"}]})
+
+        app = web.Application()
+        app.router.add_post("/sms/messages", answer)
+        runner, url = await serve(app)
+        try:
+            outcomes = await self.make_gateway(http, url).send_many(self.batch(3))
+        finally:
+            await runner.cleanup()
+        assert [type(o) for o in outcomes] == [Ambiguous] * 3  # Devino may have taken all three: never resent blindly
+        assert all(o.code == "devino.bad_reply" for o in outcomes if isinstance(o, Ambiguous))
