@@ -21,11 +21,18 @@ Decisions:
   so the order of the list does not matter. Codes we do not know are not final: polling goes on, and the
   status horizon ends the job `unknown` if nothing final comes.
 - No callbacks: the doc lists them, but their payload was not found (the kind has no receiving URL).
+- Batches (`send_many`, `max_batch` 100, a guess: no maximum is documented): the messages of one request go
+  as `messages[]`, and each reply entry is matched to its message by `msisdn` (in order among the messages to
+  one number), not by position, which the doc does not promise; a reply that does not match them one to one
+  is Ambiguous for every message. A refused request (4xx, or a 200 with an error body) does not say which
+  message it refused: each is then sent alone, as unbatched sending would (a refusal took nothing). The
+  request rate is not documented either: a message, not a request, takes a slot.
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -109,7 +116,10 @@ class MtsGateway(Gateway[MtsSettings]):
         "no validity field is documented: `valid_until` is not sent (the worker drops expired jobs)",
         "callbacks exist per the doc's contents, payload unknown: delivery comes from status lookups only",
         "MTS publishes no request rate here; 20 requests/s per sender is a guess",
+        "batches of up to 100 messages (no maximum is documented); the reply's entries are matched to the "
+        "messages by msisdn, and a refused batch is sent again message by message",
     )
+    max_batch = 100
 
     @property
     def base_url(self) -> str:
@@ -119,18 +129,25 @@ class MtsGateway(Gateway[MtsSettings]):
         return f"MtsGateway(login={self.settings.login!r}, base_url={self.base_url!r})"
 
     async def send(self, message: Outgoing) -> Receipt:
-        item: dict[str, Any] = {
-            "content": {"short_text": message.text},
-            "to": [{"msisdn": message.to.lstrip("+"), "message_id": message.job_id}],
-        }
-        if message.originator:
-            item["from"] = {"sms_address": message.originator}
-        data = await self._call("/messages", {"messages": [item]})
-        taken = data.get("messages")
-        first = taken[0] if isinstance(taken, list) and taken and isinstance(taken[0], dict) else {}
-        if not first.get("internal_id"):
-            raise Ambiguous("mts.bad_reply", "HTTP 200 without messages[0].internal_id")
-        return Receipt(provider_message_id=str(first["internal_id"]))
+        [outcome] = await self.send_many([message])
+        if isinstance(outcome, GatewayError):
+            raise outcome
+        return outcome
+
+    async def send_many(self, messages: Sequence[Outgoing]) -> list[Receipt | GatewayError]:
+        if not messages:
+            return []
+        try:
+            data = await self._call("/messages", {"messages": [_item(m) for m in messages]})
+        except Permanent as exc:
+            return await super().send_many(messages) if len(messages) > 1 else [exc]
+        except GatewayError as exc:
+            return [exc] * len(messages)
+        ids = _internal_ids(messages, data.get("messages"))
+        if ids is None:
+            error = Ambiguous("mts.bad_reply", f"HTTP 200 whose messages do not match the {len(messages)} sent")
+            return [error] * len(messages)
+        return [Receipt(provider_message_id=i) for i in ids]
 
     async def status(self, ref: StatusRef) -> Report:
         key = ref.provider_message_id or ref.job_id
@@ -163,6 +180,36 @@ class MtsGateway(Gateway[MtsSettings]):
         if not isinstance(data, dict):
             raise Ambiguous("mts.bad_reply", "HTTP 200 without a JSON object")
         return data
+
+
+def _item(message: Outgoing) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "content": {"short_text": message.text},
+        "to": [{"msisdn": message.to.lstrip("+"), "message_id": message.job_id}],
+    }
+    if message.originator:
+        item["from"] = {"sms_address": message.originator}
+    return item
+
+
+def _internal_ids(messages: Sequence[Outgoing], taken: Any) -> list[str] | None:
+    """Each message's `internal_id` from the reply's `messages`, matched by `msisdn` (in order among the messages
+    to one number; a lone message takes the lone entry, `msisdn` or not); None unless they match one to one."""
+    entries = taken if isinstance(taken, list) and len(taken) == len(messages) else []
+    if not entries or not all(isinstance(e, dict) and e.get("internal_id") for e in entries):
+        return None
+    if len(messages) == 1:
+        return [str(entries[0]["internal_id"])]
+    by_number: dict[str, list[str]] = {}
+    for entry in entries:
+        by_number.setdefault(str(entry.get("msisdn") or "").lstrip("+"), []).append(str(entry["internal_id"]))
+    ids = []
+    for message in messages:
+        waiting = by_number.get(message.to.lstrip("+"))
+        if not waiting:
+            return None
+        ids.append(waiting.pop(0))
+    return ids
 
 
 GATEWAY = MtsGateway

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from gateways import Ambiguous, GatewayError, Outgoing, Permanent, Receipt, StatusRef, Transient, gateway_class
 from gateways.mts import ERRORS, STATUSES, MtsGateway
 from smsfleet.contracts import State
 from smsfleet.kinds import MtsSettings
+from tests.fakes._serve import serve
 from tests.fakes.mts import FakeMts
 
 from .contract import GatewayContract
@@ -18,6 +21,7 @@ from .contract import GatewayContract
 LOGIN, PASSWORD = "acme", "s3cret-Pa55"
 STATE_CODES = {State.DELIVERED: 300, State.UNDELIVERED: 301, State.REJECTED: 201}
 SEND, INFO = "/http-api/v1/messages", "/http-api/v1/messages/info"
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 class TestMts(GatewayContract[FakeMts]):
@@ -156,3 +160,66 @@ class TestMts(GatewayContract[FakeMts]):
         assert PASSWORD not in repr(gateway)
         assert LOGIN in repr(gateway)
         assert any("status codes" in a and "medium-low" in a for a in gateway.assumptions)
+
+    # --- batches -------------------------------------------------------------------------------------------
+    def test_batch_size_and_rate(self) -> None:
+        assert (MtsGateway.max_batch, MtsGateway.rate_per) == (100, "message")
+
+    async def test_a_batch_is_one_request_of_what_send_puts(self, gateway: MtsGateway, fake: FakeMts) -> None:
+        messages = self.batch(3)
+        outcomes = await gateway.send_many(messages)
+        [seen] = fake.requests
+        singles = []
+        for m in messages:  # each item is what `send` puts for that message alone
+            await gateway.send(m)
+            singles += fake.requests[-1].json()["messages"]
+        assert seen.json() == {"messages": singles}
+        taken = fake.messages[:3]
+        assert [(t.msisdn, t.message_id) for t in taken] == [(m.to.lstrip("+"), m.job_id) for m in messages]
+        assert outcomes == [Receipt(provider_message_id=t.internal_id) for t in taken]
+
+    async def test_a_refused_batch_is_sent_message_by_message(self, gateway: MtsGateway, fake: FakeMts) -> None:
+        good, _, other = self.batch(3)
+        bad = self.message("job-bad", to="+12")
+        outcomes = await gateway.send_many([good, bad, other])  # MTS refuses the whole request for one number
+        assert [type(o) for o in outcomes] == [Receipt, Permanent, Receipt]
+        assert [len(r.json()["messages"]) for r in fake.requests] == [3, 1, 1, 1]
+        assert [m.message_id for m in fake.messages] == [good.job_id, other.job_id]  # the refusal took nothing
+
+    @pytest.mark.parametrize(("order", "first"), [("as sent", "+79160000001"), ("reversed", "+79160000009")])
+    async def test_reply_entries_are_matched_by_number(
+        self, http: aiohttp.ClientSession, order: str, first: str
+    ) -> None:
+        """The doc does not promise that the reply keeps the request's order: entries go by number (two jobs to
+        one number, as sent, keep their order)."""
+        messages = [self.message("a", to=first), self.message("b"), self.message("c", to="+79160000001")]
+
+        async def answer(request: web.Request) -> web.Response:
+            items = (await request.json())["messages"]
+            entries = [{"internal_id": f"id-{i}", "msisdn": m["to"][0]["msisdn"]} for i, m in enumerate(items)]
+            return web.json_response({"messages": entries[::-1] if order == "reversed" else entries})
+
+        outcomes = await self._against(http, answer, messages)
+        assert [o.provider_message_id for o in outcomes if isinstance(o, Receipt)] == ["id-0", "id-1", "id-2"]
+
+    async def test_a_reply_that_does_not_match_is_ambiguous(self, http: aiohttp.ClientSession) -> None:
+        async def answer(request: web.Request) -> web.Response:  # the wrong numbers: whose id is whose?
+            items = (await request.json())["messages"]
+            return web.json_response({"messages": [{"internal_id": str(i), "msisdn": "70000000000"} for i in items]})
+
+        outcomes = await self._against(http, answer, self.batch(3))
+        assert [type(o) for o in outcomes] == [Ambiguous] * 3  # MTS may have taken them: never resent blindly
+
+    async def _against(
+        self,
+        http: aiohttp.ClientSession,
+        answer: Callable[[web.Request], Awaitable[web.Response]],
+        messages: list[Outgoing],
+    ) -> list[Receipt | GatewayError]:
+        app = web.Application()
+        app.router.add_post(SEND, answer)
+        runner, url = await serve(app)
+        try:
+            return await self.make_gateway(http, url).send_many(messages)
+        finally:
+            await runner.cleanup()
