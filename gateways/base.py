@@ -16,9 +16,10 @@ provider account (`account`), so two jobs never share one and every attempt of a
 `send_many` is for providers that take several messages in one request (`max_batch` > 1): one outcome per
 message, in order — a refusal of one destination fails that message only, an error of the whole request
 (transport, auth, a reply that says nothing) is every message's. The default sends them one by one, so an
-adapter only overrides it when its API really batches. `rate_per` says what the provider's rate limit
-counts: `"message"` (one slot of the sender's rate per message) or `"request"` (one per request, however
-many messages it carries: Play Mobile's PLAY_MOBILE_LIMIT_REQUESTS_PER_SEC).
+adapter only overrides it when its API really batches (`BatchingGateway`, whose `send` is a batch of one).
+`rate_per` says what the provider's rate limit counts: `"message"` (one slot of the sender's rate per
+message) or `"request"` (one per request, however many messages it carries: Play Mobile's
+PLAY_MOBILE_LIMIT_REQUESTS_PER_SEC).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from smsfleet.kinds import KindSettings, secret_fields
 from .errors import GatewayError
 
 __all__ = [
+    "BatchingGateway",
     "Callback",
     "CallbackRequest",
     "Gateway",
@@ -218,3 +220,14 @@ class Gateway(Generic[S]):
 
     def parse_callback(self, request: CallbackRequest) -> Callback:
         raise NotImplementedError(f"{self.kind} does not push callbacks")
+
+
+class BatchingGateway(Gateway[S]):
+    """An adapter whose provider takes many messages in one request: `send_many` is its request (it must be
+    overridden), and `send` a batch of one."""
+
+    async def send(self, message: Outgoing) -> Receipt:
+        [outcome] = await self.send_many([message])
+        if isinstance(outcome, GatewayError):
+            raise outcome
+        return outcome

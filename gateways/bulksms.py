@@ -66,7 +66,7 @@ from smsfleet.contracts import ErrorInfo, State
 from smsfleet.kinds import BulksmsSettings
 
 from ._json_api import call, e164, pushed_json, timestamp
-from .base import Callback, CallbackRequest, Gateway, Inbound, Outgoing, Receipt, Report, StatusRef
+from .base import BatchingGateway, Callback, CallbackRequest, Inbound, Outgoing, Receipt, Report, StatusRef
 from .errors import Ambiguous, GatewayError, Permanent, Transient
 
 __all__ = ["GATEWAY", "BulksmsGateway", "user_supplied_id"]
@@ -153,7 +153,7 @@ def _refused(status: int, data: Any) -> GatewayError:
     return cls(f"bulksms.{status}" + (f".{kind}" if kind else ""), f"{meaning}: {detail}" if detail else meaning)
 
 
-class BulksmsGateway(Gateway[BulksmsSettings]):
+class BulksmsGateway(BatchingGateway[BulksmsSettings]):
     """BulkSMS.com JSON API. Delivery reports: status lookup by message id, and webhooks (SENT and RECEIVED)."""
 
     kind = "bulksms"
@@ -180,12 +180,6 @@ class BulksmsGateway(Gateway[BulksmsSettings]):
 
     def __repr__(self) -> str:
         return f"BulksmsGateway(login={self.settings.login!r}, base_url={self.base_url!r})"
-
-    async def send(self, message: Outgoing) -> Receipt:
-        [outcome] = await self.send_many([message])
-        if isinstance(outcome, GatewayError):
-            raise outcome
-        return outcome
 
     async def send_many(self, messages: Sequence[Outgoing]) -> list[Receipt | GatewayError]:
         if all(m.ref.isdigit() for m in messages):

@@ -46,7 +46,7 @@ from smsfleet.contracts import ErrorInfo, State
 from smsfleet.kinds import DevinoSettings
 
 from ._multipart import combine, segment_ids
-from .base import Callback, CallbackRequest, Gateway, Outgoing, Receipt, Report, StatusRef
+from .base import BatchingGateway, Callback, CallbackRequest, Gateway, Outgoing, Receipt, Report, StatusRef
 from .errors import Ambiguous, GatewayError, Permanent, Transient
 from .transport import Reply, request
 
@@ -173,18 +173,12 @@ class DevinoGateway(Gateway[DevinoSettings]):
         return cls(f"devino.{key}", f"{meaning}: {text}" if text else meaning)
 
 
-class DevinoOnlineGateway(DevinoGateway):
+class DevinoOnlineGateway(BatchingGateway[DevinoSettings], DevinoGateway):
     """Devino.Online's JSON API: send, many messages a request; reports come by callback."""
 
     has_status = False
     public_url = "https://api.devino.online"
     max_batch = 1000  # of the 32,000 Devino takes: a request of ~200 KB at most
-
-    async def send(self, message: Outgoing) -> Receipt:
-        [outcome] = await self.send_many([message])
-        if isinstance(outcome, GatewayError):
-            raise outcome
-        return outcome
 
     async def send_many(self, messages: Sequence[Outgoing]) -> list[Receipt | GatewayError]:
         if not messages:

@@ -54,7 +54,7 @@ from smsfleet.contracts import ErrorInfo, State
 from smsfleet.kinds import InfobipSettings
 
 from ._json_api import call, digits, e164, pushed_json, timestamp
-from .base import Callback, CallbackRequest, Gateway, Inbound, Outgoing, Receipt, Report, StatusRef
+from .base import BatchingGateway, Callback, CallbackRequest, Inbound, Outgoing, Receipt, Report, StatusRef
 from .errors import Ambiguous, GatewayError, Permanent, Transient
 
 __all__ = ["GATEWAY", "V2", "V3", "InfobipGateway"]
@@ -187,7 +187,7 @@ def _outcome(message: Outgoing, item: Any) -> Receipt | GatewayError:
     return Receipt(provider_message_id=message.job_id, parts=parts if isinstance(parts, int) else None)
 
 
-class InfobipGateway(Gateway[InfobipSettings]):
+class InfobipGateway(BatchingGateway[InfobipSettings]):
     """Infobip SMS API v3 (or v2 by URL). Delivery reports: pulled by message id, and pushed; inbound SMS pushed."""
 
     kind = "infobip"
@@ -234,12 +234,6 @@ class InfobipGateway(Gateway[InfobipSettings]):
         elif message.callback_url:
             sms |= {"notifyUrl": message.callback_url, "notifyContentType": "application/json"}
         return sms
-
-    async def send(self, message: Outgoing) -> Receipt:
-        [outcome] = await self.send_many([message])
-        if isinstance(outcome, GatewayError):
-            raise outcome
-        return outcome
 
     async def send_many(self, messages: Sequence[Outgoing]) -> list[Receipt | GatewayError]:
         if not messages:

@@ -39,7 +39,7 @@ from typing import Any
 from smsfleet.contracts import ErrorInfo, State
 from smsfleet.kinds import MtsSettings
 
-from .base import Gateway, Outgoing, Receipt, Report, StatusRef
+from .base import BatchingGateway, Outgoing, Receipt, Report, StatusRef
 from .errors import Ambiguous, GatewayError, Permanent, Transient
 from .transport import request
 
@@ -100,7 +100,7 @@ def _report(key: str, events: list[Any], job_id: str) -> Report:
     )
 
 
-class MtsGateway(Gateway[MtsSettings]):
+class MtsGateway(BatchingGateway[MtsSettings]):
     """MTS Marketolog over its omnichannel HTTP API. Delivery reports: status lookup by internal id."""
 
     kind = "mts"
@@ -127,12 +127,6 @@ class MtsGateway(Gateway[MtsSettings]):
 
     def __repr__(self) -> str:
         return f"MtsGateway(login={self.settings.login!r}, base_url={self.base_url!r})"
-
-    async def send(self, message: Outgoing) -> Receipt:
-        [outcome] = await self.send_many([message])
-        if isinstance(outcome, GatewayError):
-            raise outcome
-        return outcome
 
     async def send_many(self, messages: Sequence[Outgoing]) -> list[Receipt | GatewayError]:
         if not messages:

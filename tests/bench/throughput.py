@@ -191,30 +191,16 @@ async def bare_round(
 ) -> tuple[float, float]:
     """The floor of the same work: consume, decode, POST the same form, ack. No Redis, no events."""
     await publish(connection, names, jobs)
-    done: list[float] = []
-    finished = asyncio.Event()
     connector = aiohttp.TCPConnector(limit=max(100, prefetch))
-    async with aiohttp.ClientSession(connector=connector) as http, connection.channel() as channel:
-        await channel.set_qos(prefetch_count=prefetch)
-        queue = await channel.get_queue(names.send_queue("smsc"), ensure=False)
+    async with aiohttp.ClientSession(connector=connector) as http:
 
-        async def on_message(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
-            job = _job_decoder.decode(msg.body)
+        async def post(job: SendJob) -> None:
             form = {"login": LOGIN, "psw": PASSWORD, "fmt": "3", "charset": "utf-8",
                     "phones": job.to, "mes": job.text}  # fmt: skip
             async with http.post(url + "/sys/send.php", data=urlencode(form).encode(), headers=FORM_HEADERS) as resp:
                 await resp.json(content_type=None)
-            await msg.ack()
-            done.append(time.time())
-            if len(done) >= len(jobs):
-                finished.set()
 
-        cpu = time.process_time()
-        tag = await queue.consume(on_message)
-        await asyncio.wait_for(finished.wait(), 600)
-        cpu = time.process_time() - cpu
-        await queue.cancel(tag)
-    return (len(done) - 1) / (max(done) - min(done)), cpu * 1000 / len(jobs)
+        return await _loop_round(connection, names, len(jobs), prefetch, post)
 
 
 async def floor_round(
@@ -223,25 +209,38 @@ async def floor_round(
     """What the event contract alone costs a job, with no provider and no Redis: consume, decode, publish its
     `accepted` event (persistent, confirmed, as `Runtime.emit` does), ack. No worker can do a job for less."""
     await publish(connection, names, jobs)
-    done: list[float] = []
-    finished = asyncio.Event()
-    async with (
-        connection.channel() as channel,
-        connection.channel(publisher_confirms=True) as events,
-    ):
-        await channel.set_qos(prefetch_count=prefetch)
-        queue = await channel.get_queue(names.send_queue("smsc"), ensure=False)
+    async with connection.channel(publisher_confirms=True) as events:
 
-        async def on_message(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
-            job = _job_decoder.decode(msg.body)
+        async def emit(job: SendJob) -> None:
             event = status_event(job, State.ACCEPTED, attempt=1, parts=1, provider_message_id="1")
             await publish_json(
                 events, names.events_exchange, encode(event), event.routing_key, mandatory=False,
                 message_id=f"{job.id}.accepted",
             )  # fmt: skip
+
+        return await _loop_round(connection, names, len(jobs), prefetch, emit)
+
+
+async def _loop_round(
+    connection: aio_pika.abc.AbstractRobustConnection,
+    names: Names,
+    n: int,
+    prefetch: int,
+    work: Callable[[SendJob], Awaitable[None]],
+) -> tuple[float, float]:
+    """Consume `n` jobs of the SMSC send queue: decode, `work`, ack, one by one. msg/s from the first to the last
+    ack, and this process's CPU ms a job."""
+    done: list[float] = []
+    finished = asyncio.Event()
+    async with connection.channel() as channel:
+        await channel.set_qos(prefetch_count=prefetch)
+        queue = await channel.get_queue(names.send_queue("smsc"), ensure=False)
+
+        async def on_message(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
+            await work(_job_decoder.decode(msg.body))
             await msg.ack()
             done.append(time.time())
-            if len(done) >= len(jobs):
+            if len(done) >= n:
                 finished.set()
 
         cpu = time.process_time()
@@ -249,7 +248,7 @@ async def floor_round(
         await asyncio.wait_for(finished.wait(), 600)
         cpu = time.process_time() - cpu
         await queue.cancel(tag)
-    return (len(done) - 1) / (max(done) - min(done)), cpu * 1000 / len(jobs)
+    return (len(done) - 1) / (max(done) - min(done)), cpu * 1000 / n
 
 
 async def create_sender(redis: aioredis.Redis, names: Names, sender_id: str, url: str, rate_limit: float = 1e6) -> None:
