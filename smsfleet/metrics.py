@@ -28,6 +28,7 @@ __all__ = [
     "JOBS",
     "PROVIDER_LATENCY",
     "PROVIDER_REQUESTS",
+    "PUBLISH_RETRIES",
     "QUEUE_DEPTH",
     "QUEUE_OLDEST_AGE",
     "RATE_LIMIT_WAIT",
@@ -68,6 +69,11 @@ RATE_LIMIT_WAIT = Histogram(
 )
 RETRIES = Counter("smsfleet_retries_total", "Retries scheduled, by delay tier (seconds)", ["gateway", "tier"])
 DEAD_LETTERED = Counter("smsfleet_dead_lettered_total", "Messages parked in the dead queue", ["reason"])
+PUBLISH_RETRIES = Counter(
+    "smsfleet_publish_retries_total",
+    "Deliveries handled again because the broker nacked what they published, or did not confirm it in time",
+    ["role", "why"],
+)
 SUPPRESSION_HITS = Counter("smsfleet_suppression_hits_total", "Jobs not sent: the number is suppressed", ["gateway"])
 REPORTS = Counter(
     "smsfleet_reports_total", "Pushed delivery reports: matched, unmatched, ignored", ["gateway", "result"]

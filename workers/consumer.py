@@ -50,6 +50,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from aio_pika.exceptions import MessageProcessError
 from redis.exceptions import RedisError
 
+from smsfleet import metrics
 from smsfleet.topology import PublishTimeout
 
 from .runtime import Runtime
@@ -340,10 +341,9 @@ class QueueConsumer:
             except (aiormq.exceptions.DeliveryError, PublishTimeout) as exc:
                 if not _broker_trouble(exc) or msg.processed or self.draining:
                     raise
-                log.warning(
-                    "worker.publish_failed", role=self.role, queue=self.queue_name,
-                    why="timed out" if isinstance(exc, PublishTimeout) else "nacked", retry_in_s=pause,
-                )  # fmt: skip
+                why = "timed_out" if isinstance(exc, PublishTimeout) else "nacked"
+                metrics.PUBLISH_RETRIES.labels(self.role, why).inc()
+                log.warning("worker.publish_failed", role=self.role, queue=self.queue_name, why=why, retry_in_s=pause)
             await asyncio.sleep(pause)
             if _channel_closed(msg):  # the delivery went back to the queue with its channel
                 return

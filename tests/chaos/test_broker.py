@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 
 from tests.chaos.harness import (
@@ -23,6 +24,7 @@ from tests.chaos.harness import (
     valid_jobs,
     workers,
 )
+from tests.integration.test_metrics import free_port, samples
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 KINDS = ["smsc", "bulksms"]
@@ -78,12 +80,15 @@ async def test_rabbitmq_frozen(case: Case) -> None:
     fake = provider(kind, latency=0.01)
     async with case.backlog(fake, valid_jobs("fz", n, kind=kind)) as events:
         with workers(case.settings, case.tmp_path) as fleet:
-            proc = fleet.start("--gateway", kind, "--concurrency", CONCURRENCY[kind])
+            port = free_port()
+            proc = fleet.start("--gateway", kind, "--concurrency", CONCURRENCY[kind], "--metrics-port", str(port))
             await until(lambda: len(fake.messages) >= n // 4, 60, f"{n // 4} messages sent", [proc])
             with paused(pid, at_most=freeze + 10):
                 case.books.note(f"broker frozen {freeze:g} s after {len(fake.messages)} sent")
                 await asyncio.sleep(freeze)  # the outage itself
             await case.settle(events, fake, timeout=120, procs=[proc])
+            async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as reply:
+                counted = samples(await reply.text(), "smsfleet_publish_retries_total")
             assert await fleet.stop(proc) == 0, fleet.log(proc)
             log = fleet.log(proc).splitlines()
     given_back = [line for line in log if "message.crashed" in line or "worker.publish_timed_out" in line]
@@ -91,3 +96,5 @@ async def test_rabbitmq_frozen(case: Case) -> None:
     retried = sum("worker.publish_failed" in line for line in log)
     case.books.note(f"{retried} deliveries handled again after a publish timed out")
     assert retried, "no publish waited out its confirm timeout: the freeze did not take"
+    assert sum(counted.values()) == retried, counted  # what SmsfleetBrokerNotTakingPublishes alerts on
+    assert counted[(("role", "send"), ("why", "timed_out"))] > 0, counted

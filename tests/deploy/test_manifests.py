@@ -636,6 +636,11 @@ PROMTOOL_TESTS: dict[str, Any] = {
                 {"series": 'smsfleet_rate_limit_wait_seconds_bucket{gateway="smsc",le="1"}', "values": "0x40"},
                 {"series": 'smsfleet_rate_limit_wait_seconds_bucket{gateway="smsc",le="2"}', "values": "0+60x40"},
                 {"series": 'smsfleet_rate_limit_wait_seconds_bucket{gateway="smsc",le="+Inf"}', "values": "0+60x40"},
+                # send workers: the broker stops confirming at minute 10, for 20 minutes
+                {
+                    "series": 'smsfleet_publish_retries_total{role="send",why="timed_out"}',
+                    "values": "0x10 50+50x19 1000x30",
+                },
                 # 3 invalid jobs dead-lettered at minute 41; the dead queue grows
                 {"series": 'smsfleet_dead_lettered_total{reason="invalid"}', "values": "0x40 3x20"},
                 {"series": 'smsfleet_queue_depth{queue="smsfleet.dead",pod="s"}', "values": "0x40 3x20"},
@@ -676,6 +681,13 @@ PROMTOOL_TESTS: dict[str, Any] = {
                     "exp_alerts": [{"exp_labels": {"severity": "warning", "reason": "invalid"}}],
                 },
                 {"eval_time": "45m", "alertname": "SmsfleetDeadLetterBurst", "exp_alerts": []},
+                {"eval_time": "12m", "alertname": "SmsfleetBrokerNotTakingPublishes", "exp_alerts": []},
+                {
+                    "eval_time": "25m",
+                    "alertname": "SmsfleetBrokerNotTakingPublishes",
+                    "exp_alerts": [{"exp_labels": {"severity": "warning", "role": "send", "why": "timed_out"}}],
+                },
+                {"eval_time": "45m", "alertname": "SmsfleetBrokerNotTakingPublishes", "exp_alerts": []},
                 {
                     "eval_time": "45m",
                     "alertname": "SmsfleetDeadQueueGrowing",
