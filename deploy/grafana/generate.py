@@ -104,6 +104,10 @@ FLEET = (
         (f"sum by (result) (rate(smsfleet_reports_total{{{GW}}}[{RATE}]))", "{{result}}"),), "ops",
         "Unmatched: a report for no job we know (a wrong receiving URL, another system on the account)",
         stack=True),
+    Panel("Deliveries handled again: the broker did not take a publish", (
+        (f"sum by (role, why) (rate(smsfleet_publish_retries_total[{RATE}]))", "{{role}} {{why}}"),), "ops",
+        "nacked, or not confirmed within 10 s: a broker alarm or a stalled disk; nothing is lost, but it waits",
+        stack=True),
     Panel("Internal queues", (
         ('max by (queue) (smsfleet_queue_depth{queue=~".+\\\\.(status|inbound)"})', "{{queue}} depth"),
         ('max by (queue) (smsfleet_queue_oldest_message_age_seconds{queue=~".+\\\\.(status|inbound)"})',
