@@ -67,6 +67,9 @@ async def connect_amqp(url: str, *, timeout: float | None = None) -> ClusterConn
             error = exc
             await connection.close()
             continue
+        except asyncio.CancelledError:  # a stop while connecting: its reconnection task must not outlive it
+            await connection.close()
+            raise
         return connection
     assert error is not None
     raise error

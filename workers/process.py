@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
 import structlog
 from redis.exceptions import RedisError
@@ -24,6 +25,8 @@ __all__ = ["run_workers"]
 log = structlog.get_logger("smsfleet.workers")
 
 QUEUE_POLL_S = 15.0
+
+T = TypeVar("T")
 
 
 class _Health:
@@ -69,9 +72,15 @@ async def run_workers(
     metrics_port: int | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Consume until `stop` is set (or a SIGTERM/SIGINT arrives), then drain."""
+    """Consume until `stop` is set (or a SIGTERM/SIGINT arrives), then drain. Set while connecting or starting
+    the consumers (a broker that does not answer), it ends that at once, and what had started is drained."""
     stop = stop_on_signals(stop or asyncio.Event())
-    async with Runtime.open(settings, prefetch=policy.concurrency) as rt:
+    async with contextlib.AsyncExitStack() as stack:
+        rt = await _unless_stopped(stack.enter_async_context(Runtime.open(settings, prefetch=policy.concurrency)), stop)
+        if rt is None:
+            forget_signals()
+            log.info("fleet.stopped", connected=False)
+            return
         senders = [SendWorker(rt, kind, policy) for kind in gateways]
         workers: list[QueueConsumer] = [*senders]
         queues = [rt.names.send_queue(kind) for kind in gateways]
@@ -82,17 +91,39 @@ async def run_workers(
             workers.append(SuppressionWorker(rt))
             queues.append(rt.names.inbound_queue)
         health = _Health(rt, workers)
-        async with metrics.probe_server(metrics_port, health.ready):
-            for w in workers:
-                await w.start()
-            watcher = asyncio.create_task(_watch_queues(rt, queues, health))
+        await stack.enter_async_context(metrics.probe_server(metrics_port, health.ready))
+        watcher = asyncio.create_task(_watch_queues(rt, queues, health))
+        if await _unless_stopped(_start(workers), stop):
             log.info("fleet.running", gateways=list(gateways), status=status, suppression=suppression)
             await stop.wait()
-            health.draining = True
-            log.info("fleet.draining", grace_s=grace_s)
-            await asyncio.gather(*(w.drain(grace_s) for w in workers))
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        health.draining = True
+        log.info("fleet.draining", grace_s=grace_s)
+        await asyncio.gather(*(w.drain(grace_s) for w in workers))
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
     forget_signals()
     log.info("fleet.stopped")
+
+
+async def _start(workers: Sequence[QueueConsumer]) -> bool:
+    for w in workers:
+        await w.start()
+    return True
+
+
+async def _unless_stopped(step: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """`step`'s result; None when `stop` is set first, and `step` is cancelled. A broker that stopped answering
+    (a stalled disk, a paused VM) would hold a connection's handshake or a queue's declaration, and with it a
+    stop asked for meanwhile, until it answers again."""
+    task = asyncio.ensure_future(step)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return None if task.cancelled() else task.result()
