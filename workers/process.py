@@ -92,18 +92,21 @@ async def run_workers(
             queues.append(rt.names.inbound_queue)
         health = _Health(rt, workers)
         await stack.enter_async_context(metrics.probe_server(metrics_port, health.ready))
-        watcher = asyncio.create_task(_watch_queues(rt, queues, health))
+        stack.push_async_callback(_cancel, asyncio.create_task(_watch_queues(rt, queues, health)))
         if await _unless_stopped(_start(workers), stop):
             log.info("fleet.running", gateways=list(gateways), status=status, suppression=suppression)
             await stop.wait()
         health.draining = True
         log.info("fleet.draining", grace_s=grace_s)
         await asyncio.gather(*(w.drain(grace_s) for w in workers))
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
     forget_signals()
     log.info("fleet.stopped")
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _start(workers: Sequence[QueueConsumer]) -> bool:
