@@ -75,32 +75,33 @@ async def run_workers(
     """Consume until `stop` is set (or a SIGTERM/SIGINT arrives), then drain. Set while connecting or starting
     the consumers (a broker that does not answer), it ends that at once, and what had started is drained."""
     stop = stop_on_signals(stop or asyncio.Event())
-    async with contextlib.AsyncExitStack() as stack:
-        rt = await _unless_stopped(stack.enter_async_context(Runtime.open(settings, prefetch=policy.concurrency)), stop)
-        if rt is None:
-            forget_signals()
-            log.info("fleet.stopped", connected=False)
-            return
-        senders = [SendWorker(rt, kind, policy) for kind in gateways]
-        workers: list[QueueConsumer] = [*senders]
-        queues = [rt.names.send_queue(kind) for kind in gateways]
-        if status:
-            workers.append(StatusWorker(rt))
-            queues += [rt.names.status_queue, rt.names.dead_queue]
-        if suppression:
-            workers.append(SuppressionWorker(rt))
-            queues.append(rt.names.inbound_queue)
-        health = _Health(rt, workers)
-        await stack.enter_async_context(metrics.probe_server(metrics_port, health.ready))
-        stack.push_async_callback(_cancel, asyncio.create_task(_watch_queues(rt, queues, health)))
-        if await _unless_stopped(_start(workers), stop):
-            log.info("fleet.running", gateways=list(gateways), status=status, suppression=suppression)
-            await stop.wait()
-        health.draining = True
-        log.info("fleet.draining", grace_s=grace_s)
-        await asyncio.gather(*(w.drain(grace_s) for w in workers))
-    forget_signals()
-    log.info("fleet.stopped")
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            rt = await _unless_stopped(
+                stack.enter_async_context(Runtime.open(settings, prefetch=policy.concurrency)), stop
+            )
+            if rt is None:  # stopped while connecting
+                return
+            workers: list[QueueConsumer] = [SendWorker(rt, kind, policy) for kind in gateways]
+            queues = [rt.names.send_queue(kind) for kind in gateways]
+            if status:
+                workers.append(StatusWorker(rt))
+                queues += [rt.names.status_queue, rt.names.dead_queue]
+            if suppression:
+                workers.append(SuppressionWorker(rt))
+                queues.append(rt.names.inbound_queue)
+            health = _Health(rt, workers)
+            await stack.enter_async_context(metrics.probe_server(metrics_port, health.ready))
+            stack.push_async_callback(_cancel, asyncio.create_task(_watch_queues(rt, queues, health)))
+            if await _unless_stopped(_start(workers), stop):
+                log.info("fleet.running", gateways=list(gateways), status=status, suppression=suppression)
+                await stop.wait()
+            health.draining = True
+            log.info("fleet.draining", grace_s=grace_s)
+            await asyncio.gather(*(w.drain(grace_s) for w in workers))
+    finally:
+        forget_signals()
+        log.info("fleet.stopped")
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
