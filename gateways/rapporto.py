@@ -28,25 +28,44 @@ JSON form (`mtNum`, `status`, `errorCode`) and inbound SMS, both the v5 GET and 
 204 (no reply to the subscriber). Since the worker schedules no rechecks for a kind without a status lookup,
 a job stays `accepted` until a pushed report arrives or the status horizon ends it `unknown`. That horizon
 matters here: since 2023-03-01 Rapporto sends no final SMS status for MegaFon subscribers at all.
+
+With a `key` in the settings, `RapportoGateway(settings, http)` is a `RapportoBatchGateway`: Rapporto's REST
+batch API v3.0 (providers-B §4.3, and its docs' rest_batch pages): a JSON POST to `url` of up to 3,000
+messages (`max_batch` 1,000, the low end of the 1,000-3,000 Rapporto calls usual; its maximum is set per
+account), `Authorization: Key <key>`. Each message has `from` (the job's originator, else the service_id, as
+Rapporto requires one), `to` (digits), `text`, `id` (`partner_msg_id`), `validity` (seconds, 60..259,200) and
+`callbackUrl` (the sender's receiving URL). The reply's `result` holds one entry per message, `OK` with a
+`messageId` or `REJECTED` with `reasons`: a rejection fails its job only. Entries are matched to messages by
+the `id` they echo, else by position; a reply that does not match one to one is Ambiguous for every message.
+A request refused as a whole (`too.many.messages`, or HTTP 400 without saying which message) has each message
+sent alone, as unbatched sending would; other HTTP refusals are read with the v5 table. Reports are POSTed as
+JSON (`messageId`, `ts` in ms, `status` ACCEPTED/SENT/DELIVERED/EXPIRED/REJECTED/UNDELIVERABLE/UNKNOWN, `id`);
+`parse_callback` takes them on both paths. No HTTP status of the batch API is documented, nor its rate limit:
+a message takes a slot, the reading that can never exceed a limit on either.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+import aiohttp
 import msgspec
 
 from smsfleet.contracts import ErrorInfo, State
 from smsfleet.kinds import RapportoSettings
 
+from ._json_api import call
 from ._rapporto_family import Rule, digits, e164, fail, fields_of, timestamp, two_way_inbound
-from .base import Callback, CallbackRequest, Gateway, Inbound, Outgoing, Receipt, Report
-from .errors import Ambiguous, Permanent, RateLimited, Transient
+from .base import BatchingGateway, Callback, CallbackRequest, Gateway, Inbound, Outgoing, Receipt, Report
+from .errors import Ambiguous, GatewayError, Permanent, RateLimited, Transient
 from .transport import request
 
-__all__ = ["GATEWAY", "RapportoGateway", "partner_msg_id"]
+__all__ = ["GATEWAY", "RapportoBatchGateway", "RapportoGateway", "partner_msg_id"]
 
 #: HTTP status of a send -> what it means [providers-B §4.1]
 ERRORS: dict[int, Rule] = {
@@ -87,6 +106,28 @@ REASONS: dict[int, str] = {
     13: "sender name not registered at the operator",
     14: "operator spam filter",
 }
+
+#: the batch API's report `status` -> (state, meaning); None = not final yet [providers-B §4.3, §4.4]
+BATCH_STATUSES: dict[str, tuple[State | None, str]] = {
+    "ACCEPTED": (None, "accepted"),
+    "SENT": (None, "sent to the operator"),
+    "DELIVERED": (State.DELIVERED, "delivered"),
+    "EXPIRED": (State.EXPIRED, "expired"),
+    "REJECTED": (State.REJECTED, "rejected by the operator or Rapporto"),
+    "UNDELIVERABLE": (State.UNDELIVERED, "cannot be delivered"),
+    "UNKNOWN": (State.UNKNOWN, "an unknown error"),
+}
+
+#: a rejected message's reason `key` in a batch reply -> (class, meaning) [providers-B §4.3]
+BATCH_REASONS: dict[str, tuple[type[GatewayError], str]] = {
+    "forbidden": (Permanent, "sending forbidden"),
+    "unknown": (Transient, "unknown error"),  # rejected, so not sent: trying again cannot double it
+    "invalid": (Permanent, "invalid number, validity or callback URL"),
+    "length.too.long": (Permanent, "text too long"),
+    "must.be.not.null": (Permanent, "a required field is empty"),
+    "not.available": (Permanent, "sender name not available"),
+}
+TOO_MANY = "too.many.messages"  # the request's size, not a message's: each is sent alone
 
 FORM = "application/x-www-form-urlencoded; charset=utf-8"  # Rapporto reads the charset from this header
 _HASHED = "sha256:"  # a hashed partnerMsgId: 7 + 43 = 50 characters
@@ -133,6 +174,8 @@ def _parse_json(body: bytes) -> Report | Inbound:
         raise ValueError("rapporto callback JSON must be an object")
     if "mtNum" in data:  # REST v6 delivery report
         return _report(data["mtNum"], data.get("status"), data.get("errorCode"), data.get("id"), data.get("doneDate"))
+    if "messageId" in data:  # REST batch delivery report
+        return _batch_report(data)
     if "sourceAddr" in data and "transactionId" in data:  # REST v6 inbound SMS
         return Inbound(
             from_=e164(str(data["sourceAddr"])),
@@ -141,6 +184,25 @@ def _parse_json(body: bytes) -> Report | Inbound:
             provider_message_id=str(data["transactionId"]),
         )
     raise ValueError("rapporto JSON callback needs mtNum and status, or transactionId and sourceAddr")
+
+
+def _batch_report(data: dict[str, Any]) -> Report:
+    pid, status, ts = data.get("messageId"), data.get("status"), data.get("ts")
+    if not str(pid or "").strip().isdigit() or not isinstance(status, str) or not status:
+        raise ValueError("rapporto batch report needs a numeric messageId and a status")
+    state, meaning = BATCH_STATUSES.get(status.upper(), (None, f"unknown status {status[:40]}"))
+    key = data.get("id")
+    at = None
+    if isinstance(ts, int) and not isinstance(ts, bool) and 0 < ts < 10**14:  # ms since the epoch
+        at = datetime.fromtimestamp(ts / 1000, UTC)
+    return Report(
+        provider_message_id=str(pid).strip(),
+        state=state,
+        job_id=key if isinstance(key, str) and key and not key.startswith(_HASHED) else None,
+        at=at,
+        error=ErrorInfo(f"rapporto.{status.lower()[:40]}", meaning) if state not in (None, State.DELIVERED) else None,
+        raw_status=status[:40],
+    )
 
 
 class RapportoGateway(Gateway[RapportoSettings]):
@@ -155,10 +217,21 @@ class RapportoGateway(Gateway[RapportoSettings]):
         "the request rate is configured per account at Rapporto; 10 requests/s (the docs' example) is a guess",
         "error reply texts are not documented beyond 'Invalid password'; only HTTP statuses are interpreted",
         "v5 inbound SMS timestamps carry no time zone and are not used",
+        "batch API (`key`): up to 1,000 messages a request (Rapporto sets each account's maximum, 3,000 in its "
+        "docs); its HTTP error statuses and its rate limit are not documented: refusals are read as HTTP v5's, "
+        "and the limit is taken per message",
+        "batch API: a repeated `id` where Rapporto refuses duplicates is answered in an undocumented way, so a "
+        "resend after an ambiguous send (policy `resend`) may end `rejected` although the first one went out",
     )
 
+    def __new__(cls, settings: RapportoSettings, http: aiohttp.ClientSession) -> RapportoGateway:
+        target: type[RapportoGateway] = cls
+        if cls is RapportoGateway and settings.key:
+            target = RapportoBatchGateway
+        return object.__new__(target)
+
     def __repr__(self) -> str:
-        return f"RapportoGateway(service_id={self.settings.service_id!r})"
+        return f"{type(self).__name__}(service_id={self.settings.service_id!r})"
 
     async def send(self, message: Outgoing) -> Receipt:
         form = {
@@ -175,7 +248,7 @@ class RapportoGateway(Gateway[RapportoSettings]):
             data=urlencode(form).encode(), headers={"Content-Type": FORM}, server_errors_are_replies=True,
         )  # fmt: skip
         if reply.status != 200:
-            fail(ERRORS, reply.status, "rapporto", reply.text, hide=self.settings.password)
+            fail(ERRORS, reply.status, "rapporto", reply.text, hide=self.settings.password or "")
         lines = reply.text.split()
         if len(lines) != 2 or lines[0] != "OK" or not lines[1].isdigit():
             raise Ambiguous("rapporto.bad_reply", "HTTP 200 without 'OK' and a message id")
@@ -198,6 +271,93 @@ class RapportoGateway(Gateway[RapportoSettings]):
         if inbound is None:
             raise ValueError("rapporto callback needs transactionId and status, or clientId and message")
         return Callback(inbound=[inbound], reply_status=204, reply_body="")
+
+
+class RapportoBatchGateway(BatchingGateway[RapportoSettings], RapportoGateway):
+    """Rapporto's REST batch API (the settings have a `key`): many messages a request."""
+
+    max_batch = 1000
+
+    async def send_many(self, messages: Sequence[Outgoing]) -> list[Receipt | GatewayError]:
+        if not messages:
+            return []
+        ids = [partner_msg_id(m.job_id) for m in messages]
+        body = {"messages": [self._item(m, i) for m, i in zip(messages, ids, strict=True)]}
+        try:
+            status, data = await call(
+                self, "POST", self.settings.url, provider="Rapporto", body=body,
+                headers={"Authorization": f"Key {self.settings.key}"},
+            )  # fmt: skip
+        except GatewayError as exc:
+            return [exc] * len(messages)
+        result = data.get("result") if isinstance(data, dict) else None
+        alone = status == 400 or (isinstance(result, list) and _refused_as_a_whole(result))
+        if alone and len(messages) > 1:  # which message is not said: each alone, as unbatched
+            return await super().send_many(messages)
+        if status != 200:
+            return [self._refusal(status, data)] * len(messages)
+        entries = _matched(result, ids)
+        if entries is None:
+            said = f"{len(result)} results" if isinstance(result, list) else "no result"
+            return [Ambiguous("rapporto.bad_reply", f"HTTP 200 with {said} for {len(messages)} messages")] * len(
+                messages
+            )
+        return [self._outcome(entry) for entry in entries]
+
+    def _item(self, message: Outgoing, partner_id: str) -> dict[str, Any]:
+        """A message as the batch API takes it (the module doc)."""
+        item: dict[str, Any] = {
+            "from": message.originator or self.settings.service_id,
+            "to": digits(message.to),
+            "text": message.text,
+            "id": partner_id,
+        }
+        if message.valid_until is not None:
+            seconds = math.ceil((message.valid_until - datetime.now(UTC)).total_seconds())
+            item["validity"] = min(max(seconds, 60), 259_200)
+        if message.callback_url:
+            item["callbackUrl"] = message.callback_url
+        return item
+
+    def _refusal(self, status: int, data: Any) -> GatewayError:
+        error = data.get("error") if isinstance(data, dict) else None
+        detail = str(error.get("description", "")) if isinstance(error, dict) else ""
+        try:
+            fail(ERRORS, status, "rapporto", detail, hide=self.settings.key or "")
+        except GatewayError as exc:
+            return exc
+
+    @staticmethod
+    def _outcome(entry: dict[str, Any]) -> Receipt | GatewayError:
+        """One message's result: `OK` with its id, or `REJECTED` with its reasons."""
+        code, pid = entry.get("code"), entry.get("messageId")
+        if code == "OK" and isinstance(pid, str | int) and str(pid):
+            return Receipt(provider_message_id=str(pid))
+        if code == "REJECTED":
+            reasons = [r for r in entry.get("reasons") or () if isinstance(r, dict)]
+            key = str(reasons[0].get("key", "")) if reasons else ""
+            cls, meaning = BATCH_REASONS.get(key, (Permanent, "rejected"))
+            detail = str(entry.get("description") or "")[:200]
+            return cls(f"rapporto.{key or 'rejected'}", f"{meaning}: {detail}" if detail else meaning)
+        return Ambiguous("rapporto.bad_reply", "HTTP 200 with a result that is neither OK nor REJECTED")
+
+
+def _refused_as_a_whole(result: list[Any]) -> bool:
+    """Whether the batch was refused for its size: no message taken, a reason `too.many.messages`."""
+    entries = [e for e in result if isinstance(e, dict)]
+    reasons = [r for e in entries for r in e.get("reasons") or () if isinstance(r, dict)]
+    return not any(e.get("code") == "OK" for e in entries) and any(r.get("key") == TOO_MANY for r in reasons)
+
+
+def _matched(result: Any, ids: list[str]) -> list[dict[str, Any]] | None:
+    """The reply's entries in the order of `ids`: by the `id` they echo, else by position; None when they do
+    not match the messages one to one."""
+    if not isinstance(result, list) or len(result) != len(ids) or not all(isinstance(e, dict) for e in result):
+        return None
+    echoed = {e.get("id"): e for e in result}
+    if None in echoed:
+        return result if len(echoed) == 1 else None  # none echoes an id: by position; some do: no telling
+    return [echoed[i] for i in ids] if set(echoed) == set(ids) and len(echoed) == len(ids) else None
 
 
 GATEWAY = RapportoGateway

@@ -245,14 +245,24 @@ class PlaymobileSettings(KindSettings, frozen=True, kw_only=True, forbid_unknown
 
 
 class RapportoSettings(KindSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """With `key`: Rapporto's REST batch API at `url` (many messages a request); else its HTTP API v5.0 with
+    service_id and password."""
+
     kind = "rapporto"
     title = "Rapporto"
     callbacks = True
     pushes_on_fixed_path = True
     service_number_field = "service_id"
-    service_id: Annotated[str, _f("Service ID")]
-    password: Password
+    service_id: Annotated[str, _f("Service ID", help="with key: the service name a job without one is sent from")]
+    password: Annotated[str | None, _f("Password", secret=True, help="HTTP API v5.0; empty with key")] = None
+    key: Annotated[
+        str | None, _f("Batch API key", secret=True, help="REST batch API: `url` is its URI", advanced=True)
+    ] = None
     url: Url
+
+    def __post_init__(self) -> None:
+        if self.password is None and self.key is None:
+            raise refused("password", "required, unless key (Rapporto's REST batch API) is given")
 
 
 class SbermobileSettings(PresetSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):

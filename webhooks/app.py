@@ -160,7 +160,9 @@ class Receiver:
         """The kind's adapter with no sender's settings (blank ones): parsing a callback needs none."""
         assert self.http is not None
         cls = KIND_SETTINGS[kind]
-        blank = cls(**{f.name: "" for f in msgspec.structs.fields(cls) if f.required})  # not validated: unused
+        # every text setting blank, the optional ones too, so that a rule asking for one of them (Rapporto's
+        # password or key) holds; the values are not validated: they are never used
+        blank = cls(**{f.name: "" for f in msgspec.structs.fields(cls) if f.required or f.default is None})
         return gateway_class(kind)(blank, self.http)
 
     async def publish(self, bodies: list[tuple[str, bytes]]) -> None:

@@ -18,20 +18,33 @@ answers the next sends with a documented error status and its text; the others a
 
 Reports are pushed only: `report(message, status, ext)` is the exact GET Rapporto makes to the partner's
 status URL, `inbound(phone, text)` its inbound-SMS GET; `push(url, request)` makes either for real.
+
+`FakeRapportoBatch` is Rapporto's REST batch API (providers-B §4.3): a JSON POST of `{"messages": [...]}` with
+`Authorization: Key <key>`, answered `{"result": [...]}`, one entry per message in the order sent, `OK` with a
+`messageId` and the `id` sent, or `REJECTED` with `reasons`; its `report(message, status)` is the JSON POST
+Rapporto makes to a message's `callbackUrl`. Where the docs say nothing, it does the least helpful plausible
+thing: only its `names` may be a message's `from`; a request over `max_messages` (3,000 by default, as
+documented) or with no message gets one REJECTED entry for the whole request, not one per message; a wrong key
+is a bare 401 and a body that is not a batch a bare 400; with `dedup` on, a repeated `id` is REJECTED
+(`forbidden`), without the first message's id. `reject_next(n, key, ref)` rejects the next messages with a
+documented reason.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
+from collections.abc import Collection
+from typing import Any
 
 from aiohttp import web
 
 from gateways import CallbackRequest
 
-from ._rapporto_family import FakeServer, Seen
+from ._rapporto_family import FakeServer, Seen, json_push
 
-__all__ = ["ERROR_TEXTS", "FakeMessage", "FakeRapporto", "dlr_request"]
+__all__ = ["ERROR_TEXTS", "FakeMessage", "FakeRapporto", "FakeRapportoBatch", "dlr_request"]
 
 ERROR_TEXTS = {
     400: "Invalid parameters",
@@ -56,7 +69,7 @@ class FakeMessage:
 
     @property
     def partner_msg_id(self) -> str | None:
-        return self.params.get("partnerMsgId")
+        return self.params.get("partnerMsgId") or self.params.get("id")  # HTTP v5's name, or the batch API's
 
 
 def dlr_request(
@@ -158,3 +171,94 @@ def _reply(status: int, message_id: int | None = None) -> web.Response:
     if status == 200:
         return web.Response(text=f"OK\n{message_id}\n")
     return web.Response(status=status, text=ERROR_TEXTS.get(status, "Error"))
+
+
+class FakeRapportoBatch(FakeServer):
+    path = "/batch"
+
+    def __init__(
+        self,
+        key: str = "K3y0fAcme",
+        names: Collection[str] = ("acme",),
+        *,
+        max_messages: int = 3000,
+        dedup: bool = False,
+        latency: float = 0.0,
+    ) -> None:
+        super().__init__(latency=latency)
+        self.key, self.names, self.max_messages, self.dedup = key, set(names), max_messages, dedup
+        self.messages: list[FakeMessage] = []
+        self.by_partner_id: dict[str, FakeMessage] = {}
+        self._reject: list[tuple[str, str]] = []
+        self._ids = itertools.count(3482512350952730368)
+
+    def reject_next(self, n: int, key: str = "invalid", ref: str = "to") -> None:
+        """The next `n` messages are REJECTED with reason `key` for their field `ref`."""
+        self._reject += [(key, ref)] * n
+
+    def report(self, message: FakeMessage, status: str) -> CallbackRequest:
+        """The JSON POST Rapporto makes to the message's `callbackUrl`."""
+        body: dict[str, Any] = {"messageId": str(message.id), "ts": int(time.time() * 1000), "status": status}
+        if status in ("REJECTED", "UNDELIVERABLE"):
+            body["errorCode"] = 0
+        if message.partner_msg_id:
+            body["id"] = message.partner_msg_id
+        return json_push(body)
+
+    async def handle(self, request: web.Request, seen: Seen) -> web.StreamResponse:
+        if seen.headers.get("Authorization") != f"Key {self.key}":
+            return web.Response(status=401, text="Unauthorized")
+        try:
+            batch = seen.json
+        except ValueError:
+            batch = None
+        items = batch.get("messages") if isinstance(batch, dict) else None
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            return web.Response(status=400, text="Bad Request")
+        if not items or len(items) > self.max_messages:
+            key = "must.be.not.null" if not items else "too.many.messages"
+            return web.json_response({"result": [_rejected(key, "messages")]})
+        await self.wait(self.latency)
+        result = [self._take(i, item) for i, item in enumerate(items)]
+        self.dropped(request)
+        return web.json_response({"result": result})
+
+    def _take(self, i: int, item: dict[str, Any]) -> dict[str, Any]:
+        """One message's entry: taken (into `messages`), or rejected."""
+        partner_id = item.get("id")
+        echo = {"id": partner_id} if partner_id is not None else {}
+        reason = self._reason(item)
+        if reason is None and self._reject:
+            reason = self._reject.pop(0)
+        if reason is not None:
+            return {**_rejected(reason[0], f"messages[{i}].{reason[1]}"), **echo}
+        message = FakeMessage(next(self._ids), _phone(str(item["to"])) or "", item["text"], item)
+        self.messages.append(message)
+        if partner_id:
+            self.by_partner_id[partner_id] = message
+        return {"code": "OK", "messageId": str(message.id), **echo}
+
+    def _reason(self, item: dict[str, Any]) -> tuple[str, str] | None:
+        """Why Rapporto would reject `item` (a reason key and the field), or None."""
+        to, text, validity = item.get("to"), item.get("text"), item.get("validity", 172_800)
+        callback, partner_id = item.get("callbackUrl", "http://"), item.get("id", "-")
+        checks = (
+            (item.get("from") not in self.names, "not.available", "from"),
+            (not isinstance(to, str) or _phone(to) is None, "invalid", "to"),
+            (not isinstance(text, str) or not text, "must.be.not.null", "text"),
+            (isinstance(text, str) and len(text) > 2000, "length.too.long", "text"),
+            (not isinstance(validity, int) or not 60 <= validity <= 259_200, "invalid", "validity"),
+            (not str(callback).startswith(("http://", "https://")), "invalid", "callbackUrl"),
+            (not isinstance(partner_id, str) or not 1 <= len(partner_id) <= 50, "invalid", "id"),
+            (self.dedup and partner_id in self.by_partner_id, "forbidden", ""),
+        )
+        return next(((key, ref) for bad, key, ref in checks if bad), None)
+
+
+def _rejected(key: str, ref: str) -> dict[str, Any]:
+    return {
+        "code": "REJECTED",
+        "messageId": None,
+        "reasons": [{"key": key, "ref": ref}],
+        "description": f"Error: {key}",
+    }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
@@ -21,16 +21,27 @@ from gateways import (
     gateway_class,
 )
 from gateways._rapporto_family import fail
-from gateways.rapporto import ERRORS, STATUSES, RapportoGateway, partner_msg_id
+from gateways.rapporto import (
+    BATCH_STATUSES,
+    ERRORS,
+    STATUSES,
+    RapportoBatchGateway,
+    RapportoGateway,
+    _matched,
+    partner_msg_id,
+)
 from smsfleet.contracts import State
 from smsfleet.kinds import RapportoSettings
+from smsfleet.senders import SenderError, parse_sender
 from tests.fakes._rapporto_family import json_push, listener
-from tests.fakes.rapporto import FakeRapporto, dlr_request
+from tests.fakes.rapporto import FakeRapporto, FakeRapportoBatch, dlr_request
 
 from .contract import GatewayContract
 
-SERVICE, PASSWORD = "acme", "s3cret-Pa55"
+SERVICE, PASSWORD, KEY = "acme", "s3cret-Pa55", "K3yOfAcme0123"
 STATE_CODES = {State.DELIVERED: 2, State.UNDELIVERED: 5}
+BATCH_CODES = {State.DELIVERED: "DELIVERED", State.UNDELIVERED: "UNDELIVERABLE", State.EXPIRED: "EXPIRED"}
+BATCH_CODES[State.REJECTED] = "REJECTED"
 LISTEN_PATH = "/smslistener/listen_type/sms_rapporto"
 
 
@@ -255,3 +266,171 @@ class TestRapporto(GatewayContract[FakeRapporto]):
     def test_no_credential_in_repr(self, gateway: RapportoGateway) -> None:
         assert PASSWORD not in repr(gateway)
         assert SERVICE in repr(gateway)
+
+
+class TestRapportoBatch(GatewayContract[FakeRapportoBatch]):
+    """The REST batch API, chosen by a `key` in the settings."""
+
+    def fake_server(self) -> FakeRapportoBatch:
+        return FakeRapportoBatch(key=KEY, names=(SERVICE, "ACME"))
+
+    def make_gateway(self, http: aiohttp.ClientSession, url: str) -> RapportoGateway:
+        return RapportoGateway(RapportoSettings(service_id=SERVICE, key=KEY, url=url), http)
+
+    def fake_permanent_error(self, fake: FakeRapportoBatch) -> None:
+        fake.reject_next(1, "invalid", "to")
+
+    def assert_auth_on_wire(self, fake: FakeRapportoBatch) -> None:
+        seen = fake.requests[-1]
+        assert seen.headers["Authorization"] == f"Key {KEY}"
+        assert seen.query == {}
+        assert KEY.encode() not in seen.body
+
+    def callback_request(self, message: Outgoing, receipt: Receipt, state: State) -> CallbackRequest:
+        body = {"messageId": receipt.provider_message_id, "ts": 1613404835977, "status": BATCH_CODES[state]}
+        return json_push(body | {"id": partner_msg_id(message.job_id)})
+
+    def malformed_callbacks(self) -> Sequence[CallbackRequest]:
+        return [
+            json_push({"messageId": "", "status": "DELIVERED"}),
+            json_push({"messageId": "12x", "status": "DELIVERED"}),
+            json_push({"messageId": "12", "status": 2}),
+            json_push({"messageId": "12"}),
+            json_push({"messageId": None, "status": "SENT"}),
+        ]
+
+    # --- the batch API's own ------------------------------------------------------------------------------
+    def test_the_key_chooses_the_batch_api(self, http: aiohttp.ClientSession) -> None:
+        batch = RapportoGateway(RapportoSettings(service_id=SERVICE, key=KEY, url="http://x"), http)
+        classic = RapportoGateway(RapportoSettings(service_id=SERVICE, password=PASSWORD, url="http://x"), http)
+        assert type(batch) is RapportoBatchGateway
+        assert type(classic) is RapportoGateway
+        assert (batch.max_batch, classic.max_batch) == (1000, 1)
+        assert KEY not in repr(batch)
+        assert KEY not in repr(batch.settings)
+
+    def test_password_or_key_is_required(self) -> None:
+        doc = {
+            "id": "r",
+            "gateway": "rapporto",
+            "accounts": ["a"],
+            "settings": {"service_id": SERVICE, "url": "http://x"},
+        }
+        with pytest.raises(SenderError, match="password"):
+            parse_sender(doc)
+        assert parse_sender(doc | {"settings": doc["settings"] | {"key": KEY}}).settings.key == KEY
+
+    async def test_wire(self, gateway: RapportoGateway, fake: FakeRapportoBatch) -> None:
+        soon, later = datetime.now(UTC) + timedelta(seconds=10), datetime.now(UTC) + timedelta(days=10)
+        messages = [
+            self.message("a", text="Привет", originator="ACME", callback_url="https://hooks.example/r?token=t"),
+            self.message("b", to="+79031234567", valid_until=soon),
+            self.message("c" * 60, valid_until=later),
+        ]
+        outcomes = await gateway.send_many(messages)
+        [seen] = fake.requests
+        assert (seen.method, seen.path, seen.headers["Content-Type"]) == ("POST", "/batch", "application/json")
+        assert seen.json == {
+            "messages": [
+                {"from": "ACME", "to": "79161234567", "text": "Привет", "id": "a",
+                 "callbackUrl": "https://hooks.example/r?token=t"},
+                {"from": SERVICE, "to": "79031234567", "text": messages[1].text, "id": "b", "validity": 60},
+                {"from": SERVICE, "to": "79161234567", "text": messages[2].text, "id": partner_msg_id("c" * 60),
+                 "validity": 259_200},
+            ]
+        }  # fmt: skip
+        taken = {m.partner_msg_id: str(m.id) for m in fake.messages}
+        ids = [partner_msg_id(m.job_id) for m in messages]
+        assert [o.provider_message_id for o in outcomes if isinstance(o, Receipt)] == [taken[i] for i in ids]
+
+    async def test_a_rejected_message_fails_only_its_job(
+        self, gateway: RapportoGateway, fake: FakeRapportoBatch
+    ) -> None:
+        outcomes = await gateway.send_many([self.message("a"), self.message("b", originator="NOPE"), self.message("c")])
+        assert [type(o) for o in outcomes] == [Receipt, Permanent, Receipt]
+        assert isinstance(outcomes[1], Permanent)
+        assert outcomes[1].code == "rapporto.not.available"
+        assert len(fake.requests) == 1
+        assert [m.partner_msg_id for m in fake.messages] == ["a", "c"]
+
+    async def test_an_unknown_rejection_is_transient(self, gateway: RapportoGateway, fake: FakeRapportoBatch) -> None:
+        fake.reject_next(1, "unknown", "")
+        [outcome] = await gateway.send_many([self.message()])
+        assert isinstance(outcome, Transient)
+        assert outcome.code == "rapporto.unknown"
+        assert fake.messages == []
+
+    async def test_a_request_too_large_is_sent_message_by_message(self, http: aiohttp.ClientSession) -> None:
+        """Rapporto's maximum is set per account: a request over it is refused with one entry, not one per
+        message; none was taken, so each is sent alone rather than taken for ambiguous."""
+        async with FakeRapportoBatch(key=KEY, names=(SERVICE,), max_messages=2) as fake:
+            gateway = self.make_gateway(http, fake.url)
+            outcomes = await gateway.send_many(self.batch(3))
+        assert [type(o) for o in outcomes] == [Receipt] * 3
+        assert [len(r.json["messages"]) for r in fake.requests] == [3, 1, 1, 1]
+        assert len(fake.messages) == 3
+
+    async def test_a_request_refused_with_400_is_sent_message_by_message(
+        self, gateway: RapportoGateway, fake: FakeRapportoBatch
+    ) -> None:
+        fake.http_status_next(1, 400)
+        assert [type(o) for o in await gateway.send_many(self.batch(3))] == [Receipt] * 3
+        assert [len(r.json["messages"]) for r in fake.requests] == [3, 1, 1, 1]
+        fake.http_status_next(1, 400)
+        [outcome] = await gateway.send_many([self.message("alone")])
+        assert isinstance(outcome, Permanent)
+        assert outcome.code == "rapporto.400"
+
+    async def test_a_wrong_key_fails_every_message(self, http: aiohttp.ClientSession, fake: FakeRapportoBatch) -> None:
+        gateway = RapportoGateway(RapportoSettings(service_id=SERVICE, key="wrong0key", url=fake.url), http)
+        outcomes = await gateway.send_many(self.batch(3))
+        assert [type(o) for o in outcomes] == [Permanent] * 3
+        assert {o.code for o in outcomes if isinstance(o, GatewayError)} == {"rapporto.401"}
+        assert len(fake.requests) == 1
+        assert all("wrong0key" not in str(o) for o in outcomes)
+
+    async def test_a_reply_without_results_is_ambiguous(
+        self, gateway: RapportoGateway, fake: FakeRapportoBatch
+    ) -> None:
+        fake.http_status_next(1, 200)  # a 200 that is not a batch reply: the messages may have been taken
+        outcomes = await gateway.send_many(self.batch(2))
+        assert [type(o) for o in outcomes] == [Ambiguous] * 2
+
+    def test_results_are_matched_by_the_ids_they_echo(self) -> None:
+        a, b = {"code": "OK", "messageId": "1", "id": "a"}, {"code": "OK", "messageId": "2", "id": "b"}
+        assert _matched([b, a], ["a", "b"]) == [a, b]
+        bare = [{"code": "OK", "messageId": "1"}, {"code": "OK", "messageId": "2"}]
+        assert _matched(bare, ["a", "b"]) == bare  # no ids: by position
+        assert _matched([a, {**b, "id": "x"}], ["a", "b"]) is None
+        assert _matched([a, bare[1]], ["a", "b"]) is None  # some echo, some do not
+        assert _matched([a], ["a", "b"]) is None
+        assert _matched({"result": [a]}, ["a"]) is None
+
+    @pytest.mark.parametrize(("status", "expected"), sorted(BATCH_STATUSES.items()))
+    def test_batch_status_table(
+        self, gateway: RapportoGateway, status: str, expected: tuple[State | None, str]
+    ) -> None:
+        push = json_push({"messageId": "3597944866766620289", "ts": 1613404835977, "status": status, "id": "j-1"})
+        [report] = gateway.parse_callback(push).reports
+        assert (report.provider_message_id, report.job_id, report.raw_status) == ("3597944866766620289", "j-1", status)
+        assert report.state is expected[0]
+        assert report.at == datetime(2021, 2, 15, 16, 0, 35, 977000, tzinfo=UTC)
+        assert (report.error is None) == (expected[0] in (None, State.DELIVERED))
+
+    def test_a_batch_report_on_the_classic_gateway(self, http: aiohttp.ClientSession) -> None:
+        """Both APIs' reports may reach Rapporto's one fixed URL, whose parser has no sender's settings."""
+        classic = RapportoGateway(RapportoSettings(service_id=SERVICE, password=PASSWORD, url="http://x"), http)
+        push = json_push({"messageId": "7", "ts": 1613404835977, "status": "UNDELIVERABLE", "errorCode": 0})
+        [report] = classic.parse_callback(push).reports
+        assert (report.provider_message_id, report.state, report.job_id) == ("7", State.UNDELIVERED, None)
+
+    async def test_pushed_report_over_http(self, gateway: RapportoGateway, fake: FakeRapportoBatch) -> None:
+        [receipt] = await gateway.send_many([self.message()])
+        assert isinstance(receipt, Receipt)
+        async with listener(gateway, LISTEN_PATH) as (url, parsed):
+            status = await fake.push(url, fake.report(fake.messages[0], "DELIVERED"))
+        assert status == 200
+        [report] = parsed[0].reports
+        assert (report.provider_message_id, report.job_id, report.state) == (
+            receipt.provider_message_id, "job-1", State.DELIVERED,
+        )  # fmt: skip

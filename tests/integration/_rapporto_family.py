@@ -27,9 +27,10 @@ _decoder = msgspec.json.Decoder(StatusEvent)
 
 
 async def create_sender(
-    redis: aioredis.Redis, names: Names, sender_id: str, kind: str, settings: dict[str, Any]
+    redis: aioredis.Redis, names: Names, sender_id: str, kind: str, settings: dict[str, Any], **fields: Any
 ) -> None:
-    doc = {"id": sender_id, "gateway": kind, "accounts": ["acme"], "settings": settings}
+    """A sender of `kind` for account `acme`; `fields`: more of the sender's own (`rate_limit`...)."""
+    doc = {"id": sender_id, "gateway": kind, "accounts": ["acme"], "settings": settings, **fields}
     await SenderRegistry(redis, names).create(parse_sender(doc))
 
 

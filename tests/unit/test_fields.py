@@ -43,6 +43,7 @@ def test_every_seed_gateway_is_a_kind_and_the_others_are_ours() -> None:
 def test_the_extras_are_kept_as_advanced() -> None:
     advanced = {k: [f.name for f in fields(cls) if f.advanced] for k, cls in KIND_SETTINGS.items()}
     assert advanced["edna"] == ["status_url"]
+    assert advanced["rapporto"] == ["key"]  # its REST batch API's, instead of the seed's password
     for kind in ("smsc", "smsimple", "bulksms", "mts", "playmobile", "streamtelecom", "skymedia"):
         assert advanced[kind] == ["base_url"], kind
     assert not any(f.required for cls in KIND_SETTINGS.values() for f in fields(cls) if f.advanced)
