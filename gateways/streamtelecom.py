@@ -5,6 +5,8 @@ replaces `https://gateway.api.sc`.
 
 - `Session/` with `login`, `password` -> a JSON string: the session id;
 - `Send/SendSms/` with `sessionId, sourceAddress, destinationAddress, data[, validity]` -> a JSON array of ids;
+- `Send/SendBulkPacket/` with `sessionId, sourceAddress, phone_data[, validity]`, `phone_data` being the JSON
+  `{"sms": [{"phone", "text"}, ...]}`: many messages, each with its own number and text (medium confidence);
 - `State/state.php` with `sessionId, messageId` -> `{"State", "StateDescription", "ReportedDateUtc", "Price"}`.
 
 Why this API and not the one-shot GET API (`/get/?user&pwd&sadr&dadr&text`), which needs no session:
@@ -28,6 +30,18 @@ Decisions:
 - States (STATUSES): -1 sent (not final), 0 delivered, 42 undelivered, 46 expired, 255 status unavailable
   (archived, or no access to it) -> `unknown`, final, since asking again cannot bring it back. Other codes: not
   final. Several ids in a send reply (one per part, by inference) are all kept; the first is looked up.
+- Batches (`send_many`) go as `Send/SendBulkPacket/`, whose name and `phone_data` are documented (medium
+  confidence); its maximum, its reply, per-message errors and whether `sourceAddress` and `validity` apply to it are
+  not (the cited clients send `sourceAddress` with it, one `validity` too). `max_batch` is 100, a guess; one packet
+  per sender name and validity (what a request carries for all its messages); a message alone goes as
+  `Send/SendSms/`, as before (so this is no `BatchingGateway`, whose `send` is a batch of one). Assumed reply: a
+  list of one entry per message, in order, each the message's ids (an array, as SendSms answers; a bare integer too,
+  as one cited client reads it) or a refusal text (ERRORS: that message only, classified as a single send's). A list
+  of another length is Ambiguous for every message, an entry that is neither for its own: Stream may have taken
+  them, so they are never sent again blindly. A refused packet (a 4xx, or a known text instead of a list) does not
+  say which message it refused and took nothing: each is then sent alone, as unbatched sending would, unless the
+  refusal is of what the request carries (login, account, sender name), which is every message's. The rate limit
+  stays per message, the reading that cannot exceed a limit on either.
 """
 
 from __future__ import annotations
@@ -35,10 +49,12 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any
 
 import aiohttp
+import msgspec
 
 from smsfleet.contracts import ErrorInfo, State
 from smsfleet.kinds import StreamtelecomSettings
@@ -62,23 +78,60 @@ STATUSES: dict[int, tuple[State | None, str]] = {
 }
 
 
-def _said(reply: Reply) -> str:
-    """What a refusal says: a JSON string, a JSON object's text, or the plain body."""
-    data = reply.json()
+#: refusals of what a request carries for all its messages (login, account, sender name), not of one message
+REQUEST_REFUSALS = {f"streamtelecom.{c}" for c in ("auth", "blocked", "no_sender", "unknown_sender")}
+
+
+def _text(data: Any) -> str:
+    """What a refusal in JSON says: a string, or a JSON object's text ('' for anything else)."""
     if isinstance(data, dict):
         texts = (v for k, v in data.items() if k.lower() in ("desc", "message", "error") and isinstance(v, str))
         data = next(texts, "")
-    return (data if isinstance(data, str) else "" if data is not None else reply.text).strip()[:200]
+    return data.strip()[:200] if isinstance(data, str) else ""
+
+
+def _said(reply: Reply) -> str:
+    """What a refused call says: its JSON's text, or the plain body when it is not JSON."""
+    data = reply.json()
+    return _text(data) if data is not None else reply.text.strip()[:200]
 
 
 def _known(text: str) -> tuple[type[GatewayError], str, str] | None:
     return ERRORS.get(text.rstrip(".!").lower())
 
 
-def _refusal(reply: Reply, unknown: type[GatewayError]) -> NoReturn:
-    text = _said(reply)
-    cls, code, meaning = _known(text) or (unknown, f"http.{reply.status}", "refused")
-    raise cls(f"streamtelecom.{code}", f"{meaning}: {text}" if text else meaning)
+def _error(text: str, unknown: tuple[type[GatewayError], str, str]) -> GatewayError:
+    """A refusal saying `text`, as ERRORS classifies it, else as `unknown` (class, code, meaning)."""
+    cls, code, meaning = _known(text) or unknown
+    return cls(f"streamtelecom.{code}", f"{meaning}: {text}" if text else meaning)
+
+
+def _refusal(reply: Reply, unknown: type[GatewayError]) -> GatewayError:
+    return _error(_said(reply), (unknown, f"http.{reply.status}", "refused"))
+
+
+def _receipt(data: Any) -> Receipt | None:
+    """A send's ids, a JSON array of them, as a receipt; None when `data` is not that."""
+    if not (isinstance(data, list) and data and all(str(i).strip() for i in data)):
+        return None
+    ids = tuple(str(i).strip() for i in data)
+    return Receipt(provider_message_id=ids[0], provider_ids=ids if len(ids) > 1 else ())
+
+
+def _entry(entry: Any) -> Receipt | GatewayError:
+    """One message's entry in a packet's reply: its ids (an array, or a bare integer), or a known refusal;
+    anything else is Ambiguous, since Stream may have taken the message."""
+    ids = [entry] if type(entry) is int else entry  # (a JSON true is a bool, not an id)
+    return _receipt(ids) or _error(_text(entry), (Ambiguous, "bad_reply", "neither ids nor a known refusal"))
+
+
+def _shared(message: Outgoing) -> dict[str, str]:
+    """What a send carries for all its messages: the sender name and the validity (minutes, rounded up, >= 1)."""
+    form = {"sourceAddress": message.originator} if message.originator else {}
+    if message.valid_until is not None:
+        minutes = math.ceil((message.valid_until - datetime.now(UTC)).total_seconds() / 60)
+        form["validity"] = str(max(minutes, 1))
+    return form
 
 
 def _session_refused(reply: Reply) -> bool:
@@ -92,7 +145,8 @@ def _when(value: Any) -> datetime | None:
 
 
 class StreamtelecomGateway(Gateway[StreamtelecomSettings]):
-    """Stream Telecom's REST API: one session per adapter, renewed when refused; status lookup by id."""
+    """Stream Telecom's REST API: one session per adapter, renewed when refused; batches as packets; status
+    lookup by id."""
 
     kind = "streamtelecom"
     settings_type = StreamtelecomSettings
@@ -104,7 +158,11 @@ class StreamtelecomGateway(Gateway[StreamtelecomSettings]):
         "error texts are permanent (matched case-insensitively); whether they come with HTTP 200 or 4xx is unclear",
         "state 255 (status unavailable) is final `unknown`; unknown state codes are not final",
         "`validity` is in minutes; the provider documents no request rate: 20 requests/s is a guess",
+        "batches go as Send/SendBulkPacket/ of up to 100 messages (no maximum is documented), one per sender name "
+        "and validity; its reply is assumed to be one id array (or refusal text) per message, in order: another "
+        "count is ambiguous for all, and a refused packet is sent again message by message",
     )
+    max_batch = 100
 
     def __init__(self, settings: StreamtelecomSettings, http: aiohttp.ClientSession) -> None:
         super().__init__(settings, http)
@@ -119,18 +177,42 @@ class StreamtelecomGateway(Gateway[StreamtelecomSettings]):
         return f"StreamtelecomGateway(login={self.settings.login!r}, base_url={self.base_url!r})"
 
     async def send(self, message: Outgoing) -> Receipt:
-        form = {"destinationAddress": message.to.lstrip("+"), "data": message.text}
-        if message.originator:
-            form["sourceAddress"] = message.originator
-        if message.valid_until is not None:
-            minutes = math.ceil((message.valid_until - datetime.now(UTC)).total_seconds() / 60)
-            form["validity"] = str(max(minutes, 1))
+        form = {"destinationAddress": message.to.lstrip("+"), "data": message.text} | _shared(message)
         reply = await self._call("/Send/SendSms/", form)
+        if reply.status == 200 and (receipt := _receipt(reply.json())):
+            return receipt
+        raise _refusal(reply, Ambiguous if reply.status < 300 else Permanent)
+
+    async def send_many(self, messages: Sequence[Outgoing]) -> list[Receipt | GatewayError]:
+        groups: dict[tuple[tuple[str, str], ...], list[int]] = {}  # what the request carries -> those messages
+        for i, message in enumerate(messages):
+            groups.setdefault(tuple(_shared(message).items()), []).append(i)
+        sent = await asyncio.gather(*(self._packet(dict(k), [messages[i] for i in g]) for k, g in groups.items()))
+        outcomes: dict[int, Receipt | GatewayError] = {}
+        for group, results in zip(groups.values(), sent, strict=True):
+            outcomes.update(zip(group, results, strict=True))
+        return [outcomes[i] for i in range(len(messages))]
+
+    async def _packet(self, shared: dict[str, str], messages: list[Outgoing]) -> list[Receipt | GatewayError]:
+        """One `Send/SendBulkPacket/` for messages that share `shared`; one message goes as `Send/SendSms/`."""
+        if len(messages) == 1:
+            return await super().send_many(messages)
+        sms = [{"phone": m.to.lstrip("+"), "text": m.text} for m in messages]
+        form = shared | {"phone_data": msgspec.json.encode({"sms": sms}).decode()}
+        try:
+            reply = await self._call("/Send/SendBulkPacket/", form)
+        except GatewayError as exc:
+            return [exc] * len(messages)
         data = reply.json()
-        if reply.status == 200 and isinstance(data, list) and data and all(str(i).strip() for i in data):
-            ids = tuple(str(i).strip() for i in data)
-            return Receipt(provider_message_id=ids[0], provider_ids=ids if len(ids) > 1 else ())
-        _refusal(reply, Ambiguous if reply.status < 300 else Permanent)
+        if reply.status == 200 and isinstance(data, list):
+            if len(data) != len(messages):
+                said = f"HTTP 200 with {len(data)} entries for {len(messages)} messages"
+                return [Ambiguous("streamtelecom.bad_reply", said)] * len(messages)
+            return [_entry(entry) for entry in data]
+        error = _refusal(reply, Ambiguous if reply.status < 300 else Permanent)
+        if isinstance(error, Ambiguous) or error.code in REQUEST_REFUSALS:
+            return [error] * len(messages)
+        return await super().send_many(messages)  # which message was refused is not said: each alone
 
     async def status(self, ref: StatusRef) -> Report:
         pid = ref.provider_message_id
@@ -144,7 +226,7 @@ class StreamtelecomGateway(Gateway[StreamtelecomSettings]):
         fields = {str(k).lower(): v for k, v in data.items()} if isinstance(data, dict) else {}
         raw = fields.get("state")
         if reply.status != 200 or not re.fullmatch(r"-?\d+", str(raw)):
-            _refusal(reply, Transient)
+            raise _refusal(reply, Transient)
         code = int(str(raw))
         state, meaning = STATUSES.get(code, (None, f"unknown state {code}"))
         error = None
@@ -174,7 +256,7 @@ class StreamtelecomGateway(Gateway[StreamtelecomSettings]):
                     raise Transient(exc.code, exc.message) from None
                 data = reply.json()
                 if reply.status != 200 or not isinstance(data, str) or not data.strip() or _known(data):
-                    _refusal(reply, Permanent if reply.status < 500 else Transient)
+                    raise _refusal(reply, Permanent if reply.status < 500 else Transient)
                 self._session_id = data.strip()
             return self._session_id
 

@@ -6,20 +6,29 @@
 Like gateway.api.sc: form POSTs under `/rest/`, JSON replies. `Session/` (or `Session/session.php`) takes
 `login` and `password` and answers the session id as a JSON string; `Send/SendSms/` takes `sessionId`,
 `sourceAddress`, `destinationAddress` (digits), `data` and an optional `validity` (minutes) and answers a JSON
-array holding the message id; `State/state.php` takes `sessionId` and `messageId` and answers `{"State",
-"StateDescription", "ReportedDateUtc": "/Date(ms)/", "Price"}`, State 255 for an id it does not know. Errors
-are Stream's Russian texts as JSON strings with HTTP 400 (401 for a bad login). A call with a session id it
-did not issue, or one `expire_sessions()` ended, gets HTTP 401 with a text naming the session (the real
-signal is not documented). A sender name not in `senders` is refused.
+array holding the message id; `Send/SendBulkPacket/` takes `sessionId`, `sourceAddress`, `phone_data` (the JSON
+`{"sms": [{"phone", "text"}, ...]}`) and an optional `validity`, and answers a JSON array of one such id array
+per message, in order (not documented: the reply the adapter assumes); `State/state.php` takes `sessionId` and
+`messageId` and answers `{"State", "StateDescription", "ReportedDateUtc": "/Date(ms)/", "Price"}`, State 255 for
+an id it does not know. Errors are Stream's Russian texts as JSON strings with HTTP 400 (401 for a bad login). A
+call with a session id it did not issue, or one `expire_sessions()` ended, gets HTTP 401 with a text naming the
+session (the real signal is not documented). A sender name not in `senders` is refused.
 
-Messages start at `initial_state` (-1, sent); `set_state` moves them. Faults: `fail_next(n, data, status)` (send
-only) and those of `FakeProvider` (tests/fakes/_base.py; an injected HTTP status carries `Retry-After: 1`,
-`hang_next(n, *paths)` can leave the login alone).
+Where the documentation says nothing, the fake is the least helpful plausible provider: a packet with one
+message it would refuse alone (a bad number, no text) is refused whole, with that message's error text and
+nothing taken; one of more than MAX_PACKET messages (the adapter's `max_batch`: Stream's maximum is not
+documented), or whose `phone_data` it cannot read, is refused too (texts made up). It keeps every message it
+takes, from single sends and packets alike, and never deduplicates.
+
+Messages start at `initial_state` (-1, sent); `set_state` moves them. Faults: `fail_next(n, data, status)` (sends
+and packets only) and those of `FakeProvider` (tests/fakes/_base.py; an injected HTTP status carries
+`Retry-After: 1`, `hang_next(n, *paths)` can leave the login alone).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import uuid
 from collections.abc import Sequence
@@ -28,9 +37,12 @@ from aiohttp import web
 
 from ._base import Seen, SeenFake
 
-__all__ = ["SEND", "SESSION", "STATE", "FakeStreamMessage", "FakeStreamTelecom"]
+__all__ = ["MAX_PACKET", "PACKET", "SEND", "SESSION", "STATE", "FakeStreamMessage", "FakeStreamTelecom"]
 
 SESSION, SEND, STATE = "/rest/Session/", "/rest/Send/SendSms/", "/rest/State/state.php"
+PACKET = "/rest/Send/SendBulkPacket/"
+#: messages in one packet, at most (not documented: the adapter's `max_batch`)
+MAX_PACKET = 100
 DESCRIPTIONS = {
     -1: "Отправлено (передано в мобильную сеть)",
     0: "Доставлено абоненту",
@@ -57,7 +69,7 @@ def _reply(data: object, status: int = 200) -> web.Response:
 
 class FakeStreamTelecom(SeenFake):
     retry_after = "1"  # on every injected HTTP status
-    endpoints = (("POST", SESSION), ("POST", "/rest/Session/session.php"), ("POST", SEND), ("POST", STATE))
+    endpoints = tuple(("POST", p) for p in (SESSION, "/rest/Session/session.php", SEND, PACKET, STATE))
 
     def __init__(
         self,
@@ -79,7 +91,8 @@ class FakeStreamTelecom(SeenFake):
         self._next_id = 90_000_000
 
     def fail_next(self, n: int, data: object, status: int = 400) -> None:
-        """The next `n` sends are answered `data` as JSON (one of Stream's error texts, say) with `status`."""
+        """The next `n` sends, packets too, are answered `data` as JSON (one of Stream's error texts, say) with
+        `status`."""
         self._fail += [(data, status)] * n
 
     def expire_sessions(self) -> None:
@@ -104,29 +117,55 @@ class FakeStreamTelecom(SeenFake):
             return self._state(form.get("messageId", ""))
         if self._fail:
             return _reply(*self._fail.pop(0))
-        return self._send(request, form)
+        single = [(form.get("destinationAddress", ""), form.get("data", ""))]
+        return self._packet(request, form) if seen.path == PACKET else self._send(request, form, single)
 
-    def _send(self, request: web.Request, form: dict[str, str]) -> web.Response:  # noqa: PLR0911 - one return per error
-        source, destination = form.get("sourceAddress", ""), form.get("destinationAddress", "")
-        if not source:
-            return _reply("Нет отправителя", 400)
-        if source not in self.senders:
-            return _reply("Такого отправителя нет", 400)
-        if not destination:
+    def _packet(self, request: web.Request, form: dict[str, str]) -> web.Response:
+        try:
+            sms = json.loads(form.get("phone_data", ""))["sms"]
+            pairs = [(str(m["phone"]), str(m["text"])) for m in sms]
+        except (ValueError, TypeError, KeyError):
+            return _reply("Неверный формат phone_data", 400)
+        if not pairs:
             return _reply("Укажите номер телефона", 400)
-        if not (destination.isdigit() and 11 <= len(destination) <= 15):
-            return _reply("Данное направление закрыто для вас", 400)
-        if not form.get("data"):
-            return _reply("Нет текста сообщения", 400)
-        self._next_id += 1
-        message = FakeStreamMessage(
-            str(self._next_id), source, destination, form["data"], form.get("validity"), self.initial_state
-        )
-        self.messages.append(message)
-        self.by_id[message.id] = message
+        if len(pairs) > MAX_PACKET:
+            return _reply("Слишком много сообщений в пакете", 400)
+        return self._send(request, form, pairs, packet=True)
+
+    def _send(
+        self, request: web.Request, form: dict[str, str], pairs: list[tuple[str, str]], *, packet: bool = False
+    ) -> web.Response:
+        """Take each (destination, text), or refuse them all with the first refusal of one."""
+        source = form.get("sourceAddress", "")
+        for destination, text in pairs:
+            if refused := self._refused(source, destination, text):
+                return _reply(refused, 400)
+        taken = []
+        for destination, text in pairs:
+            self._next_id += 1
+            message = FakeStreamMessage(
+                str(self._next_id), source, destination, text, form.get("validity"), self.initial_state
+            )
+            self.messages.append(message)
+            self.by_id[message.id] = message
+            taken.append([message.id])
         if self.dropped(request):
             return web.Response(status=500)  # never reaches the client
-        return _reply([message.id])
+        return _reply(taken if packet else taken[0])
+
+    def _refused(self, source: str, destination: str, text: str) -> str | None:
+        """Stream's error text for this message, or None when it takes it."""
+        if not source:
+            return "Нет отправителя"
+        if source not in self.senders:
+            return "Такого отправителя нет"
+        if not destination:
+            return "Укажите номер телефона"
+        if not (destination.isdigit() and 11 <= len(destination) <= 15):
+            return "Данное направление закрыто для вас"
+        if not text:
+            return "Нет текста сообщения"
+        return None
 
     def _state(self, message_id: str) -> web.Response:
         message = self.by_id.get(message_id)
