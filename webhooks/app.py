@@ -118,17 +118,23 @@ class Receiver:
         self._adapters: dict[str, tuple[Sender, Gateway[Any]]] = {}
 
     async def start(self, _: web.Application | None = None) -> None:
-        self.redis = redis_client(self.settings.redis_url, socket_timeout=5)
-        self.senders = SenderCache(open_registry(self.redis, self.names, self.settings.secret_key))
-        await self.senders.start()
-        self.http = aiohttp.ClientSession()  # adapters want one; parsing callbacks makes no request
-        self.connection = await connect_amqp(self.settings.amqp_url)
-        self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
-        async with self.connection.channel() as setup:  # not on self.channel: see workers.runtime
-            await declare(setup, self.names, self.settings.queue_limits)
-        self.exchange = await self.channel.get_exchange(self.names.internal_exchange, ensure=False)
-        self.events = await self.channel.get_exchange(self.names.events_exchange, ensure=False)
-        self.links = Shortener(self.redis, self.names, self.settings.public_url)
+        """Connect; a start that fails or is cancelled (a stop while the broker does not answer) closes what it
+        opened, since aiohttp calls `stop` only after a whole start."""
+        try:
+            self.redis = redis_client(self.settings.redis_url, socket_timeout=5)
+            self.senders = SenderCache(open_registry(self.redis, self.names, self.settings.secret_key))
+            await self.senders.start()
+            self.http = aiohttp.ClientSession()  # adapters want one; parsing callbacks makes no request
+            self.connection = await connect_amqp(self.settings.amqp_url)
+            self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+            async with self.connection.channel() as setup:  # not on self.channel: see workers.runtime
+                await declare(setup, self.names, self.settings.queue_limits)
+            self.exchange = await self.channel.get_exchange(self.names.internal_exchange, ensure=False)
+            self.events = await self.channel.get_exchange(self.names.events_exchange, ensure=False)
+            self.links = Shortener(self.redis, self.names, self.settings.public_url)
+        except BaseException:
+            await self.stop()
+            raise
 
     async def stop(self, _: web.Application | None = None) -> None:
         if self.connection is not None:

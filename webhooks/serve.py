@@ -9,7 +9,7 @@ from aiohttp import web
 
 from smsfleet.metrics import metrics_app
 from smsfleet.settings import Settings
-from smsfleet.signals import stop_on_signals
+from smsfleet.signals import stop_on_signals, unless_stopped
 
 from .app import SERVER_OPTIONS, Receiver, build_app
 from .guard import Options
@@ -38,12 +38,18 @@ async def serve(
     if metrics_port is not None:  # never on the public port: the Ingress routes only /smslistener/ there
         runners.append(web.AppRunner(metrics_app(live=lambda: True, ready=lambda: receiver.ready), access_log=None))
     try:
-        for runner, at in zip(runners, (port, metrics_port), strict=False):
-            await runner.setup()
-            await web.TCPSite(runner, host, at).start()
-        log.info("webhooks.listening", host=host, port=port, metrics_port=metrics_port)
-        await stop.wait()
+        # setting up connects to Redis and the broker, which may not answer: a stop meanwhile ends it
+        if await unless_stopped(_start(runners, host, (port, metrics_port)), stop):
+            log.info("webhooks.listening", host=host, port=port, metrics_port=metrics_port)
+            await stop.wait()
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
         log.info("webhooks.stopped")
+
+
+async def _start(runners: list[web.AppRunner], host: str, ports: tuple[int | None, ...]) -> bool:
+    for runner, port in zip(runners, ports, strict=False):
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+    return True

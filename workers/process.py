@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
 import structlog
 from redis.exceptions import RedisError
 
 from smsfleet import metrics
 from smsfleet.settings import Settings
-from smsfleet.signals import forget_signals, stop_on_signals
+from smsfleet.signals import forget_signals, stop_on_signals, unless_stopped
 
 from .consumer import QueueConsumer
 from .runtime import Runtime
@@ -25,8 +24,6 @@ __all__ = ["run_workers"]
 log = structlog.get_logger("smsfleet.workers")
 
 QUEUE_POLL_S = 15.0
-
-T = TypeVar("T")
 
 
 class _Health:
@@ -77,7 +74,7 @@ async def run_workers(
     stop = stop_on_signals(stop or asyncio.Event())
     try:
         async with contextlib.AsyncExitStack() as stack:
-            rt = await _unless_stopped(
+            rt = await unless_stopped(
                 stack.enter_async_context(Runtime.open(settings, prefetch=policy.concurrency)), stop
             )
             if rt is None:  # stopped while connecting
@@ -93,7 +90,7 @@ async def run_workers(
             health = _Health(rt, workers)
             await stack.enter_async_context(metrics.probe_server(metrics_port, health.ready))
             stack.push_async_callback(_cancel, asyncio.create_task(_watch_queues(rt, queues, health)))
-            if await _unless_stopped(_start(workers), stop):
+            if await unless_stopped(_start(workers), stop):
                 log.info("fleet.running", gateways=list(gateways), status=status, suppression=suppression)
                 await stop.wait()
             health.draining = True
@@ -114,20 +111,3 @@ async def _start(workers: Sequence[QueueConsumer]) -> bool:
     for w in workers:
         await w.start()
     return True
-
-
-async def _unless_stopped(step: Awaitable[T], stop: asyncio.Event) -> T | None:
-    """`step`'s result; None when `stop` is set first, and `step` is cancelled. A broker that stopped answering
-    (a stalled disk, a paused VM) would hold a connection's handshake or a queue's declaration, and with it a
-    stop asked for meanwhile, until it answers again."""
-    task = asyncio.ensure_future(step)
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopping.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    return None if task.cancelled() else task.result()

@@ -172,9 +172,10 @@ async def _state(ledger: Ledger, job_id: str, state: str) -> bool:
     return (await ledger.get(job_id)).get("state") == state
 
 
-async def test_a_stop_while_the_broker_does_not_answer_ends_the_worker_at_once(settings: Settings) -> None:
-    """A broker that takes the connection and then says nothing (stalled, a paused VM) holds the handshake, and
-    the queues' declarations, for as long; a stop asked for meanwhile (SIGTERM) ends them, not the broker."""
+@contextlib.asynccontextmanager
+async def silent_broker(settings: Settings) -> AsyncIterator[tuple[Settings, list[asyncio.StreamWriter]]]:
+    """`settings` pointing at a broker that takes connections and then says nothing (stalled, a paused VM),
+    and the connections it took."""
     connected: list[asyncio.StreamWriter] = []
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -183,21 +184,27 @@ async def test_a_stop_while_the_broker_does_not_answer_ends_the_worker_at_once(s
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    silent_broker = msgspec.structs.replace(settings, amqp_url=f"amqp://guest:guest@127.0.0.1:{port}/")
-    stop = asyncio.Event()
-    policy = SendPolicy(concurrency=10)
-    worker = asyncio.create_task(
-        run_workers(silent_broker, gateways=["sandbox"], status=True, policy=policy, stop=stop)
-    )
     try:
-        await until(lambda: connected, within=5)
-        await asyncio.sleep(1.0)
-        assert not worker.done()  # the handshake hangs
-        stop.set()
-        await asyncio.wait_for(worker, 3)  # before: for as long as the broker kept silent
+        yield msgspec.structs.replace(settings, amqp_url=f"amqp://guest:guest@127.0.0.1:{port}/"), connected
     finally:
-        worker.cancel()
         for writer in connected:
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_stop_while_the_broker_does_not_answer_ends_the_worker_at_once(settings: Settings) -> None:
+    """A broker that takes the connection and then says nothing holds the handshake, and the queues'
+    declarations, for as long; a stop asked for meanwhile (SIGTERM) ends them, not the broker."""
+    stop = asyncio.Event()
+    policy = SendPolicy(concurrency=10)
+    async with silent_broker(settings) as (silent, connected):
+        worker = asyncio.create_task(run_workers(silent, gateways=["sandbox"], status=True, policy=policy, stop=stop))
+        try:
+            await until(lambda: connected, within=5)
+            await asyncio.sleep(1.0)
+            assert not worker.done()  # the handshake hangs
+            stop.set()
+            await asyncio.wait_for(worker, 3)  # before: for as long as the broker kept silent
+        finally:
+            worker.cancel()

@@ -22,9 +22,10 @@ from smsfleet.senders import SenderRegistry, parse_sender, receiving_url
 from smsfleet.settings import Settings
 from smsfleet.suppression import SuppressionStore
 from smsfleet.topology import Names, message
-from tests.integration.test_send_worker import fleet, until
+from tests.integration.test_send_worker import fleet, silent_broker, until
 from tests.samples import sample_sender
 from webhooks import MAX_BODY, Options, Receiver, build_app
+from webhooks.serve import serve
 from workers.ledger import Ledger
 
 SANDBOX = {
@@ -239,3 +240,19 @@ async def test_a_sender_url_cannot_report_on_another_senders_jobs(
         ).status == 200
         await until(lambda: _phase(ledger, "not-yours", "final"))
     assert (await ledger.get("not-yours"))["state"] == "delivered"
+
+
+async def test_a_stop_while_the_broker_does_not_answer_ends_the_receiver_at_once(settings: Settings) -> None:
+    """Starting connects to the broker; one that takes the connection and says nothing held the start, and a
+    SIGTERM meanwhile, for as long (an orchestrator then waits out its grace and kills the pod)."""
+    stop = asyncio.Event()
+    async with silent_broker(settings) as (silent, connected):
+        receiver = asyncio.create_task(serve(silent, "127.0.0.1", 0, stop, options=Options()))
+        try:
+            await until(lambda: connected, within=5)
+            await asyncio.sleep(1.0)
+            assert not receiver.done()  # the handshake hangs
+            stop.set()
+            await asyncio.wait_for(receiver, 3)
+        finally:
+            receiver.cancel()
