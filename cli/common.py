@@ -155,9 +155,9 @@ async def check_services(settings: Settings) -> None:
 
 
 #: the cyclic garbage collector's thresholds (Python's: 700, 10, 10). A worker keeps thousands of deliveries,
-#: tasks and futures alive; collecting every 700 allocations, and the whole heap every few seconds, cost it a
-#: tenth of its CPU (tests.bench.batching, docs/benchmarks.md). Most of its garbage is freed by reference
-#: counting; cycles still go, after 10,000 allocations instead of 700, at pauses of a few ms
+#: tasks and futures alive; collecting every 700 allocations, and the whole heap every few seconds, cost it
+#: 11-19 % of its CPU (tests.bench.batching, docs/benchmarks.md), in pauses up to ~150 ms. Most of its garbage
+#: is freed by reference counting; cycles still go, after 10,000 allocations instead of 700
 GC_THRESHOLDS = (10_000, 10, 10)
 
 

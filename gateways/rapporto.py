@@ -299,9 +299,8 @@ class RapportoBatchGateway(BatchingGateway[RapportoSettings], RapportoGateway):
         entries = _matched(result, ids)
         if entries is None:
             said = f"{len(result)} results" if isinstance(result, list) else "no result"
-            return [Ambiguous("rapporto.bad_reply", f"HTTP 200 with {said} for {len(messages)} messages")] * len(
-                messages
-            )
+            unclear = Ambiguous("rapporto.bad_reply", f"HTTP 200 with {said} for {len(messages)} messages")
+            return [unclear] * len(messages)
         return [self._outcome(entry) for entry in entries]
 
     def _item(self, message: Outgoing, partner_id: str) -> dict[str, Any]:
@@ -334,19 +333,22 @@ class RapportoBatchGateway(BatchingGateway[RapportoSettings], RapportoGateway):
         if code == "OK" and isinstance(pid, str | int) and str(pid):
             return Receipt(provider_message_id=str(pid))
         if code == "REJECTED":
-            reasons = [r for r in entry.get("reasons") or () if isinstance(r, dict)]
-            key = str(reasons[0].get("key", "")) if reasons else ""
+            key = next((str(r.get("key", "")) for r in _reasons(entry)), "")
             cls, meaning = BATCH_REASONS.get(key, (Permanent, "rejected"))
             detail = str(entry.get("description") or "")[:200]
             return cls(f"rapporto.{key or 'rejected'}", f"{meaning}: {detail}" if detail else meaning)
         return Ambiguous("rapporto.bad_reply", "HTTP 200 with a result that is neither OK nor REJECTED")
 
 
+def _reasons(entry: Any) -> list[dict[str, Any]]:
+    reasons = entry.get("reasons") if isinstance(entry, dict) else None
+    return [r for r in reasons if isinstance(r, dict)] if isinstance(reasons, list) else []
+
+
 def _refused_as_a_whole(result: list[Any]) -> bool:
     """Whether the batch was refused for its size: no message taken, a reason `too.many.messages`."""
-    entries = [e for e in result if isinstance(e, dict)]
-    reasons = [r for e in entries for r in e.get("reasons") or () if isinstance(r, dict)]
-    return not any(e.get("code") == "OK" for e in entries) and any(r.get("key") == TOO_MANY for r in reasons)
+    taken = any(isinstance(e, dict) and e.get("code") == "OK" for e in result)
+    return not taken and any(r.get("key") == TOO_MANY for e in result for r in _reasons(e))
 
 
 def _matched(result: Any, ids: list[str]) -> list[dict[str, Any]] | None:
@@ -354,7 +356,7 @@ def _matched(result: Any, ids: list[str]) -> list[dict[str, Any]] | None:
     not match the messages one to one."""
     if not isinstance(result, list) or len(result) != len(ids) or not all(isinstance(e, dict) for e in result):
         return None
-    echoed = {e.get("id"): e for e in result}
+    echoed = {e["id"] if isinstance(e.get("id"), str) else None: e for e in result}
     if None in echoed:
         return result if len(echoed) == 1 else None  # none echoes an id: by position; some do: no telling
     return [echoed[i] for i in ids] if set(echoed) == set(ids) and len(echoed) == len(ids) else None

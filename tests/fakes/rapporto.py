@@ -27,7 +27,7 @@ thing: only its `names` may be a message's `from`; a request over `max_messages`
 documented) or with no message gets one REJECTED entry for the whole request, not one per message; a wrong key
 is a bare 401 and a body that is not a batch a bare 400; with `dedup` on, a repeated `id` is REJECTED
 (`forbidden`), without the first message's id. `reject_next(n, key, ref)` rejects the next messages with a
-documented reason.
+documented reason; `result_next(result)` answers the next request with any `result`.
 """
 
 from __future__ import annotations
@@ -190,7 +190,12 @@ class FakeRapportoBatch(FakeServer):
         self.messages: list[FakeMessage] = []
         self.by_partner_id: dict[str, FakeMessage] = {}
         self._reject: list[tuple[str, str]] = []
+        self._results: list[Any] = []
         self._ids = itertools.count(3482512350952730368)
+
+    def result_next(self, result: Any) -> None:
+        """The next request takes nothing and is answered `{"result": result}`, whatever `result` is."""
+        self._results.append(result)
 
     def reject_next(self, n: int, key: str = "invalid", ref: str = "to") -> None:
         """The next `n` messages are REJECTED with reason `key` for their field `ref`."""
@@ -215,6 +220,8 @@ class FakeRapportoBatch(FakeServer):
         items = batch.get("messages") if isinstance(batch, dict) else None
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             return web.Response(status=400, text="Bad Request")
+        if self._results:
+            return web.json_response({"result": self._results.pop(0)})
         if not items or len(items) > self.max_messages:
             key = "must.be.not.null" if not items else "too.many.messages"
             return web.json_response({"result": [_rejected(key, "messages")]})

@@ -310,15 +310,13 @@ class TestRapportoBatch(GatewayContract[FakeRapportoBatch]):
         assert KEY not in repr(batch.settings)
 
     def test_password_or_key_is_required(self) -> None:
-        doc = {
-            "id": "r",
-            "gateway": "rapporto",
-            "accounts": ["a"],
-            "settings": {"service_id": SERVICE, "url": "http://x"},
-        }
+        settings = {"service_id": SERVICE, "url": "http://x"}
+        doc = {"id": "r", "gateway": "rapporto", "accounts": ["a"], "settings": settings}
         with pytest.raises(SenderError, match="password"):
             parse_sender(doc)
-        assert parse_sender(doc | {"settings": doc["settings"] | {"key": KEY}}).settings.key == KEY
+        sender = parse_sender(doc | {"settings": settings | {"key": KEY}})
+        assert isinstance(sender.settings, RapportoSettings)
+        assert sender.settings.key == KEY
 
     async def test_wire(self, gateway: RapportoGateway, fake: FakeRapportoBatch) -> None:
         soon, later = datetime.now(UTC) + timedelta(seconds=10), datetime.now(UTC) + timedelta(days=10)
@@ -405,6 +403,22 @@ class TestRapportoBatch(GatewayContract[FakeRapportoBatch]):
         assert _matched([a, bare[1]], ["a", "b"]) is None  # some echo, some do not
         assert _matched([a], ["a", "b"]) is None
         assert _matched({"result": [a]}, ["a"]) is None
+        assert _matched([{**a, "id": ["a"]}, b], ["a", "b"]) is None  # an id that is no string: no telling
+
+    async def test_a_malformed_reply_is_ambiguous_not_a_crash(
+        self, gateway: RapportoGateway, fake: FakeRapportoBatch
+    ) -> None:
+        results = (
+            [{"code": "REJECTED", "reasons": 5}, {"code": "OK"}],
+            [{"code": "OK", "messageId": "1", "id": {}}, {"code": "OK", "messageId": "2", "id": "job-batch-1"}],
+            [{"code": "OK", "messageId": "1"}, "OK"],
+            "OK",
+        )
+        for result in results:
+            fake.result_next(result)
+            outcomes = await gateway.send_many(self.batch(2))
+            assert [type(o) for o in outcomes] == ([Permanent, Ambiguous] if result is results[0] else [Ambiguous] * 2)
+        assert fake.messages == []
 
     @pytest.mark.parametrize(("status", "expected"), sorted(BATCH_STATUSES.items()))
     def test_batch_status_table(
