@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 from .base import CallbackRequest, Inbound
 from .errors import GatewayError, Permanent, RateLimited, Transient
 
-__all__ = ["Rule", "digits", "e164", "fail", "fields_of", "timestamp", "two_way_inbound"]
+__all__ = ["Rule", "digits", "e164", "fail", "fields_of", "refusal", "timestamp", "two_way_inbound"]
 
 
 class Rule(NamedTuple):
@@ -28,16 +28,21 @@ class Rule(NamedTuple):
     retry_after: float = 1.0
 
 
-def fail(errors: Mapping[int, Rule], code: int, prefix: str, detail: str = "", hide: str = "") -> NoReturn:
-    """Raise what `errors` says about `code`. An unlisted 4xx is the request's fault (Permanent); anything
-    else unlisted is the provider's (Transient). `detail` (the provider's text) is cut short, and `hide` (a
+def refusal(errors: Mapping[int, Rule], code: int, prefix: str, detail: str = "", hide: str = "") -> GatewayError:
+    """What `errors` says about `code`. An unlisted 4xx is the request's fault (Permanent); anything else
+    unlisted is the provider's (Transient). `detail` (the provider's text) is cut short, and `hide` (a
     credential it might echo) masked."""
     rule = errors.get(code) or Rule(Permanent if 400 <= code < 500 else Transient, f"HTTP {code}")
     detail = (detail.replace(hide, "***") if hide else detail).strip()[:200]
     text = f"{rule.meaning}: {detail}" if detail else rule.meaning
     if rule.error is RateLimited:
-        raise RateLimited(f"{prefix}.{code}", text, retry_after=rule.retry_after)
-    raise rule.error(f"{prefix}.{code}", text)
+        return RateLimited(f"{prefix}.{code}", text, retry_after=rule.retry_after)
+    return rule.error(f"{prefix}.{code}", text)
+
+
+def fail(errors: Mapping[int, Rule], code: int, prefix: str, detail: str = "", hide: str = "") -> NoReturn:
+    """Raise the `refusal`."""
+    raise refusal(errors, code, prefix, detail, hide)
 
 
 def digits(phone: str) -> str:

@@ -60,7 +60,7 @@ from smsfleet.contracts import ErrorInfo, State
 from smsfleet.kinds import RapportoSettings
 
 from ._json_api import call
-from ._rapporto_family import Rule, digits, e164, fail, fields_of, timestamp, two_way_inbound
+from ._rapporto_family import Rule, digits, e164, fail, fields_of, refusal, timestamp, two_way_inbound
 from .base import BatchingGateway, Callback, CallbackRequest, Gateway, Inbound, Outgoing, Receipt, Report
 from .errors import Ambiguous, GatewayError, Permanent, RateLimited, Transient
 from .transport import request
@@ -321,10 +321,7 @@ class RapportoBatchGateway(BatchingGateway[RapportoSettings], RapportoGateway):
     def _refusal(self, status: int, data: Any) -> GatewayError:
         error = data.get("error") if isinstance(data, dict) else None
         detail = str(error.get("description", "")) if isinstance(error, dict) else ""
-        try:
-            fail(ERRORS, status, "rapporto", detail, hide=self.settings.key or "")
-        except GatewayError as exc:
-            return exc
+        return refusal(ERRORS, status, "rapporto", detail, hide=self.settings.key or "")
 
     @staticmethod
     def _outcome(entry: dict[str, Any]) -> Receipt | GatewayError:
