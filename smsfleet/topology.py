@@ -25,14 +25,19 @@ README for moving an existing queue to new limits.
 from __future__ import annotations
 
 import asyncio
+import uuid
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, cast
 
 import aio_pika
 import aiormq
+import pamqp.frame
 from aio_pika.abc import AbstractChannel, ExchangeType
+from aiormq.abc import ChannelFrame
+from pamqp.header import ContentHeader
 
 from .kinds import KINDS
 from .settings import QueueLimits
@@ -284,34 +289,133 @@ async def publish_json(
 ) -> None:
     """Publish persistent JSON (the properties of `message`) on the channel's AMQP channel, and wait for the
     broker's confirm when the channel confirms. The frames `Exchange.publish(message(...))` sends, without
-    aio-pika's Message and Exchange objects, whose building costs as much CPU as the publish itself (the
-    send worker publishes twice per job). A nack or (on a channel with `on_return_raises`) a returned message
-    raises as it does through aio-pika; a confirm that does not come within `confirm_timeout_s`, `PublishTimeout`."""
+    aio-pika's Message and Exchange objects, whose building costs as much CPU as the publish itself, and
+    written with the other publishes of the same event-loop turn (`_publish`). A nack or (on a channel with
+    `on_return_raises`) a returned message raises as it does through aio-pika; a confirm that does not come
+    within `confirm_timeout_s`, `PublishTimeout`."""
     properties = aiormq.spec.Basic.Properties(
         content_type="application/json",
         delivery_mode=2,
         timestamp=datetime.now(UTC),
-        message_id=message_id,
+        message_id=message_id or (uuid.uuid4().hex if mandatory else None),  # a return is matched by it
         headers=headers,
     )
     for attempt in range(2):
-        underlay = cast(aiormq.Channel, await channel.get_underlay_channel())  # the abstract type lacks `wait`
+        underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
         try:
-            await underlay.basic_publish(
+            await _publish(
+                underlay,
+                aiormq.spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=mandatory),
+                ContentHeader(properties=properties, body_size=len(body)),
                 body,
-                exchange=exchange,
-                routing_key=routing_key,
-                properties=properties,
-                mandatory=mandatory,
-                timeout=confirm_timeout_s,
-                wait=not underlay.publisher_confirms,  # a confirm comes after the write: no drain to wait for
+                confirm_timeout_s,
             )
             return
         except aiormq.exceptions.ChannelInvalidStateError:
             if attempt or not await _reopen(channel, underlay):
                 raise
-        except TimeoutError:  # aiormq's own timeout (an outer one would have cancelled this task instead)
-            raise PublishTimeout(f"not confirmed within {confirm_timeout_s:g} s") from None
+
+
+#: per AMQP channel, the publishes of this event-loop turn, which one task writes (`_write`)
+_turn: weakref.WeakKeyDictionary[aiormq.Channel, list[_Publish]] = weakref.WeakKeyDictionary()
+_writing: set[asyncio.Task[None]] = set()
+
+
+def _publish(
+    channel: aiormq.Channel, method: aiormq.spec.Basic.Publish, header: ContentHeader, body: bytes, timeout_s: float
+) -> asyncio.Future[None]:
+    """Publish with the other publishes the channel is given in this event-loop turn: one task writes them as
+    one frame under one hold of the channel's lock. aiormq's `basic_publish` does that for each publish alone,
+    and its lock, timeout scope, queue put and socket write cost more CPU than the frames (`python -m
+    tests.bench.events`). Each publish keeps its own delivery tag and confirm, registered as `basic_publish`
+    registers them (the channel's `confirmations`, and `message_id_delivery_tag` for a mandatory one, which a
+    return is matched by), so that aiormq settles it the same way: an ack, a nack (`DeliveryError`), a return
+    (`PublishError`), or the channel's close (its reason). Its frames are marshalled here, where a bad value
+    raises; a publish whose caller gave up before the write is not sent, as with `basic_publish`.
+
+    Returns its outcome: None once confirmed (or written, on a channel without confirms), or its error;
+    `PublishTimeout` when not confirmed within `timeout_s`."""
+    loop = asyncio.get_running_loop()
+    frames: list[Any] = [method, header, *channel._split_body(body)]
+    entry = _Publish(
+        loop.create_future(),
+        b"".join(pamqp.frame.marshal(frame, channel.number) for frame in frames),
+        header.properties.message_id if method.mandatory else None,
+    )
+    entry.timer = loop.call_later(timeout_s, entry.expire, timeout_s)
+    pending = _turn.setdefault(channel, [])
+    if not pending:  # the first of this turn: the task runs after the others woken in it add theirs
+        task = asyncio.create_task(_write(channel))
+        _writing.add(task)
+        task.add_done_callback(_writing.discard)
+    pending.append(entry)
+    return entry.settled
+
+
+async def _write(channel: aiormq.Channel) -> None:
+    try:
+        async with channel.lock:  # raises ChannelInvalidStateError once the channel is closed
+            batch = [p for p in _turn.pop(channel, ()) if not p.settled.done()]
+            first = channel.delivery_tag + 1
+            if channel.publisher_confirms:
+                for tag, publish in enumerate(batch, first):
+                    publish.register(channel, tag)
+            channel.delivery_tag += len(batch)
+            try:
+                await channel.write_queue.put(ChannelFrame(b"".join(p.frames for p in batch), False))
+            except BaseException:  # not written: the broker counts none of these tags
+                channel.delivery_tag = first - 1
+                for tag in range(first, first + len(batch)):
+                    if (confirmation := channel.confirmations.pop(tag, None)) is not None:
+                        confirmation.cancel()
+                raise
+    except aiormq.exceptions.ChannelInvalidStateError as exc:
+        for publish in _turn.pop(channel, ()):
+            publish.end(exc)
+        return
+    if not channel.publisher_confirms:
+        for publish in batch:
+            publish.end(None)
+
+
+@dataclass(slots=True)
+class _Publish:
+    settled: asyncio.Future[None]
+    frames: bytes
+    message_id: str | None  # a mandatory publish's, which a return is matched by
+    timer: asyncio.TimerHandle | None = None
+
+    def register(self, channel: aiormq.Channel, tag: int) -> None:
+        confirmation = channel.create_future()
+        channel.confirmations[tag] = confirmation
+        if self.message_id is not None:
+            channel.message_id_delivery_tag[self.message_id] = tag
+            confirmation.add_done_callback(partial(_forget, channel, self.message_id, tag))
+        confirmation.add_done_callback(self.confirmed)
+
+    def confirmed(self, confirmation: asyncio.Future[Any]) -> None:
+        if confirmation.cancelled():  # not written after all (the writing task was cancelled)
+            self.settled.cancel()
+        else:
+            self.end(confirmation.exception())
+
+    def expire(self, timeout_s: float) -> None:
+        self.end(PublishTimeout(f"not confirmed within {timeout_s:g} s"))
+
+    def end(self, error: BaseException | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.settled.done():
+            return
+        if error is None:
+            self.settled.set_result(None)
+        else:
+            self.settled.set_exception(error)
+
+
+def _forget(channel: aiormq.Channel, message_id: str, tag: int, _: object) -> None:
+    if channel.message_id_delivery_tag.get(message_id) == tag:
+        del channel.message_id_delivery_tag[message_id]
 
 
 _reopening: weakref.WeakKeyDictionary[AbstractChannel, asyncio.Lock] = weakref.WeakKeyDictionary()
