@@ -24,6 +24,8 @@ SCENARIOS: dict[str, tuple[list[str], list[str]]] = {
     "stop_latency": ([], ["--stops", "100"]),
     "publish": ([], ["--jobs", "5000", "--rounds", "1"]),
     "acks": ([], ["--messages", "5000", "--rounds", "1"]),
+    "events": ([], ["--events", "5000", "--rounds", "2"]),
+    "batching": ([], ["--rounds", "1", "--jobs", "2000", "--slow-jobs", "2000", "--pm-jobs", "4000"]),
     "celery_peer": ([], ["--rounds", "1", "--jobs", "1000"]),
 }
 
