@@ -135,21 +135,23 @@ async def test_a_publish_given_up_before_its_write_is_not_sent(
     await second
     with pytest.raises(asyncio.CancelledError):
         await first
-    assert [json.loads(m.body) for m in [await queue.get(no_ack=True)]] == [{"n": 2}]
+    assert json.loads((await queue.get(no_ack=True)).body) == {"n": 2}
     assert await queue.get(no_ack=True, fail=False) is None
 
 
-async def test_a_closed_channel_refuses_the_turn(
+async def test_a_channel_the_broker_closes_fails_every_publish_of_its_write(
     connection: aio_pika.abc.AbstractRobustConnection, names: Names
 ) -> None:
-    """A channel its owner closed: every publish of the turn fails with aiormq's own error, none hangs."""
+    """Publishes to an exchange that does not exist: the broker closes the channel (404), and every publish of
+    the write fails with that reason at once; none waits for its timeout."""
     channel = await connection.channel(publisher_confirms=True)
-    await channel.close()
+    missing = f"{names.events_exchange}.no-such-exchange"
     outcomes = await asyncio.wait_for(
         asyncio.gather(
-            *(publish_json(channel, names.events_exchange, b"{}", "status.accepted") for _ in range(3)),
+            *(publish_json(channel, missing, b"{}", "status.accepted", mandatory=False) for _ in range(3)),
             return_exceptions=True,
         ),
         5,
     )
-    assert all(isinstance(o, aiormq.exceptions.ChannelInvalidStateError) for o in outcomes), outcomes
+    assert all(isinstance(o, aiormq.exceptions.ChannelNotFoundEntity) for o in outcomes), outcomes
+    await channel.close()
