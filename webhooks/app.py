@@ -42,7 +42,7 @@ import aiormq
 import msgspec
 import redis.asyncio as aioredis
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
@@ -56,7 +56,7 @@ from smsfleet.kinds import KIND_SETTINGS
 from smsfleet.links import Shortener
 from smsfleet.senders import Sender, SenderCache, open_registry
 from smsfleet.settings import Settings
-from smsfleet.topology import Names, declare, message
+from smsfleet.topology import Names, declare, publish_json
 
 from .guard import Options, QuietLog, QuietServerErrors, RateLimiter, client_address, networks, within
 
@@ -109,12 +109,10 @@ class Receiver:
         self.quiet = QuietLog(self.options.log_per_minute)
         self.connection: AbstractRobustConnection | None = None
         self.channel: AbstractChannel | None = None
-        self.exchange: AbstractExchange | None = None
         self.redis: aioredis.Redis | None = None
         self.senders: SenderCache | None = None
         self.http: aiohttp.ClientSession | None = None
         self.links: Shortener | None = None
-        self.events: AbstractExchange | None = None
         self._adapters: dict[str, tuple[Sender, Gateway[Any]]] = {}
 
     async def start(self, _: web.Application | None = None) -> None:
@@ -129,8 +127,6 @@ class Receiver:
             self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
             async with self.connection.channel() as setup:  # not on self.channel: see workers.runtime
                 await declare(setup, self.names, self.settings.queue_limits)
-            self.exchange = await self.channel.get_exchange(self.names.internal_exchange, ensure=False)
-            self.events = await self.channel.get_exchange(self.names.events_exchange, ensure=False)
             self.links = Shortener(self.redis, self.names, self.settings.public_url)
         except BaseException:
             await self.stop()
@@ -181,11 +177,11 @@ class Receiver:
         elected (as the channel restored right after a reconnect does), while a new channel is confirmed from
         about 1 s on. A nack means the broker did not keep the message, so publishing it again stores it once
         (a full queue nacks every channel, and still gets its 503, later)."""
-        if self.exchange is None or not self.ready:
+        if self.channel is None or not self.ready:
             raise Unavailable("broker connection is down")
         pending = bodies
         for pause in (*NACKED_RETRY_S, None):
-            outcomes = await _publish_all(self.exchange, pending)
+            outcomes = await _publish_all(self.channel, self.names.internal_exchange, pending)
             if any(_nacked(o) for o in outcomes) and all(o is None or _nacked(o) for o in outcomes):
                 nacked = [item for item, o in zip(pending, outcomes, strict=True) if o is not None]
                 pending, outcomes = nacked, await self._publish_on_new_channel(nacked)
@@ -202,20 +198,24 @@ class Receiver:
         assert self.connection is not None
         try:
             async with self.connection.channel(publisher_confirms=True, on_return_raises=True) as channel:
-                exchange = await channel.get_exchange(self.names.internal_exchange, ensure=False)
-                return await _publish_all(exchange, bodies)
+                return await _publish_all(channel, self.names.internal_exchange, bodies)
         except Exception as exc:  # the channel could not be opened (or closed): nothing was published on it
             return [exc] * len(bodies)
 
 
 #: pauses before a nacked message is published again (6.2 s in all, within a provider's usual 10-s timeout)
 NACKED_RETRY_S = (0.2, 0.4, 0.8, 1.6, 3.2)
+#: the longest a publish waits for the broker's confirm
+PUBLISH_TIMEOUT_S = 5.0
 
 
-async def _publish_all(exchange: AbstractExchange, bodies: list[tuple[str, bytes]]) -> list[BaseException | None]:
-    """Publish `(routing_key, body)` pairs, persistent and mandatory, with confirms: the outcome of each."""
+async def _publish_all(
+    channel: AbstractChannel, exchange: str, bodies: list[tuple[str, bytes]]
+) -> list[BaseException | None]:
+    """Publish `(routing_key, body)` pairs, persistent and mandatory, with confirms, in one write (`publish_json`):
+    the outcome of each."""
     outcomes = await asyncio.gather(
-        *(exchange.publish(message(b), routing_key=k, mandatory=True, timeout=5) for k, b in bodies),
+        *(publish_json(channel, exchange, b, k, confirm_timeout_s=PUBLISH_TIMEOUT_S) for k, b in bodies),
         return_exceptions=True,
     )
     return [o if isinstance(o, BaseException) else None for o in outcomes]
@@ -352,8 +352,11 @@ async def click(request: web.Request) -> web.StreamResponse:
         raise Rejected(404, "no such link", public="no such link")
     event = ClickEvent(job_id=link.job_id, sender=link.sender, url=link.url, code=code, at=now())
     try:
-        assert receiver.events is not None
-        await receiver.events.publish(message(encode(event)), routing_key=event.routing_key, timeout=5)
+        assert receiver.channel is not None
+        await publish_json(
+            receiver.channel, receiver.names.events_exchange, encode(event), event.routing_key,
+            mandatory=False, confirm_timeout_s=PUBLISH_TIMEOUT_S,
+        )  # fmt: skip
     except (aio_pika.exceptions.AMQPError, TimeoutError, ConnectionError, RuntimeError, AssertionError) as exc:
         log.warning("click.not_published", sender=link.sender, error=type(exc).__name__)
     raise web.HTTPFound(link.url)
