@@ -29,16 +29,15 @@ import math
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any, Final, Literal, Self, TypeVar, cast
 
-import aio_pika
 import aiormq.exceptions as amqp_errors
 import msgspec
-from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
 from smsfleet.connect import connect_amqp, redis_client
 from smsfleet.contracts import JOB_ID_MAX_BYTES, SendJob, encode
 from smsfleet.senders import SenderCache, open_registry
 from smsfleet.settings import Settings
-from smsfleet.topology import Names, message
+from smsfleet.topology import Names, PublishTimeout, publish_json
 
 __all__ = [
     "InvalidJobId",
@@ -165,7 +164,6 @@ class Publisher:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._deadlines = _Deadlines(timeout)
         self._channel: AbstractRobustChannel | None = None
-        self._exchange: AbstractExchange | None = None
         self._start_lock = asyncio.Lock()
         self._closed = False
         # job id -> None, or a future that waiters on that id sleep on. aiormq matches a returned
@@ -202,7 +200,7 @@ class Publisher:
         async with self._start_lock:
             if self._closed:
                 raise NotConfirmed(None, "the publisher is closed", "closed")
-            if self._exchange is not None:
+            if self._channel is not None:
                 return
             # a failed passive declare closes its channel, so check on a throwaway one
             async with self.connection.channel(publisher_confirms=False) as probe:
@@ -217,12 +215,11 @@ class Publisher:
             channel = self.connection.channel(publisher_confirms=True, on_return_raises=True)
             await channel.initialize(timeout=_START_TIMEOUT_S)
             self._channel = channel
-            self._exchange = await channel.get_exchange(self.names.send_exchange, ensure=False)
 
     async def close(self) -> None:
         """Close the channel (not the connection, which is the caller's)."""
         self._closed = True
-        channel, self._channel, self._exchange = self._channel, None, None
+        channel, self._channel = self._channel, None
         if channel is not None and not channel.is_closed:
             await channel.close()
 
@@ -236,7 +233,7 @@ class Publisher:
     async def publish(self, job: SendJob) -> None:
         """Publish one job and wait for the broker's confirm. Raises a PublishError when it is not queued."""
         gateway = self._gateway(job)
-        if self._exchange is None:
+        if self._channel is None:
             await self.start()
         await self._slots.acquire()
         try:
@@ -354,7 +351,7 @@ class Publisher:
 
     async def _publish_in_slot(self, job: SendJob, gateway: str) -> None:
         """The publish itself, once the caller holds a slot: the deadline starts now."""
-        msg = message(encode(job), message_id=job.id)
+        body = encode(job)
         key = Names.send_key(gateway, job.sender)
         job_id = job.id
         inflight = self._inflight
@@ -366,15 +363,15 @@ class Publisher:
                 await self._wait_turn(job_id)
             inflight[job_id] = None
             try:
-                exchange = self._exchange
-                if exchange is None:
+                channel = self._channel
+                if channel is None:
                     raise NotConfirmed(job_id, "the publisher is closed", "closed")
                 try:  # the first attempt inline: one coroutine frame less on every resume
-                    await exchange.publish(msg, key, mandatory=True)
+                    await self._publish(channel, body, key, job_id)
                 except _RECONNECTING as exc:
                     if isinstance(exc, amqp_errors.ChannelNotFoundEntity):
                         raise self._failure(exc, job_id, key) from None
-                    await self._republish(msg, key, job_id)
+                    await self._republish(body, key, job_id)
                 except amqp_errors.DeliveryError as exc:
                     raise self._failure(exc, job_id, key) from None
             finally:
@@ -396,22 +393,34 @@ class Publisher:
                 waiter = self._inflight[job_id] = asyncio.get_running_loop().create_future()
             await asyncio.wait((waiter,))  # unlike `await waiter`, a cancel here leaves it to the others
 
-    async def _republish(self, msg: aio_pika.Message, key: str, job_id: str) -> None:
+    async def _publish(self, channel: AbstractRobustChannel, body: bytes, key: str, job_id: str) -> None:
+        """One publish, written with the others of this event-loop turn (`publish_json`), confirmed or failed. A
+        closed channel (its connection lost or closed) fails at once, for `_republish` to wait for it."""
+        if channel.is_closed:
+            raise amqp_errors.ChannelInvalidStateError(f"{channel!r} closed")
+        try:
+            await publish_json(
+                channel, self.names.send_exchange, body, key, message_id=job_id, confirm_timeout_s=self.timeout
+            )
+        except PublishTimeout:  # (the deadline's cancel usually comes first)
+            raise NotConfirmed(job_id, f"not confirmed by the broker within {self.timeout}s", "timeout") from None
+
+    async def _republish(self, body: bytes, key: str, job_id: str) -> None:
         """The channel is closed or being reopened: wait for the robust connection to restore it and
         publish again, until done or the deadline cancels us. Fails at once when the connection was
         closed on purpose."""
         pause = _RETRY_FIRST_S
         while True:
-            if self.connection.is_closed or self._channel is None or self._exchange is None:
+            if self.connection.is_closed or self._channel is None:
                 raise NotConfirmed(job_id, "the connection to the broker is closed", "closed")
             await asyncio.sleep(pause)
             pause = min(pause * 2, _RETRY_MAX_S)
-            channel, exchange = self._channel, self._exchange
-            if channel is None or exchange is None:
+            channel = self._channel
+            if channel is None:
                 continue
             await channel.ready()
             try:
-                await exchange.publish(msg, key, mandatory=True)
+                await self._publish(channel, body, key, job_id)
             except _RECONNECTING as exc:
                 if isinstance(exc, amqp_errors.ChannelNotFoundEntity):
                     raise self._failure(exc, job_id, key) from None

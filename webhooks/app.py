@@ -213,11 +213,16 @@ async def _publish_all(
     channel: AbstractChannel, exchange: str, bodies: list[tuple[str, bytes]]
 ) -> list[BaseException | None]:
     """Publish `(routing_key, body)` pairs, persistent and mandatory, with confirms, in one write (`publish_json`):
-    the outcome of each."""
-    outcomes = await asyncio.gather(
-        *(publish_json(channel, exchange, b, k, confirm_timeout_s=PUBLISH_TIMEOUT_S) for k, b in bodies),
-        return_exceptions=True,
-    )
+    the outcome of each, within `PUBLISH_TIMEOUT_S` in all (`publish_json` waits for a robust channel whose
+    connection was lost to be restored: the provider gets its 503 instead)."""
+    try:
+        async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+            outcomes = await asyncio.gather(
+                *(publish_json(channel, exchange, b, k, confirm_timeout_s=PUBLISH_TIMEOUT_S) for k, b in bodies),
+                return_exceptions=True,
+            )
+    except TimeoutError as exc:
+        return [exc] * len(bodies)
     return [o if isinstance(o, BaseException) else None for o in outcomes]
 
 
