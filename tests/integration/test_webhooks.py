@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
 import aio_pika
@@ -24,7 +25,7 @@ from smsfleet.suppression import SuppressionStore
 from smsfleet.topology import Names, message
 from tests.integration.test_send_worker import fleet, silent_broker, until
 from tests.samples import sample_sender
-from webhooks import MAX_BODY, Options, Receiver, build_app
+from webhooks import MAX_BODY, Options, Receiver, app, build_app
 from webhooks.serve import serve
 from workers.ledger import Ledger
 
@@ -256,3 +257,61 @@ async def test_a_stop_while_the_broker_does_not_answer_ends_the_receiver_at_once
             await asyncio.wait_for(receiver, 3)
         finally:
             receiver.cancel()
+
+
+@contextlib.asynccontextmanager
+async def forwarded(url: str) -> AsyncIterator[tuple[str, Callable[[], Awaitable[None]]]]:
+    """`url` through a local TCP forwarder, and a `cut` that closes it and every connection through it: the
+    broker is then gone for good, as far as a client of the forwarder can tell (its reconnects are refused)."""
+    parts = urlsplit(url)
+    pipes: list[asyncio.StreamWriter] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(parts.hostname, parts.port or 5672)
+        pipes.extend((writer, up_writer))
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    async def cut() -> None:
+        server.close()
+        for writer in pipes:
+            writer.transport.abort()
+        await server.wait_closed()
+
+    try:
+        yield parts._replace(netloc=f"{parts.username}:{parts.password}@127.0.0.1:{port}").geturl(), cut
+    finally:
+        await cut()
+
+
+async def test_a_callbacks_publishes_meeting_a_lost_connection_fail_within_the_publish_timeout(
+    settings: Settings, names: Names, amqp: aio_pika.abc.AbstractConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`publish_json` waits for a robust channel's lost connection to be restored; a provider waiting on the
+    callback gets its error (a 503) after `PUBLISH_TIMEOUT_S` instead, however long the broker stays away.
+    (`amqp`: the namespace's topology declared.)"""
+    monkeypatch.setattr(app, "PUBLISH_TIMEOUT_S", 0.5)
+    async with forwarded(settings.amqp_url) as (url, cut):
+        connection = await aio_pika.connect_robust(url)
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            assert await app._publish_all(channel, names.internal_exchange, [("report.sandbox", b"{}")]) == [None]
+            await cut()
+            await until(lambda: channel.is_closed, within=5)
+            started = asyncio.get_running_loop().time()
+            outcomes = await asyncio.wait_for(
+                app._publish_all(channel, names.internal_exchange, [("report.sandbox", b"{}")] * 3), 10
+            )
+            assert asyncio.get_running_loop().time() - started < 2
+            assert all(isinstance(o, TimeoutError) for o in outcomes), outcomes
+        finally:
+            await connection.close()
