@@ -19,18 +19,15 @@ import json
 import multiprocessing
 import statistics
 import time
-import uuid
 from urllib.parse import urlsplit
 
-import aio_pika
 import aiohttp
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from smsfleet.logs import configure
 from smsfleet.senders import SenderRegistry, parse_sender, receiving_url
-from smsfleet.settings import Settings
-from smsfleet.topology import Names, declare, delete
+from smsfleet.topology import Names
+from tests.bench.throughput import add_service_args, bench_namespace
 from tests.fakes.infobip import FakeSms
 from webhooks import Options, Receiver, build_app
 
@@ -64,63 +61,51 @@ def post_all(url: str, posts: int, per_post: int, concurrency: int, elapsed: mul
     asyncio.run(run())
 
 
-async def main(posts: int, variants: list[int], concurrency: int, rounds: int) -> None:
+async def main(args: argparse.Namespace) -> None:
+    posts, concurrency, rounds = args.posts, args.concurrency, args.rounds
+    variants = [int(n) for n in args.per_post.split(",")]
     configure("console", "warning")
-    env = Settings.from_env()
-    names = Names(f"bench{uuid.uuid4().hex[:8]}")
-    settings = Settings(amqp_url=env.amqp_url, redis_url=env.redis_url, namespace=names.ns)
-    redis = aioredis.Redis.from_url(settings.redis_url)
-    connection = await aio_pika.connect_robust(settings.amqp_url)
-    runner: web.AppRunner | None = None
-    try:
-        async with connection.channel() as channel:
-            await declare(channel, names)
+    rates: dict[int, list[float]] = {n: [] for n in variants}
+    cpu: dict[int, list[float]] = {n: [] for n in variants}
+    async with bench_namespace(args.amqp_url, args.redis_url) as (settings, connection, redis):
+        names = Names(settings.namespace)
         doc = {"id": "dlr-bench", "gateway": "infobip", "accounts": ["a1"],
                "settings": {"url": "http://127.0.0.1:9", "api_token": "t"}}  # fmt: skip
         sender = await SenderRegistry(redis, names).create(parse_sender(doc))
         runner = web.AppRunner(build_app(Receiver(settings, options=Options(rate_limit=0))), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        parts = urlsplit(receiving_url(sender, "http://x") or "")
-        url = f"http://127.0.0.1:{port}{parts.path}?{parts.query}"
-        rates: dict[int, list[float]] = {n: [] for n in variants}
-        cpu: dict[int, list[float]] = {n: [] for n in variants}
-        ctx = multiprocessing.get_context("spawn")
-        for r in range(rounds):
-            for per_post in variants:
-                async with connection.channel() as channel:
-                    await (await channel.get_queue(names.status_queue)).purge()
-                elapsed: multiprocessing.Queue[float] = ctx.Queue()
-                child = ctx.Process(target=post_all, args=(url, posts, per_post, concurrency, elapsed))
-                started = time.process_time()
-                child.start()
-                while child.is_alive():  # noqa: ASYNC110 - the receiver runs on this loop meanwhile
-                    await asyncio.sleep(0.05)
-                used = time.process_time() - started
-                if child.exitcode != 0:
-                    raise RuntimeError(f"the posting process failed ({child.exitcode})")
-                seconds = elapsed.get()
-                async with connection.channel() as channel:
-                    stored = (await channel.declare_queue(names.status_queue, passive=True)).declaration_result
-                reports = posts * per_post
-                if stored.message_count != reports:
-                    raise RuntimeError(f"{stored.message_count} of {reports} reports stored")
-                rates[per_post].append(reports / seconds)
-                cpu[per_post].append(used * 1000 / reports)
-                rate, ms = reports / seconds, cpu[per_post][-1]
-                print(f"round {r + 1} {per_post:>3} a POST  {rate:>9,.0f} reports/s  {ms:.3f} CPU ms/report")
-    finally:
-        if runner is not None:
+        try:
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            parts = urlsplit(receiving_url(sender, "http://x") or "")
+            url = f"http://127.0.0.1:{port}{parts.path}?{parts.query}"
+            ctx = multiprocessing.get_context("spawn")
+            for r in range(rounds):
+                for per_post in variants:
+                    async with connection.channel() as channel:
+                        await (await channel.get_queue(names.status_queue)).purge()
+                    elapsed: multiprocessing.Queue[float] = ctx.Queue()
+                    child = ctx.Process(target=post_all, args=(url, posts, per_post, concurrency, elapsed))
+                    started = time.process_time()
+                    child.start()
+                    while child.is_alive():  # noqa: ASYNC110 - the receiver runs on this loop meanwhile
+                        await asyncio.sleep(0.05)
+                    used = time.process_time() - started
+                    if child.exitcode != 0:
+                        raise RuntimeError(f"the posting process failed ({child.exitcode})")
+                    seconds = elapsed.get()
+                    async with connection.channel() as channel:
+                        stored = (await channel.declare_queue(names.status_queue, passive=True)).declaration_result
+                    reports = posts * per_post
+                    if stored.message_count != reports:
+                        raise RuntimeError(f"{stored.message_count} of {reports} reports stored")
+                    rates[per_post].append(reports / seconds)
+                    cpu[per_post].append(used * 1000 / reports)
+                    rate, ms = rates[per_post][-1], cpu[per_post][-1]
+                    print(f"round {r + 1} {per_post:>3} a POST  {rate:>9,.0f} reports/s  {ms:.3f} CPU ms/report")
+        finally:
             await runner.cleanup()
-        async with connection.channel() as channel:
-            await delete(channel, names)
-        await connection.close()
-        keys = [k async for k in redis.scan_iter(match=f"{names.ns}:*")]
-        if keys:
-            await redis.delete(*keys)
-        await redis.aclose()
     print(f"\n{posts} POSTs x {rounds} rounds, {concurrency} at a time; the receiver's CPU (this process)")
     print(f"{'reports a POST':<16}{'median reports/s':>18}{'CPU ms/report':>15}   rounds (reports/s)")
     for n in variants:
@@ -130,10 +115,9 @@ async def main(posts: int, variants: list[int], concurrency: int, rounds: int) -
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_service_args(parser)
     parser.add_argument("--posts", type=int, default=4000)
     parser.add_argument("--per-post", default="1,20", help="reports a POST, a variant each, comma-separated")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    per_post = [int(n) for n in args.per_post.split(",")]
-    asyncio.run(main(args.posts, per_post, args.concurrency, args.rounds))
+    asyncio.run(main(parser.parse_args()))
