@@ -158,7 +158,7 @@ class Admitter:
         if self.wait_replicas:
             outcome, state, wait_us, ref = await self._replicated(keys, args)
         else:
-            outcome, state, wait_us, ref = await self.ledger.scripts.run(self._admit, keys, args)
+            outcome, state, wait_us, ref = await self.ledger.pipeline.run(self._admit, keys, args)
         return Admission(Outcome(_text(outcome)), _text(state), int(wait_us) / 1e6, _text(ref))
 
     async def _replicated(self, keys: list[str], args: list[Any]) -> Any:

@@ -38,7 +38,7 @@ import redis.asyncio as aioredis
 from smsfleet.contracts import SendJob, State, now
 from smsfleet.topology import Names
 
-from .pipelining import ScriptPipeline
+from .pipelining import AutoPipeline
 
 __all__ = ["JOB_TTL_S", "NOW_MS_LUA", "Ledger", "Record"]
 
@@ -193,7 +193,7 @@ class Ledger:
         self._release = redis.register_script(_RELEASE)
         self._finish = redis.register_script(_FINISH)
         self._accept = redis.register_script(_ACCEPT)
-        self.scripts = ScriptPipeline(redis)
+        self.pipeline = AutoPipeline(redis)
 
     def key(self, job_id: str) -> str:
         return self.names.redis_key("job", job_id)
@@ -209,20 +209,20 @@ class Ledger:
     async def begin_call(self, job_id: str, owner: str, lease_s: float, *, takeover: bool = False) -> bool:
         """Move the claim to `calling`. `takeover` also accepts a record left in `calling` (a resend)."""
         args = [owner, "calling" if takeover else "claimed", int(lease_s * 1000)]
-        return bool(await self.scripts.run(self._begin, [self.key(job_id)], args))
+        return bool(await self.pipeline.run(self._begin, [self.key(job_id)], args))
 
     async def hold(self, job_id: str, owner: str, lease_s: float) -> bool:
         """Keep a `calling` record for `lease_s` more: an ambiguous send that will be reconciled then."""
-        return bool(await self.scripts.run(self._hold, [self.key(job_id)], [owner, int(lease_s * 1000)]))
+        return bool(await self.pipeline.run(self._hold, [self.key(job_id)], [owner, int(lease_s * 1000)]))
 
     async def retry(self, job_id: str, owner: str) -> bool:
         """Give the claim up: nothing was sent, the job comes back later."""
-        return bool(await self.scripts.run(self._retry, [self.key(job_id)], [owner]))
+        return bool(await self.pipeline.run(self._retry, [self.key(job_id)], [owner]))
 
     async def release(self, job_id: str, owner: str, *, called: bool) -> bool:
         """The delivery failed before it settled the job: give the claim back if nothing can have been sent
         (`called`: this delivery may have reached the provider), else let the next delivery reconcile at once."""
-        return bool(await self.scripts.run(self._release, [self.key(job_id)], [owner, int(called)]))
+        return bool(await self.pipeline.run(self._release, [self.key(job_id)], [owner, int(called)]))
 
     async def accepted(  # noqa: PLR0917 - one record, written at once
         self,
@@ -241,14 +241,14 @@ class Ledger:
             gateway, pids, msgspec.json.encode(job), attempt, parts, JOB_TTL_S, job.id, PID_TTL_S,
             _entry(State.ACCEPTED, "send", pids), owner,
         ]  # fmt: skip
-        return bool(await self.scripts.run(self._accept, keys, args))
+        return bool(await self.pipeline.run(self._accept, keys, args))
 
     async def final(self, job: SendJob, owner: str, state: State, detail: str = "") -> bool:
         """Record a final state from the send path; False when this delivery no longer holds the claim."""
         keys = [self.key(job.id), self.history_key(job.id)]
         entry = _entry(state, "send", detail)
         args = [state.value, "1", JOB_TTL_S, msgspec.json.encode(job), entry, owner]
-        return bool(await self.scripts.run(self._finish, keys, args))
+        return bool(await self.pipeline.run(self._finish, keys, args))
 
     # -- the status path ----------------------------------------------------------------------------
 
@@ -257,11 +257,11 @@ class Ledger:
         `emitted` stays 0 until the caller's event is confirmed (see `StatusWorker`)."""
         entry = _entry(state, source, detail)
         keys = [self.key(job_id), self.history_key(job_id)]
-        return bool(await self.scripts.run(self._finish, keys, [state.value, "0", JOB_TTL_S, "", entry, ""]))
+        return bool(await self.pipeline.run(self._finish, keys, [state.value, "0", JOB_TTL_S, "", entry, ""]))
 
     async def emitted(self, job_id: str) -> None:
         """The final state's event is confirmed: a recheck need not publish it again."""
-        await self.redis.hset(self.key(job_id), "emitted", "1")
+        await self.pipeline.command("HSET", self.key(job_id), "emitted", "1")
 
     async def part_states(self, job_id: str, provider_id: str, state: State, provider_ids: Sequence[str]) -> list[str]:
         """Record the state of one part of a message sent as several; the states of all its parts ('' unknown)."""
@@ -277,11 +277,11 @@ class Ledger:
         return [msgspec.json.decode(e) for e in await self.redis.lrange(self.history_key(job_id), 0, -1)]
 
     async def job_of(self, sender: str, provider_id: str) -> str | None:
-        value = await self.redis.get(self.pid_key(sender, provider_id))
+        value = await self.pipeline.command("GET", self.pid_key(sender, provider_id))
         return None if value is None else _text(value)
 
     async def record(self, job_id: str) -> Record:
-        return Record.of(await self.redis.hgetall(self.key(job_id)))
+        return Record.of(await self.pipeline.command("HGETALL", self.key(job_id)))
 
     async def get(self, job_id: str) -> dict[str, str]:
         """Every field of the record as text (for `smsfleet status` and tests)."""

@@ -8,7 +8,8 @@ the sender's receiving URL (`{"results": [...]}`, `--per-post` reports a POST), 
 a provider's callback workers do. Each report becomes one confirmed publish to `<ns>.status`, which nobody
 consumes here; the count there is checked at the end of each round. CPU ms a report is this process's CPU
 time (the receiver's: the posting is the child's) over the round, divided by the reports; reports/s from the
-first POST to the last reply. Rounds alternate the `--per-post` variants. Numbers only: nothing is asserted.
+first POST to the last reply. Rounds alternate the `--per-post` variants. On uvloop, as every `smsfleet` command
+runs (`cli.run`). Numbers only: nothing is asserted.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
+from cli import run
 from smsfleet.logs import configure
 from smsfleet.senders import SenderRegistry, parse_sender, receiving_url
 from smsfleet.topology import Names
@@ -120,4 +122,4 @@ if __name__ == "__main__":
     parser.add_argument("--per-post", default="1,20", help="reports a POST, a variant each, comma-separated")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
-    asyncio.run(main(parser.parse_args()))
+    run(main(parser.parse_args()))

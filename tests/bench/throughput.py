@@ -121,16 +121,16 @@ async def until(condition: Callable[[], bool], timeout: float, what: str) -> Non
 
 
 @contextlib.asynccontextmanager
-async def accepted_count(
-    connection: aio_pika.abc.AbstractRobustConnection, names: Names
+async def events_count(
+    connection: aio_pika.abc.AbstractRobustConnection, names: Names, state: State = State.ACCEPTED
 ) -> AsyncIterator[Callable[[], Awaitable[int]]]:
-    """How many `accepted` events have been published: a queue bound to them that nobody consumes, counted by
+    """How many `state` events have been published: a queue bound to them that nobody consumes, counted by
     the broker, so that this process (where `worker_round` runs the worker) spends nothing per event. Deleted
     at the end: exclusive, it would live as long as the connection, with its messages, and still bound, so that
     every later round's events would be stored once more in each earlier round's queue."""
     async with connection.channel() as channel:
         queue = await channel.declare_queue(exclusive=True)
-        await queue.bind(names.events_exchange, routing_key=f"status.{State.ACCEPTED}")
+        await queue.bind(names.events_exchange, routing_key=f"status.{state}")
 
         async def count() -> int:  # on the AMQP channel: aio-pika's robust channel answers a passive
             # declaration of a queue it declared itself from its cache, with the count of that time
@@ -155,7 +155,7 @@ async def worker_round(
     """msg/s from the first to the last `accepted` event (polled every 20 ms), and this process's CPU ms a job.
     The worker consumes gateway `kind`'s queue with `policy` (default: `concurrency` and the defaults)."""
     names = Names(settings.namespace)
-    async with accepted_count(connection, names) as count:
+    async with events_count(connection, names) as count:
         await publish(connection, names, jobs, kind)
         stop = asyncio.Event()
         policy = policy or SendPolicy(concurrency=concurrency)

@@ -1,5 +1,5 @@
-"""What the send path batches, on the real Redis and RabbitMQ: Lua scripts pipelined per event-loop turn, and
-status rechecks collected into one delayed message per sender."""
+"""What the send path batches, on the real Redis and RabbitMQ: Redis calls (Lua scripts and plain commands)
+pipelined per event-loop turn, and status rechecks collected into one delayed message per sender."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from redis.exceptions import ResponseError
 
 from smsfleet.topology import Names
 from workers.delays import Delayer
-from workers.pipelining import ScriptPipeline
+from workers.pipelining import AutoPipeline
 from workers.rechecks import Recheck, RecheckBatcher
 
 _ECHO = """
@@ -23,7 +23,7 @@ return redis.call('INCR', KEYS[1]) .. ':' .. ARGV[1]
 """
 
 
-class CountingPipeline(ScriptPipeline):
+class CountingPipeline(AutoPipeline):
     """The real pipeline, counting the pipelines it sends."""
 
     sent = 0
@@ -45,9 +45,26 @@ async def test_concurrent_script_calls_share_one_pipeline_and_each_gets_its_own_
     assert pipeline.sent == 1
 
 
+async def test_plain_commands_share_the_turns_pipeline_in_call_order_and_reply_as_redis_py_does(
+    redis: aioredis.Redis, names: Names
+) -> None:
+    script = redis.register_script(_ECHO)
+    pipeline = CountingPipeline(redis)
+    record = names.redis_key("record")
+    await redis.hset(record, mapping={"phase": "accepted", "emitted": "0"})
+    replies = await asyncio.gather(
+        pipeline.command("HSET", record, "emitted", "1"),
+        pipeline.command("HGETALL", record),
+        pipeline.command("GET", names.redis_key("missing")),
+        pipeline.run(script, [names.redis_key("counter")], ["x"]),
+    )
+    assert replies == [0, {b"phase": b"accepted", b"emitted": b"1"}, None, b"1:x"]
+    assert pipeline.sent == 1
+
+
 async def test_an_error_reaches_only_its_caller(redis: aioredis.Redis, names: Names) -> None:
     script = redis.register_script(_ECHO)
-    pipeline = ScriptPipeline(redis)
+    pipeline = AutoPipeline(redis)
     key = names.redis_key("counter")
     replies = await asyncio.gather(
         *(pipeline.run(script, [key], [arg]) for arg in ("a", "boom", "b")), return_exceptions=True
@@ -58,7 +75,7 @@ async def test_an_error_reaches_only_its_caller(redis: aioredis.Redis, names: Na
 
 async def test_a_script_redis_forgot_is_loaded_again(redis: aioredis.Redis, names: Names) -> None:
     script = redis.register_script(_ECHO)
-    pipeline = ScriptPipeline(redis)
+    pipeline = AutoPipeline(redis)
     key = names.redis_key("counter")
     await redis.script_flush()  # as after a Redis restart: EVALSHA answers NOSCRIPT
     replies = await asyncio.gather(*(pipeline.run(script, [key], [str(i)]) for i in range(5)))
@@ -68,7 +85,7 @@ async def test_a_script_redis_forgot_is_loaded_again(redis: aioredis.Redis, name
 async def test_redis_unreachable_fails_every_caller_of_the_turn() -> None:
     unreachable = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
     script = unreachable.register_script(_ECHO)
-    pipeline = ScriptPipeline(unreachable)
+    pipeline = AutoPipeline(unreachable)
     replies = await asyncio.gather(*(pipeline.run(script, ["k"], ["x"]) for _ in range(3)), return_exceptions=True)
     assert all(isinstance(r, RedisConnectionError) for r in replies), replies
     await unreachable.aclose()
