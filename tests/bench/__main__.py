@@ -23,6 +23,7 @@ SCENARIOS: dict[str, tuple[list[str], list[str]]] = {
     "memory": ([], ["--jobs", "4000"]),
     "stop_latency": ([], ["--stops", "100"]),
     "receiver": ([], ["--posts", "1000", "--rounds", "1"]),
+    "reports": ([], ["--jobs", "2000", "--rounds", "1"]),
     "publish": ([], ["--jobs", "5000", "--rounds", "1"]),
     "acks": ([], ["--messages", "5000", "--rounds", "1"]),
     "events": ([], ["--events", "5000", "--rounds", "2"]),
