@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import time
 import uuid
 
 import aio_pika
@@ -33,8 +32,15 @@ from smsfleet.logs import configure
 from smsfleet.senders import SenderRegistry, parse_sender
 from smsfleet.settings import Settings
 from smsfleet.topology import Names, publish_json
-from tests.bench.throughput import add_service_args, bench_namespace, events_count, make_jobs, worker_round
-from workers import SendPolicy, run_workers
+from tests.bench.throughput import (
+    add_service_args,
+    bench_namespace,
+    events_count,
+    make_jobs,
+    timed_workers,
+    worker_round,
+)
+from workers import SendPolicy
 from workers.ledger import Ledger
 
 SENDER = "sbx"
@@ -64,29 +70,8 @@ async def reports_round(
                     await publish_json(channel, names.internal_exchange, encode(report), "report.sandbox")
 
             await asyncio.gather(*(one(r) for r in reports))
-        stop = asyncio.Event()
         policy = SendPolicy(concurrency=concurrency)
-        cpu = time.process_time()
-        fleet = asyncio.create_task(run_workers(settings, gateways=[], status=True, policy=policy, stop=stop))
-        deadline = time.monotonic() + 600
-
-        async def until_delivered(k: int) -> float:
-            while (delivered := await count()) < k:
-                if fleet.done():
-                    fleet.result()
-                if fleet.done() or time.monotonic() > deadline:
-                    raise RuntimeError(f"only {delivered} of {n} reports recorded (worker stopped or timed out)")
-                await asyncio.sleep(0.02)
-            return time.monotonic()
-
-        try:
-            first = await until_delivered(1)
-            last = await until_delivered(n)
-            cpu = time.process_time() - cpu
-        finally:
-            stop.set()
-            await fleet
-    return (n - 1) / (last - first), cpu * 1000 / n
+        return await timed_workers(settings, count, n, "reports recorded", gateways=[], policy=policy, status=True)
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -157,29 +157,44 @@ async def worker_round(
     names = Names(settings.namespace)
     async with events_count(connection, names) as count:
         await publish(connection, names, jobs, kind)
-        stop = asyncio.Event()
         policy = policy or SendPolicy(concurrency=concurrency)
-        cpu = time.process_time()
-        fleet = asyncio.create_task(run_workers(settings, gateways=[kind], status=False, policy=policy, stop=stop))
-        deadline = time.monotonic() + 600
+        return await timed_workers(settings, count, len(jobs), "jobs accepted", gateways=[kind], policy=policy)
 
-        async def until_accepted(n: int) -> float:
-            while (accepted := await count()) < n:
-                if fleet.done():
-                    fleet.result()  # the worker's own error, if it stopped on one
-                if fleet.done() or time.monotonic() > deadline:
-                    raise RuntimeError(f"only {accepted} of {len(jobs)} jobs accepted (worker stopped or timed out)")
-                await asyncio.sleep(0.02)
-            return time.monotonic()
 
-        try:
-            first = await until_accepted(1)
-            last = await until_accepted(len(jobs))
-            cpu = time.process_time() - cpu
-        finally:
-            stop.set()
-            await fleet
-    return (len(jobs) - 1) / (last - first), cpu * 1000 / len(jobs)
+async def timed_workers(
+    settings: Settings,
+    count: Callable[[], Awaitable[int]],
+    n: int,
+    what: str,
+    *,
+    gateways: Sequence[str],
+    policy: SendPolicy,
+    status: bool = False,
+) -> tuple[float, float]:
+    """Run the workers (`run_workers`) until `count()` reaches `n` (polled every 20 ms): the rate a second from
+    the first to the last, and this process's CPU ms for each of the `n`. `what` names them in an error."""
+    stop = asyncio.Event()
+    cpu = time.process_time()
+    fleet = asyncio.create_task(run_workers(settings, gateways=gateways, status=status, policy=policy, stop=stop))
+    deadline = time.monotonic() + 600
+
+    async def until(k: int) -> float:
+        while (counted := await count()) < k:
+            if fleet.done():
+                fleet.result()  # the worker's own error, if it stopped on one
+            if fleet.done() or time.monotonic() > deadline:
+                raise RuntimeError(f"only {counted} of {n} {what} (worker stopped or timed out)")
+            await asyncio.sleep(0.02)
+        return time.monotonic()
+
+    try:
+        first = await until(1)
+        last = await until(n)
+        cpu = time.process_time() - cpu
+    finally:
+        stop.set()
+        await fleet
+    return (n - 1) / (last - first), cpu * 1000 / n
 
 
 async def bare_round(
