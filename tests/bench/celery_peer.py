@@ -227,6 +227,13 @@ class Peer:
 # --- a round -------------------------------------------------------------------------------------------------------
 
 
+def unique_jobs(prefix: str, sender: str, n: int) -> list[SendJob]:
+    """`make_jobs`, each text naming its job: SMSC (and its fake) refuses a send request identical to one of the
+    last minute (error 9), and these tasks send no `id`, so the same numbers and texts in the next round, or
+    after the warm-up, would be refused."""
+    return [msgspec.structs.replace(job, text=f"{job.text} ({job.id})") for job in make_jobs(prefix, sender, n)]
+
+
 class Result(msgspec.Struct, frozen=True):
     rate: float  # msg/s at the fake, first to last accepted
     cpu_ms: float  # the worker tree's CPU per job
@@ -303,11 +310,11 @@ async def main() -> None:
             settings = [(fast, c, args.jobs) for c in args.fast_concurrency]
             settings += [(slow, c, args.slow_jobs) for c in args.slow_concurrency]
             # an untimed warm-up, then alternate
-            await celery_round(peer, fast, http, make_jobs("warm", "fast", 300), settings[0][1])
+            await celery_round(peer, fast, http, unique_jobs("warm", "fast", 300), settings[0][1])
             for r in range(args.rounds):
                 for fake, concurrency, n in settings:
                     key = f"{fake.name} c={concurrency}"
-                    jobs = make_jobs(f"{fake.name}{concurrency}-{r}", fake.name, n)
+                    jobs = unique_jobs(f"{fake.name}{concurrency}-{r}", fake.name, n)
                     result = await celery_round(peer, fake, http, jobs, concurrency)
                     results.setdefault(key, []).append(result)
                     extra = f"  ({result.extra} extra requests)" if result.extra else ""
