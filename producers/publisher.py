@@ -37,7 +37,7 @@ from smsfleet.connect import connect_amqp, redis_client
 from smsfleet.contracts import JOB_ID_MAX_BYTES, SendJob, encode
 from smsfleet.senders import SenderCache, open_registry
 from smsfleet.settings import Settings
-from smsfleet.topology import Names, PublishTimeout, publish_json
+from smsfleet.topology import Names, publish_json
 
 __all__ = [
     "InvalidJobId",
@@ -398,12 +398,8 @@ class Publisher:
         closed channel (its connection lost or closed) fails at once, for `_republish` to wait for it."""
         if channel.is_closed:
             raise amqp_errors.ChannelInvalidStateError(f"{channel!r} closed")
-        try:
-            await publish_json(
-                channel, self.names.send_exchange, body, key, message_id=job_id, confirm_timeout_s=self.timeout
-            )
-        except PublishTimeout:  # (the deadline's cancel usually comes first)
-            raise NotConfirmed(job_id, f"not confirmed by the broker within {self.timeout}s", "timeout") from None
+        # bounded by the publish's deadline (`_Deadlines`), not by a timer of its own
+        await publish_json(channel, self.names.send_exchange, body, key, message_id=job_id, confirm_timeout_s=None)
 
     async def _republish(self, body: bytes, key: str, job_id: str) -> None:
         """The channel is closed or being reopened: wait for the robust connection to restore it and

@@ -283,7 +283,7 @@ async def publish_json(
     routing_key: str,
     *,
     mandatory: bool = True,
-    confirm_timeout_s: float = CONFIRM_TIMEOUT_S,
+    confirm_timeout_s: float | None = CONFIRM_TIMEOUT_S,
     message_id: str | None = None,
     headers: dict[str, Any] | None = None,
 ) -> None:
@@ -292,7 +292,7 @@ async def publish_json(
     aio-pika's Message and Exchange objects, whose building costs as much CPU as the publish itself, and
     written with the other publishes of the same event-loop turn (`_publish`). A nack or (on a channel with
     `on_return_raises`) a returned message raises as it does through aio-pika; a confirm that does not come
-    within `confirm_timeout_s`, `PublishTimeout`."""
+    within `confirm_timeout_s`, `PublishTimeout` (None: no bound of its own, for a caller that keeps one)."""
     properties = aiormq.spec.Basic.Properties(
         content_type="application/json",
         delivery_mode=2,
@@ -322,7 +322,11 @@ _writing: set[asyncio.Task[None]] = set()
 
 
 def _publish(
-    channel: aiormq.Channel, method: aiormq.spec.Basic.Publish, header: ContentHeader, body: bytes, timeout_s: float
+    channel: aiormq.Channel,
+    method: aiormq.spec.Basic.Publish,
+    header: ContentHeader,
+    body: bytes,
+    timeout_s: float | None,
 ) -> asyncio.Future[None]:
     """Publish with the other publishes the channel is given in this event-loop turn: one task writes them as
     one frame under one hold of the channel's lock. aiormq's `basic_publish` does that for each publish alone,
@@ -334,7 +338,7 @@ def _publish(
     raises; a publish whose caller gave up before the write is not sent, as with `basic_publish`.
 
     Returns its outcome: None once confirmed (or written, on a channel without confirms), or its error;
-    `PublishTimeout` when not confirmed within `timeout_s`."""
+    `PublishTimeout` when not confirmed within `timeout_s` (if not None)."""
     loop = asyncio.get_running_loop()
     frames: list[Any] = [method, header, *channel._split_body(body)]
     entry = _Publish(
@@ -342,7 +346,8 @@ def _publish(
         b"".join(pamqp.frame.marshal(frame, channel.number) for frame in frames),
         header.properties.message_id if method.mandatory else None,
     )
-    entry.timer = loop.call_later(timeout_s, entry.expire, timeout_s)
+    if timeout_s is not None:
+        entry.timer = loop.call_later(timeout_s, entry.expire, timeout_s)
     pending = _turn.setdefault(channel, [])
     if not pending:  # the first of this turn: the task runs after the others woken in it add theirs
         task = asyncio.create_task(_write(channel))

@@ -46,7 +46,7 @@ def post_all(url: str, posts: int, per_post: int, concurrency: int, elapsed: mul
     """The provider's side, in a child process: `posts` POSTs, `concurrency` at a time."""
     bodies = [body(i * per_post, per_post) for i in range(posts)]
 
-    async def run() -> None:
+    async def post() -> None:
         async with aiohttp.ClientSession(headers={"Content-Type": "application/json"}) as http:
             todo = iter(bodies)
 
@@ -60,7 +60,7 @@ def post_all(url: str, posts: int, per_post: int, concurrency: int, elapsed: mul
             await asyncio.gather(*(worker() for _ in range(concurrency)))
             elapsed.put(time.perf_counter() - started)
 
-    asyncio.run(run())
+    asyncio.run(post())
 
 
 async def main(args: argparse.Namespace) -> None:

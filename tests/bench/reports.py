@@ -83,8 +83,9 @@ async def main(args: argparse.Namespace) -> None:
                "settings": {"latency_ms": 0, "await_delivery_s": 3600}}  # fmt: skip
         names = Names(settings.namespace)
         await SenderRegistry(redis, names).create(parse_sender(doc))
+        ledger = Ledger(redis, names)
         for r in range(args.rounds):
-            rate, cpu = await reports_round(settings, connection, Ledger(redis, names), args.jobs, args.concurrency)
+            rate, cpu = await reports_round(settings, connection, ledger, args.jobs, args.concurrency)
             rates.append(rate)
             cpus.append(cpu)
             print(f"round {r + 1}  {rate:>9,.0f} reports/s  {cpu:.3f} CPU ms/report")
